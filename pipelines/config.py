@@ -1,0 +1,132 @@
+"""All configuration in one typed place.
+
+Values come from, highest priority first: environment variables
+(``FACEREEL_<SECTION>__<FIELD>``, e.g. ``FACEREEL_DECODE__SAMPLE_FPS=4``), a YAML
+file (``--config``, ``$FACEREEL_CONFIG`` or ``./facereel.yaml``), then the defaults
+below, which work on a laptop with no GPU and no network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "facereel")
+
+
+class ModelSettings(BaseModel):
+    pack: str = "yunet-sface"
+    # "auto": CUDA when onnxruntime-gpu sees a device, else CPU.
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    # Threads per onnxruntime session; Ray actors each get their own session, so keep
+    # this at the actor's CPU share to avoid oversubscription.
+    intra_op_threads: int = Field(default=1, ge=0)
+    # Longest side of the detector input; faces smaller than ~10 px at this scale are lost.
+    det_size: int = Field(default=640, ge=160)
+    det_score_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    det_nms_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    # Faces whose shorter bbox side (source pixels) is below this are not indexed:
+    # their embeddings are too noisy to match.
+    min_face_px: int = Field(default=20, ge=1)
+    # Overrides the pack's own cosine threshold when set.
+    match_threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # Where converted ONNX files are cached (created on first use).
+    cache_dir: str = Field(default_factory=_default_cache_dir)
+    # InsightFace packs are read from <insightface_root>/<pack>/ and never downloaded.
+    insightface_root: str = Field(default_factory=lambda: str(Path.home() / ".insightface" / "models"))
+
+
+class DecodeSettings(BaseModel):
+    sample_fps: float = Field(default=2.0, gt=0.0, le=60.0)
+    # Long videos are split into chunks of this many seconds, decoded in parallel.
+    chunk_s: float = Field(default=60.0, gt=1.0)
+    # PyAV codec threading ("AUTO" = frame + slice threads).
+    thread_type: Literal["AUTO", "FRAME", "SLICE", "NONE"] = "AUTO"
+
+
+class PoolSettings(BaseModel):
+    """One Ray Data actor pool. ``min_size``/``max_size`` of 0 mean: size from the cluster."""
+
+    num_cpus: float = Field(default=0.5, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    min_size: int = Field(default=1, ge=0)
+    max_size: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=8, ge=1)
+
+
+class IndexSettings(BaseModel):
+    decode_num_cpus: float = Field(default=1.0, gt=0.0)
+    detect: PoolSettings = PoolSettings(batch_size=4)
+    embed: PoolSettings = PoolSettings(batch_size=32)
+    # Rows buffered by the driver before one LanceDB append.
+    write_batch_rows: int = Field(default=2048, ge=1)
+    # Photo files by extension; everything else is treated as video.
+    photo_extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
+    video_extensions: list[str] = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mts", ".ts"]
+
+
+class StoreSettings(BaseModel):
+    # Local path or s3://bucket/prefix; empty means <data_dir>/lancedb.
+    uri: str = ""
+    storage_options: dict[str, str] = {}
+    # Below this many rows searches are exact (brute force is ~100 ms at 500k rows);
+    # above it an IVF_PQ index is built and queried with a refine step.
+    ann_min_rows: int = Field(default=300_000, ge=1)
+    ann_nprobes: int = Field(default=20, ge=1)
+    ann_refine_factor: int = Field(default=10, ge=1)
+
+
+class RaySettings(BaseModel):
+    # Empty: start or join a local cluster; "auto" or ray://... to connect elsewhere.
+    address: str = ""
+    num_cpus: int | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEREEL_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: str = ".facereel"
+    models: ModelSettings = ModelSettings()
+    decode: DecodeSettings = DecodeSettings()
+    index: IndexSettings = IndexSettings()
+    store: StoreSettings = StoreSettings()
+    ray: RaySettings = RaySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed in as init kwargs).
+        return env_settings, init_settings
+
+    @property
+    def store_uri(self) -> str:
+        return self.store.uri or str(Path(self.data_dir) / "lancedb")
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (or $FACEREEL_CONFIG, or ./facereel.yaml when present)."""
+    chosen = path or os.environ.get("FACEREEL_CONFIG")
+    if chosen is None and Path("facereel.yaml").is_file():
+        chosen = "facereel.yaml"
+    data: dict[str, Any] = {}
+    if chosen is not None:
+        with open(chosen, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{chosen}: expected a mapping at the top level")
+    data.update(overrides)
+    return Settings(**data)

@@ -1,0 +1,307 @@
+"""Index an event's media into LanceDB with a streaming Ray Data pipeline.
+
+media list -> probe (Ray tasks) -> decode chunks (tasks) -> detect + align (actor pool)
+-> embed (actor pool) -> LanceDB (appended by the driver as batches stream in).
+
+Incremental: media already ``indexed`` for the event are skipped; faces of media that
+are (re)indexed are deleted first, so re-runs and retries never duplicate rows. A
+media file's status is written only after all of its faces are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from pipelines.config import PoolSettings, Settings
+from pipelines.decode import plan_chunks, probe_photo, probe_video
+from pipelines.media import MediaSource, list_media
+from pipelines.models import pack_info
+from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_batches
+
+log = logging.getLogger(__name__)
+
+FACE_NAMESPACE = uuid.UUID("6f0c5a8e-2b7d-4f1e-9a43-0c2f6f9d1e55")
+
+
+@dataclass
+class IndexReport:
+    org_id: int
+    event_id: int
+    found: int = 0
+    skipped: int = 0
+    indexed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    faces: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _MediaProgress:
+    source: MediaSource
+    probe: dict
+    chunks_total: int
+    chunks_done: int = 0
+    frames: int = 0
+    faces: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def ensure_ray(settings: Settings) -> None:
+    if not ray.is_initialized():
+        ray.init(
+            address=settings.ray.address or None,
+            num_cpus=settings.ray.num_cpus if not settings.ray.address else None,
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+
+
+def pool_sizes(total_cpus: float, total_gpus: float, decode_cpus: float, detect: PoolSettings, embed: PoolSettings) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(min, max) actors for the detect and embed pools.
+
+    The pools together never claim every CPU: at least one decode task must always be
+    schedulable, or the stream deadlocks silently (seen with two 1-CPU pools on 2 CPUs).
+    Automatic maxima split the remaining CPUs 1:2, embedding being the costlier stage.
+    """
+    budget = max(0.0, total_cpus - decode_cpus)
+
+    def auto_max(pool: PoolSettings, share: float) -> int:
+        if pool.max_size:
+            return pool.max_size
+        if pool.num_gpus > 0:
+            return max(1, int(total_gpus // pool.num_gpus))
+        return max(1, int(share // pool.num_cpus)) if pool.num_cpus > 0 else 1
+
+    det_max = auto_max(detect, budget / 3)
+    det_used = 0.0 if detect.num_gpus > 0 else det_max * detect.num_cpus
+    emb_max = auto_max(embed, max(embed.num_cpus, budget - det_used))
+    det_min = max(1, min(detect.min_size, det_max))
+    emb_min = max(1, min(embed.min_size, emb_max))
+    claimed = det_max * detect.num_cpus + emb_max * embed.num_cpus
+    if claimed + decode_cpus > total_cpus + 1e-9:
+        raise ValueError(
+            f"actor pools claim {claimed:g} CPUs at full size and decode needs {decode_cpus:g}, "
+            f"but the cluster has {total_cpus:g}: lower index.detect/embed max_size or num_cpus"
+        )
+    return (det_min, det_max), (emb_min, emb_max)
+
+
+@ray.remote(num_cpus=0.25)
+def _probe(source: MediaSource, storage_options: dict | None) -> dict:
+    try:
+        probe = probe_photo(source.uri, storage_options) if source.media_type == "photo" else probe_video(source.uri, storage_options)
+        return {"ok": True, **probe.__dict__}
+    except Exception as exc:  # a corrupt file fails alone
+        return {"ok": False, "error": f"probe failed: {type(exc).__name__}: {exc}"}
+
+
+def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list[dict]:
+    items = []
+    for key, mp in progress.items():
+        if mp.source.media_type == "photo":
+            chunks = [(0.0, 0.0, 0, 1)]
+        else:
+            planned = plan_chunks(mp.probe["start_s"], mp.probe["duration_s"], settings.decode.sample_fps, settings.decode.chunk_s)
+            chunks = [(c.start_s, c.end_s, c.first_sample, c.end_sample) for c in planned]
+        mp.chunks_total = len(chunks)
+        for i, (start, end, first, last) in enumerate(chunks):
+            items.append(
+                {
+                    "media_key": key,
+                    "uri": mp.source.uri,
+                    "media_type": mp.source.media_type,
+                    "chunk_index": i,
+                    "chunk_start_s": float(start),
+                    "chunk_end_s": float(end),
+                    "first_sample": int(first),
+                    "end_sample": int(last),
+                    "origin_s": float(mp.probe["start_s"]),
+                    "video_fps": float(mp.probe["fps"]),
+                }
+            )
+    return items
+
+
+def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
+    resources = ray.cluster_resources()
+    idx = settings.index
+    (det_min, det_max), (emb_min, emb_max) = pool_sizes(resources.get("CPU", 1.0), resources.get("GPU", 0.0), idx.decode_num_cpus, idx.detect, idx.embed)
+
+    def pool_models_cfg(pool: PoolSettings):
+        return settings.models.model_copy(update={"providers": "cuda"}) if pool.num_gpus > 0 else settings.models
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.map_batches(
+        decode_batches,
+        batch_size=1,
+        num_cpus=idx.decode_num_cpus,
+        fn_kwargs={"sample_fps": settings.decode.sample_fps, "thread_type": settings.decode.thread_type, "storage_options": settings.store.storage_options or None},
+    )
+    ds = ds.map_batches(
+        DetectAlign,
+        batch_size=idx.detect.batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=det_min, max_size=det_max),
+        num_cpus=idx.detect.num_cpus,
+        num_gpus=idx.detect.num_gpus,
+        fn_constructor_kwargs={"models_cfg": pool_models_cfg(idx.detect)},
+    )
+    ds = ds.map_batches(
+        Embed,
+        batch_size=idx.embed.batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=emb_min, max_size=emb_max),
+        num_cpus=idx.embed.num_cpus,
+        num_gpus=idx.embed.num_gpus,
+        fn_constructor_kwargs={"models_cfg": pool_models_cfg(idx.embed)},
+    )
+    return ds
+
+
+def face_rows(batch: dict[str, np.ndarray], org_id: int, event_id: int, pack_name: str, pack_version: str, dim: int) -> pa.Table:
+    """Face rows of one pipeline batch as an Arrow table in the faces schema's column order."""
+    sel = batch["kind"] == KIND_FACE
+    n = int(sel.sum())
+    keys = batch["media_key"][sel]
+    ts = batch["timestamp_s"][sel]
+    bbox = np.asarray(batch["bbox"][sel], np.float32).reshape(n, 4)
+    face_ids = [str(uuid.uuid5(FACE_NAMESPACE, f"{org_id}/{event_id}/{k}/{t:.4f}/{b[0]:.1f},{b[1]:.1f}")) for k, t, b in zip(keys, ts, bbox, strict=True)]
+
+    def fixed(arr: np.ndarray, width: int) -> pa.FixedSizeListArray:
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr, np.float32).reshape(-1)), width)
+
+    return pa.table(
+        {
+            "face_id": pa.array(face_ids, pa.string()),
+            "org_id": pa.array(np.full(n, org_id, np.int64)),
+            "event_id": pa.array(np.full(n, event_id, np.int64)),
+            "media_type": pa.array(batch["media_type"][sel].astype(str)),
+            "media_key": pa.array(keys.astype(str)),
+            "timestamp_s": pa.array(ts.astype(np.float64)),
+            "frame_index": pa.array(batch["frame_index"][sel].astype(np.int64)),
+            "bbox": fixed(bbox, 4),
+            "landmarks": fixed(np.asarray(batch["landmarks"][sel]).reshape(n, 10), 10),
+            "det_score": pa.array(batch["det_score"][sel].astype(np.float32)),
+            "face_px": pa.array(batch["face_px"][sel].astype(np.float32)),
+            "vector": fixed(np.asarray(batch["vector"][sel]).reshape(n, dim), dim),
+            "model_pack": pa.array([pack_name] * n, pa.string()),
+            "model_version": pa.array([pack_version] * n, pa.string()),
+        }
+    )
+
+
+def index_event(
+    settings: Settings,
+    org_id: int,
+    event_id: int,
+    inputs: list[str],
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> IndexReport:
+    """Index ``inputs`` (paths, directories, URIs) into the event; returns what happened.
+
+    ``on_progress(chunks_done, chunks_total, faces)`` is called as work completes.
+    """
+    started = time.monotonic()
+    ensure_ray(settings)
+    from pipelines.store import MEDIA_FAILED, MEDIA_INDEXED, FaceStore  # lancedb after ray.init
+
+    info = pack_info(settings.models.pack)
+    store = FaceStore.from_settings(settings, info)
+    report = IndexReport(org_id, event_id)
+    sources = list_media(inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None)
+    report.found = len(sources)
+    done_keys = store.indexed_keys(org_id, event_id)
+    todo = [s for s in sources if s.media_key not in done_keys]
+    report.skipped = len(sources) - len(todo)
+    if not todo:
+        report.seconds = time.monotonic() - started
+        return report
+    store.delete_media_faces(org_id, event_id, [s.media_key for s in todo])
+
+    def media_row(mp: _MediaProgress, status: str, error: str) -> dict:
+        p = mp.probe
+        return {
+            "org_id": org_id, "event_id": event_id, "media_key": mp.source.media_key, "uri": mp.source.uri,
+            "media_type": mp.source.media_type, "status": status, "duration_s": p.get("duration_s"), "fps": p.get("fps"),
+            "width": p.get("width"), "height": p.get("height"), "codec": p.get("codec"), "size_bytes": mp.source.size_bytes,
+            "face_count": mp.faces, "error": error or None, "model_pack": info.name,
+        }  # fmt: skip
+
+    opts = settings.store.storage_options or None
+    probes = ray.get([_probe.remote(s, opts) for s in todo])
+    progress: dict[str, _MediaProgress] = {}
+    early_failures = []
+    for source, probe in zip(todo, probes, strict=True):
+        mp = _MediaProgress(source, probe if probe["ok"] else {}, 0)
+        if probe["ok"]:
+            progress[source.media_key] = mp
+        else:
+            early_failures.append(media_row(mp, MEDIA_FAILED, probe["error"]))
+            report.failed[source.media_key] = probe["error"]
+    store.record_media(early_failures)
+
+    items = _work_items(progress, settings)
+    total_chunks = len(items)
+    chunks_done = 0
+    pending: list[pa.Table] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if pending:
+            store.add_faces(pa.concat_tables(pending))
+        pending, pending_rows = [], 0
+
+    if items:
+        ds = build_dataset(items, settings)
+        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+            if len(batch["kind"]) == 0:
+                continue
+            faces = face_rows(batch, org_id, event_id, info.name, info.version, info.dim)
+            if faces.num_rows:
+                pending.append(faces)
+                pending_rows += faces.num_rows
+                for key, count in zip(*np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True), strict=True):
+                    progress[str(key)].faces += int(count)
+            finished = []
+            for i in np.flatnonzero(batch["kind"] == KIND_END):
+                mp = progress[str(batch["media_key"][i])]
+                mp.chunks_done += 1
+                mp.frames += int(batch["frames"][i])
+                if batch["error"][i]:
+                    mp.errors.append(str(batch["error"][i]))
+                chunks_done += 1
+                if mp.chunks_done == mp.chunks_total:
+                    finished.append(mp)
+            if pending_rows >= settings.index.write_batch_rows or finished:
+                flush()  # faces are stored before their media is marked indexed
+            rows = []
+            for mp in finished:
+                if mp.errors or mp.frames == 0:
+                    error = "; ".join(mp.errors) or "no frames decoded"
+                    store.delete_media_faces(org_id, event_id, [mp.source.media_key])
+                    report.failed[mp.source.media_key] = error
+                    mp.faces = 0
+                    rows.append(media_row(mp, MEDIA_FAILED, error))
+                else:
+                    report.indexed.append(mp.source.media_key)
+                    rows.append(media_row(mp, MEDIA_INDEXED, ""))
+                report.frames += mp.frames
+                report.faces += mp.faces
+            store.record_media(rows)
+            if on_progress:
+                on_progress(chunks_done, total_chunks, sum(m.faces for m in progress.values()))
+        flush()
+    store.optimize()
+    store.ensure_indices()
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,170 @@
+"""The per-batch work of the indexing pipeline, free of Ray: decode, detect+align, embed.
+
+Each stage maps a column batch (dict of numpy arrays) to the next. Besides frame and
+face rows, every decoded chunk ends with one ``end`` marker row that carries the
+chunk's frame count and error, and flows through every stage, so the writer knows
+when a media file is complete or failed without a second pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from pipelines.decode import Chunk, MediaProbe, SampledFrame, load_photo, sample_video
+from pipelines.models import load_pack
+from pipelines.models.base import ALIGNED_SIZE, filter_detections
+
+log = logging.getLogger(__name__)
+
+KIND_FRAME, KIND_FACE, KIND_END = "frame", "face", "end"
+# Columns that travel unchanged from decode to the writer.
+PASS_COLUMNS = ("kind", "media_key", "media_type", "timestamp_s", "frame_index", "error", "frames")
+# Frames per yielded decode batch: small, so memory stays bounded per task.
+DECODE_BATCH = 8
+
+
+def _frame_batch(item: dict, frames: list) -> dict[str, np.ndarray]:
+    n = len(frames)
+    return {
+        "kind": np.array([KIND_FRAME] * n),
+        "media_key": np.array([item["media_key"]] * n),
+        "media_type": np.array([item["media_type"]] * n),
+        "timestamp_s": np.array([f.timestamp_s for f in frames], np.float64),
+        "frame_index": np.array([f.frame_index for f in frames], np.int64),
+        "error": np.array([""] * n),
+        "frames": np.zeros(n, np.int64),
+        "image": np.stack([f.image for f in frames]),
+    }
+
+
+def _end_batch(item: dict, frames: int, error: str) -> dict[str, np.ndarray]:
+    return {
+        "kind": np.array([KIND_END]),
+        "media_key": np.array([item["media_key"]]),
+        "media_type": np.array([item["media_type"]]),
+        "timestamp_s": np.zeros(1, np.float64),
+        "frame_index": np.full(1, item["chunk_index"], np.int64),
+        "error": np.array([error]),
+        "frames": np.array([frames], np.int64),
+        "image": np.zeros((1, 2, 2, 3), np.uint8),
+    }
+
+
+def decode_chunk(item: dict, sample_fps: float, thread_type: str, storage_options: dict | None) -> Iterator[dict[str, np.ndarray]]:
+    """Frames of one work item (a video chunk or a photo), then its end marker."""
+    count, error = 0, ""
+    try:
+        if item["media_type"] == "photo":
+            yield _frame_batch(item, [SampledFrame(0.0, 0, load_photo(item["uri"], storage_options))])
+            count = 1
+        else:
+            probe = MediaProbe(0.0, float(item["video_fps"]), 0, 0, "", float(item["origin_s"]))
+            chunk = Chunk(item["chunk_start_s"], item["chunk_end_s"], int(item["first_sample"]), int(item["end_sample"]))
+            pending = []
+            for frame in sample_video(item["uri"], probe, chunk, sample_fps, thread_type, storage_options):
+                pending.append(frame)
+                count += 1
+                if len(pending) >= DECODE_BATCH:
+                    yield _frame_batch(item, pending)
+                    pending = []
+            if pending:
+                yield _frame_batch(item, pending)
+    except Exception as exc:  # recorded on the media row; other media go on
+        log.warning("decoding %s failed: %s", item["uri"], exc)
+        error = f"decode failed: {type(exc).__name__}: {exc}"
+    yield _end_batch(item, count, error)
+
+
+def decode_batches(batch: dict[str, np.ndarray], sample_fps: float, thread_type: str, storage_options: dict | None) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data entry point: one input row per chunk (batch_size=1)."""
+    keys = list(batch.keys())
+    for i in range(len(batch[keys[0]])):
+        item = {k: batch[k][i] for k in keys}
+        yield from decode_chunk(item, sample_fps, thread_type, storage_options)
+
+
+def _empty_faces() -> dict[str, np.ndarray]:
+    return {
+        "kind": np.array([], dtype=str),
+        "media_key": np.array([], dtype=str),
+        "media_type": np.array([], dtype=str),
+        "timestamp_s": np.zeros(0, np.float64),
+        "frame_index": np.zeros(0, np.int64),
+        "error": np.array([], dtype=str),
+        "frames": np.zeros(0, np.int64),
+        "bbox": np.zeros((0, 4), np.float32),
+        "landmarks": np.zeros((0, 10), np.float32),
+        "det_score": np.zeros(0, np.float32),
+        "face_px": np.zeros(0, np.float32),
+        "crop": np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8),
+    }
+
+
+class DetectAlign:
+    """Actor: frames in, small aligned face crops out (whole frames stop here)."""
+
+    def __init__(self, models_cfg) -> None:
+        warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
+        self.pack = load_pack(models_cfg)
+        self.min_score = models_cfg.det_score_threshold
+        self.min_face_px = models_cfg.min_face_px
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: dict[str, list] = {k: [] for k in _empty_faces()}
+        for i in range(len(batch["kind"])):
+            if batch["kind"][i] != KIND_FRAME:
+                self._append(rows, batch, i, None, None, None, None)
+                continue
+            image = np.asarray(batch["image"][i])
+            dets = filter_detections(self.pack.detector.detect(image), self.min_score, self.min_face_px)
+            crops = self.pack.align_all(image, dets)
+            for j in range(len(dets)):
+                self._append(rows, batch, i, dets.boxes[j], dets.landmarks[j], dets.scores[j], crops[j])
+        if not rows["kind"]:
+            return _empty_faces()
+        out = {k: np.array(v) for k, v in rows.items() if k not in ("bbox", "landmarks", "crop")}
+        out["bbox"] = np.stack(rows["bbox"]).astype(np.float32)
+        out["landmarks"] = np.stack(rows["landmarks"]).astype(np.float32)
+        out["crop"] = np.stack(rows["crop"]).astype(np.uint8)
+        out["det_score"] = out["det_score"].astype(np.float32)
+        out["face_px"] = out["face_px"].astype(np.float32)
+        return out
+
+    @staticmethod
+    def _append(rows: dict[str, list], batch, i: int, box, landmarks, score, crop) -> None:
+        for col in PASS_COLUMNS:
+            rows[col].append(batch[col][i])
+        if box is None:  # marker row
+            rows["bbox"].append(np.zeros(4, np.float32))
+            rows["landmarks"].append(np.zeros(10, np.float32))
+            rows["det_score"].append(0.0)
+            rows["face_px"].append(0.0)
+            rows["crop"].append(np.zeros((ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8))
+            return
+        rows["kind"][-1] = KIND_FACE
+        rows["bbox"].append(box)
+        rows["landmarks"].append(landmarks.reshape(10))
+        rows["det_score"].append(float(score))
+        rows["face_px"].append(float(min(box[2] - box[0], box[3] - box[1])))
+        rows["crop"].append(crop)
+
+
+class Embed:
+    """Actor: aligned crops in, unit-norm embeddings out (crops dropped)."""
+
+    def __init__(self, models_cfg) -> None:
+        self.pack = load_pack(models_cfg)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        crops = batch.pop("crop")
+        n = len(batch["kind"])
+        vectors = np.zeros((n, self.pack.info.dim), np.float32)
+        is_face = batch["kind"] == KIND_FACE
+        if is_face.any():
+            vectors[is_face] = self.pack.embedder.embed(np.asarray(crops)[is_face])
+        batch["vector"] = vectors
+        return batch

@@ -1,0 +1,224 @@
+"""LanceDB store: connection, every table schema, writes, search, index upkeep.
+
+One ``faces`` table (one row per detected face, all orgs and events) and one ``media``
+table (one row per indexed source). The faces table remembers which model pack filled
+it; a store is bound to one pack, so mixing embeddings is impossible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from pipelines.models.base import PackInfo
+
+log = logging.getLogger(__name__)
+
+FACES = "faces"
+MEDIA = "media"
+PACK_META_KEY = b"facereel.model_pack"
+VERSION_META_KEY = b"facereel.model_version"
+
+MEDIA_INDEXED = "indexed"
+MEDIA_FAILED = "failed"
+
+
+def faces_schema(pack: PackInfo) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("face_id", pa.string()),
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),
+            pa.field("media_type", pa.string()),  # video | photo
+            pa.field("media_key", pa.string()),
+            pa.field("timestamp_s", pa.float64()),  # presentation time; 0 for photos
+            pa.field("frame_index", pa.int64()),
+            pa.field("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in source pixels
+            pa.field("landmarks", pa.list_(pa.float32(), 10)),
+            pa.field("det_score", pa.float32()),
+            pa.field("face_px", pa.float32()),  # shorter side of the bbox
+            pa.field("vector", pa.list_(pa.float32(), pack.dim)),
+            pa.field("model_pack", pa.string()),
+            pa.field("model_version", pa.string()),
+        ],
+        metadata={PACK_META_KEY: pack.name.encode(), VERSION_META_KEY: pack.version.encode()},
+    )
+
+
+MEDIA_SCHEMA = pa.schema(
+    [
+        pa.field("org_id", pa.int64()),
+        pa.field("event_id", pa.int64()),
+        pa.field("media_key", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("media_type", pa.string()),
+        pa.field("status", pa.string()),  # indexed | failed
+        pa.field("duration_s", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("codec", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("face_count", pa.int64()),
+        pa.field("error", pa.string()),
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("model_pack", pa.string()),
+    ]
+)
+
+
+class PackMismatch(RuntimeError):
+    pass
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal for LanceDB filters."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def event_filter(org_id: int, event_id: int) -> str:
+    return f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    face_id: str
+    media_key: str
+    media_type: str
+    timestamp_s: float
+    frame_index: int
+    bbox: tuple[float, float, float, float]
+    similarity: float
+
+
+class FaceStore:
+    def __init__(self, uri: str, pack: PackInfo, storage_options: dict[str, str] | None = None, ann_min_rows: int = 300_000, ann_nprobes: int = 20, ann_refine_factor: int = 10) -> None:
+        self.uri = uri
+        self.pack = pack
+        self.db = lancedb.connect(uri, storage_options=storage_options or None)
+        self.ann_min_rows = ann_min_rows
+        self.ann_nprobes = ann_nprobes
+        self.ann_refine_factor = ann_refine_factor
+        self.faces = self._open_or_create(FACES, faces_schema(pack))
+        self.media = self._open_or_create(MEDIA, MEDIA_SCHEMA)
+        self._check_pack()
+
+    @classmethod
+    def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
+        s = settings.store
+        return cls(settings.store_uri, pack, s.storage_options, s.ann_min_rows, s.ann_nprobes, s.ann_refine_factor)
+
+    def _open_or_create(self, name: str, schema: pa.Schema):
+        if name in self.db.list_tables().tables:
+            return self.db.open_table(name)
+        try:
+            return self.db.create_table(name, schema=schema)
+        except ValueError:  # created concurrently by another process
+            return self.db.open_table(name)
+
+    def _check_pack(self) -> None:
+        meta = self.faces.schema.metadata or {}
+        stored = meta.get(PACK_META_KEY, b"").decode()
+        version = meta.get(VERSION_META_KEY, b"").decode()
+        if (stored, version) != (self.pack.name, self.pack.version):
+            raise PackMismatch(
+                f"the faces table at {self.uri} holds {stored or 'unknown'} ({version or '?'}) embeddings, "
+                f"but the configured model pack is {self.pack.name} ({self.pack.version}); "
+                "use the same pack or another store.uri"
+            )
+
+    # ---- media -----------------------------------------------------------------
+    def media_rows(self, org_id: int, event_id: int) -> list[dict]:
+        return self.media.search().where(event_filter(org_id, event_id)).limit(None).to_arrow().to_pylist()
+
+    def indexed_keys(self, org_id: int, event_id: int) -> set[str]:
+        where = f"{event_filter(org_id, event_id)} AND status = {sql_str(MEDIA_INDEXED)}"
+        rows = self.media.search().where(where).select(["media_key"]).limit(None).to_arrow()
+        return set(rows.column("media_key").to_pylist())
+
+    def record_media(self, rows: Sequence[dict]) -> None:
+        """Insert or replace media rows (keyed by org, event, media_key)."""
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        table = pa.Table.from_pylist([{**r, "indexed_at": r.get("indexed_at") or now} for r in rows], schema=MEDIA_SCHEMA)
+        (
+            self.media.merge_insert(["org_id", "event_id", "media_key"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(table)
+        )
+
+    # ---- faces -----------------------------------------------------------------
+    def add_faces(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.faces.add(table.cast(self.faces.schema))
+
+    def delete_media_faces(self, org_id: int, event_id: int, media_keys: Sequence[str]) -> None:
+        """Remove faces of media about to be (re)indexed, so a retry never duplicates rows."""
+        for start in range(0, len(media_keys), 500):
+            keys = ", ".join(sql_str(k) for k in media_keys[start : start + 500])
+            self.faces.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
+
+    def count_faces(self, org_id: int | None = None, event_id: int | None = None) -> int:
+        if org_id is None or event_id is None:
+            return self.faces.count_rows()
+        return self.faces.count_rows(event_filter(org_id, event_id))
+
+    def search(self, org_id: int, event_id: int, vector: np.ndarray, min_similarity: float | None = None, limit: int | None = 100) -> list[FaceHit]:
+        """Faces of one event by cosine similarity, best first.
+
+        With ``min_similarity`` every face at or above it is returned (``limit=None``),
+        not a fixed top-k. Exact search unless the table has a vector index.
+        """
+        vector = np.asarray(vector, np.float32).reshape(-1)
+        if vector.shape[0] != self.pack.dim:
+            raise ValueError(f"query vector has {vector.shape[0]} dims, the {self.pack.name} store {self.pack.dim}")
+        query = (
+            self.faces.search(vector, vector_column_name="vector")
+            .distance_type("cosine")
+            .where(event_filter(org_id, event_id), prefilter=True)
+            .select(["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox"])
+        )
+        if self._has_vector_index():
+            query = query.nprobes(self.ann_nprobes).refine_factor(self.ann_refine_factor)
+        if min_similarity is not None:
+            # cosine distance = 1 - similarity; the upper bound is exclusive.
+            query = query.distance_range(upper_bound=1.0 - min_similarity + 1e-6)
+        cap = limit if limit is not None else max(1, self.count_faces(org_id, event_id))
+        rows = query.limit(cap).to_arrow().to_pylist()
+        return [
+            FaceHit(r["face_id"], r["media_key"], r["media_type"], r["timestamp_s"], r["frame_index"], tuple(r["bbox"]), 1.0 - r["_distance"])
+            for r in rows
+        ]
+
+    # ---- upkeep ----------------------------------------------------------------
+    def _has_vector_index(self) -> bool:
+        return any(ix.columns == ["vector"] for ix in self.faces.list_indices())
+
+    def optimize(self) -> None:
+        """Compact small fragments left by streaming appends and refresh indices."""
+        self.faces.optimize()
+        self.media.optimize()
+
+    def ensure_indices(self) -> None:
+        """Scalar index for event filters; a vector index once the table is large enough."""
+        names = {tuple(ix.columns) for ix in self.faces.list_indices()}
+        rows = self.faces.count_rows()
+        if rows and ("event_id",) not in names:
+            self.faces.create_scalar_index("event_id", index_type="BTREE")
+        if rows >= self.ann_min_rows and ("vector",) not in names:
+            log.info("building IVF_PQ index over %d faces", rows)
+            self.faces.create_index(
+                metric="cosine",
+                vector_column_name="vector",
+                index_type="IVF_PQ",
+                num_partitions=max(1, int(rows**0.5)),
+                num_sub_vectors=max(1, self.pack.dim // 8),
+            )
