@@ -9,7 +9,6 @@ when a media file is complete or failed without a second pass.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -108,7 +107,6 @@ class DetectAlign:
     """Actor: frames in, small aligned face crops out (whole frames stop here)."""
 
     def __init__(self, models_cfg) -> None:
-        warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
         self.pack = load_pack(models_cfg)
         self.min_score = models_cfg.det_score_threshold
         self.min_face_px = models_cfg.min_face_px

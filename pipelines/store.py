@@ -184,7 +184,7 @@ class FaceStore:
             self.faces.search(vector, vector_column_name="vector")
             .distance_type("cosine")
             .where(event_filter(org_id, event_id), prefilter=True)
-            .select(["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox"])
+            .select(["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox", "_distance"])
         )
         if self._has_vector_index():
             query = query.nprobes(self.ann_nprobes).refine_factor(self.ann_refine_factor)

@@ -47,11 +47,16 @@ class PanVideo:
     y_offset: int
     face_boxes: np.ndarray  # (6, 4) x1, y1, x2, y2 in the upscaled image, left to right
 
-    def visible_interval(self, person: int) -> tuple[float, float]:
-        """Times during which the person's whole face box is inside the frame."""
+    def visible_interval(self, person: int, fraction: float = 0.5) -> tuple[float, float]:
+        """Times during which at least ``fraction`` of the person's face box is in frame.
+
+        The default (half the face) is where the detector starts to find a face cut by
+        the frame edge; ``fraction=1`` gives the whole-face interval.
+        """
         x1, _, x2, _ = self.face_boxes[person]
-        start = max(0.0, (x2 - self.width) / self.speed_px_s)
-        end = min(self.duration_s, x1 / self.speed_px_s)
+        inside = (x2 - x1) * fraction
+        start = max(0.0, (x1 + inside - self.width) / self.speed_px_s)
+        end = min(self.duration_s, (x2 - inside) / self.speed_px_s)
         return start, end
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -9,6 +10,9 @@ import numpy as np
 from insightface.utils import face_align
 
 ALIGNED_SIZE = 112
+
+# norm_crop calls a scikit-image API deprecated in 0.26; harmless, and noisy per face.
+warnings.filterwarnings("ignore", message=".*`estimate` is deprecated.*", category=FutureWarning)
 
 
 class Detections(NamedTuple):
