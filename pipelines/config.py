@@ -82,6 +82,8 @@ class StoreSettings(BaseModel):
     ann_min_rows: int = Field(default=300_000, ge=1)
     ann_nprobes: int = Field(default=20, ge=1)
     ann_refine_factor: int = Field(default=10, ge=1)
+    # How stale a reader's view of the tables may be (seconds); 0 = always the latest.
+    read_consistency_s: float = Field(default=0.0, ge=0.0)
 
 
 class RaySettings(BaseModel):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import BTree
 
 from pipelines.models.base import PackInfo
 
@@ -98,10 +99,12 @@ class FaceHit:
 
 
 class FaceStore:
-    def __init__(self, uri: str, pack: PackInfo, storage_options: dict[str, str] | None = None, ann_min_rows: int = 300_000, ann_nprobes: int = 20, ann_refine_factor: int = 10) -> None:
+    def __init__(self, uri: str, pack: PackInfo, storage_options: dict[str, str] | None = None, ann_min_rows: int = 300_000, ann_nprobes: int = 20, ann_refine_factor: int = 10, read_consistency_s: float = 0.0) -> None:
         self.uri = uri
         self.pack = pack
-        self.db = lancedb.connect(uri, storage_options=storage_options or None)
+        # Without a consistency interval a handle never sees other writers' commits;
+        # 0 checks the latest version on every read (cheap on local disk).
+        self.db = lancedb.connect(uri, storage_options=storage_options or None, read_consistency_interval=timedelta(seconds=read_consistency_s))
         self.ann_min_rows = ann_min_rows
         self.ann_nprobes = ann_nprobes
         self.ann_refine_factor = ann_refine_factor
@@ -112,7 +115,7 @@ class FaceStore:
     @classmethod
     def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
         s = settings.store
-        return cls(settings.store_uri, pack, s.storage_options, s.ann_min_rows, s.ann_nprobes, s.ann_refine_factor)
+        return cls(settings.store_uri, pack, s.storage_options, s.ann_min_rows, s.ann_nprobes, s.ann_refine_factor, s.read_consistency_s)
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         if name in self.db.list_tables().tables:
@@ -212,7 +215,7 @@ class FaceStore:
         names = {tuple(ix.columns) for ix in self.faces.list_indices()}
         rows = self.faces.count_rows()
         if rows and ("event_id",) not in names:
-            self.faces.create_scalar_index("event_id", index_type="BTREE")
+            self.faces.create_index("event_id", config=BTree())
         if rows >= self.ann_min_rows and ("vector",) not in names:
             log.info("building IVF_PQ index over %d faces", rows)
             self.faces.create_index(

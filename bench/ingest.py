@@ -1,0 +1,675 @@
+"""Ingest benchmark: one synthetic 720p video through four ways of indexing it.
+
+    python bench/ingest.py --duration 60 --out bench-out/
+
+Variants, each run in its own fresh Python process so peak RSS is per variant:
+
+  decode    pipelines.decode.sample_video over the whole video (PyAV, sampled frames only
+            converted to BGR), one process.
+  models    detect + align + embed (load_pack) on the same sampled frames, decoded into
+            memory before the clock starts, one process.
+  pipeline  pipelines.index.index_event on a fresh data_dir, on a private local Ray cluster
+            using every CPU. Ray startup (ensure_ray) is timed separately.
+  naive     one process: cv2.VideoCapture reads (decodes and converts) EVERY frame; detect,
+            align and embed run on the sampled frames only, sequentially.
+
+The onnxruntime intra-op thread count is the config default (models.intra_op_threads) for
+every variant, so the one-process variants and the pipeline's actors run the same sessions.
+The synthetic video is cached in the output directory; results go to <out>/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+VARIANTS = ("decode", "models", "naive", "pipeline")
+WIDTH, HEIGHT = 1280, 720
+# t1.jpg's six faces span 417 px vertically; x1.6 makes them ~160 px wide and still fits 720 p.
+PAN_SCALE = 1.6
+SAMPLE_RSS_S = 0.2
+
+
+# --------------------------------------------------------------------------- helpers
+def own_peak_rss_mib() -> float:
+    """This process's peak RSS (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def video_meta_path(video: Path) -> Path:
+    return video.with_suffix(".json")
+
+
+def load_sampled_frames(video: Path, settings) -> tuple[list, Any, float]:
+    """All sampled frames of ``video`` via pipelines.decode, chunk by chunk like the pipeline."""
+    from pipelines.decode import plan_chunks, probe_video, sample_video
+
+    t0 = time.perf_counter()
+    probe = probe_video(str(video))
+    probe_s = time.perf_counter() - t0
+    chunks = plan_chunks(
+        probe.start_s, probe.duration_s, settings.decode.sample_fps, settings.decode.chunk_s
+    )
+    frames = []
+    for chunk in chunks:
+        frames.extend(
+            sample_video(
+                str(video), probe, chunk, settings.decode.sample_fps, settings.decode.thread_type
+            )
+        )
+    return frames, probe, probe_s
+
+
+# --------------------------------------------------------------------------- video
+def make_video(out: Path, duration_s: float, fps: float) -> tuple[Path, dict]:
+    """The cached synthetic video: a pan across t1.jpg (six people) upscaled x1.6."""
+    video = out / f"pan_{WIDTH}x{HEIGHT}_{fps:g}fps_{duration_s:g}s.mp4"
+    meta_path = video_meta_path(video)
+    if video.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        meta["generated_now"] = False
+        return video, meta
+
+    from pipelines.config import load_settings
+    from pipelines.models import load_pack
+    from pipelines.synthetic import insightface_image, make_pan_video, read_bgr
+
+    settings = load_settings()
+    pack = load_pack(settings.models.model_copy(update={"det_size": 1280}))
+    faces = pack.detector.detect(read_bgr(insightface_image("t1.jpg")))
+    if len(faces) != 6:
+        raise RuntimeError(f"expected 6 faces in t1.jpg, found {len(faces)}")
+    tmp = video.with_name(video.stem + ".tmp.mp4")
+    t0 = time.perf_counter()
+    pan = make_pan_video(
+        tmp, faces, width=WIDTH, height=HEIGHT, fps=fps, duration_s=duration_s, scale=PAN_SCALE
+    )
+    seconds = time.perf_counter() - t0
+    tmp.replace(video)
+    meta = {
+        "width": pan.width,
+        "height": pan.height,
+        "fps": pan.fps,
+        "duration_s": pan.duration_s,
+        "scale": pan.scale,
+        "speed_px_s": pan.speed_px_s,
+        "codec": "h264 (libx264 veryfast, yuv420p, GOP 2 s) + aac audio",
+        "content": "pan across insightface t1.jpg (6 people) upscaled x1.6",
+        "generate_s": round(seconds, 2),
+        "size_bytes": video.stat().st_size,
+    }
+    meta_path.write_text(json.dumps(meta, indent=2))
+    meta["generated_now"] = True
+    return video, meta
+
+
+# --------------------------------------------------------------------------- variants
+def run_decode(video: Path) -> dict:
+    from pipelines.config import load_settings
+
+    settings = load_settings()
+    cpu0, t0 = own_cpu_s(), time.perf_counter()
+    frames, probe, probe_s = load_sampled_frames(video, settings)
+    wall = time.perf_counter() - t0
+    return {
+        "wall_s": wall,
+        "probe_s": probe_s,
+        "cpu_s": own_cpu_s() - cpu0,
+        "frames": len(frames),
+        "faces": None,
+        "video_s": probe.duration_s,
+        "peak_rss_mib": own_peak_rss_mib(),
+        "note": f"PyAV thread_type={settings.decode.thread_type}, "
+        f"chunk_s={settings.decode.chunk_s:g}",
+    }
+
+
+def run_models(video: Path) -> dict:
+    import numpy as np
+
+    from pipelines.config import load_settings
+    from pipelines.models import load_pack
+    from pipelines.models.base import filter_detections
+
+    settings = load_settings()
+    cfg = settings.models
+    frames, probe, _ = load_sampled_frames(video, settings)  # not timed
+    t0 = time.perf_counter()
+    pack = load_pack(cfg)
+    load_s = time.perf_counter() - t0
+    batch = settings.index.embed.batch_size
+    det_s = align_s = emb_s = 0.0
+    crops: list = []
+    faces = 0
+    cpu0, start = own_cpu_s(), time.perf_counter()
+    for f in frames:
+        t = time.perf_counter()
+        dets = filter_detections(
+            pack.detector.detect(f.image), cfg.det_score_threshold, cfg.min_face_px
+        )
+        t2 = time.perf_counter()
+        crops.extend(pack.align_all(f.image, dets))
+        t3 = time.perf_counter()
+        det_s, align_s = det_s + t2 - t, align_s + t3 - t2
+        faces += len(dets)
+        while len(crops) >= batch:
+            t = time.perf_counter()
+            pack.embedder.embed(np.stack(crops[:batch]))
+            emb_s += time.perf_counter() - t
+            crops = crops[batch:]
+    if crops:
+        t = time.perf_counter()
+        pack.embedder.embed(np.stack(crops))
+        emb_s += time.perf_counter() - t
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "cpu_s": own_cpu_s() - cpu0,
+        "frames": len(frames),
+        "faces": faces,
+        "video_s": probe.duration_s,
+        "peak_rss_mib": own_peak_rss_mib(),
+        "load_s": load_s,
+        "detect_s": det_s,
+        "align_s": align_s,
+        "embed_s": emb_s,
+        "detect_ms_per_frame": 1000 * det_s / max(1, len(frames)),
+        "embed_ms_per_face": 1000 * emb_s / max(1, faces),
+        "note": f"intra_op_threads={cfg.intra_op_threads}, embed batch {batch}; "
+        "peak RSS includes the pre-decoded frames",
+    }
+
+
+def run_naive(video: Path) -> dict:
+    import cv2
+
+    from pipelines.config import load_settings
+    from pipelines.decode import GridSampler
+    from pipelines.models import load_pack
+    from pipelines.models.base import filter_detections
+
+    settings = load_settings()
+    cfg = settings.models
+    cpu0, start = own_cpu_s(), time.perf_counter()
+    pack = load_pack(cfg)
+    load_s = time.perf_counter() - start
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise RuntimeError(f"OpenCV cannot open {video}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    sampler = GridSampler(0.0, settings.decode.sample_fps, fps, 0, 10**9)
+    decoded = sampled = faces = 0
+    read_s = model_s = 0.0
+    while True:
+        t = time.perf_counter()
+        ok, image = cap.read()
+        read_s += time.perf_counter() - t
+        if not ok:
+            break
+        index = decoded
+        decoded += 1
+        if sampler.accept(index / fps) is None:
+            continue
+        t = time.perf_counter()
+        dets = filter_detections(
+            pack.detector.detect(image), cfg.det_score_threshold, cfg.min_face_px
+        )
+        pack.embedder.embed(pack.align_all(image, dets))
+        model_s += time.perf_counter() - t
+        sampled += 1
+        faces += len(dets)
+    cap.release()
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "cpu_s": own_cpu_s() - cpu0,
+        "frames": sampled,
+        "faces": faces,
+        "video_s": decoded / fps,
+        "decoded_frames": decoded,
+        "peak_rss_mib": own_peak_rss_mib(),
+        "load_s": load_s,
+        "read_s": read_s,
+        "model_s": model_s,
+        "note": f"cv2 {cv2.__version__} reads every frame; "
+        f"intra_op_threads={cfg.intra_op_threads}, "
+        "embed per frame; wall includes model load",
+    }
+
+
+class TreeSampler(threading.Thread):
+    """Sums RSS over this process and all its descendants (Ray's processes are)."""
+
+    def __init__(self, period_s: float) -> None:
+        super().__init__(daemon=True)
+        self.period_s = period_s
+        self.root = psutil.Process()
+        self.stop_event = threading.Event()
+        self.peak: dict[str, float] = {
+            "total": 0.0,
+            "driver": 0.0,
+            "workers": 0.0,
+            "ray_system": 0.0,
+        }
+        self.peak_processes = 0
+        self.cpu: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
+        self.samples = 0
+
+    def kind(self, proc: psutil.Process) -> str:
+        if proc.pid not in self.kinds:
+            try:
+                name, cmd = proc.name(), " ".join(proc.cmdline())
+            except psutil.Error:
+                name, cmd = "", ""
+            worker = name.startswith("ray::") or "default_worker.py" in cmd
+            self.kinds[proc.pid] = "workers" if worker else "ray_system"
+        return self.kinds[proc.pid]
+
+    def sample(self) -> None:
+        sums = {"driver": 0.0, "workers": 0.0, "ray_system": 0.0}
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                with p.oneshot():
+                    rss = p.memory_info().rss / 2**20
+                    times = p.cpu_times()
+            except psutil.Error:
+                continue
+            sums["driver" if p.pid == self.root.pid else self.kind(p)] += rss
+            self.cpu[p.pid] = (
+                times.user + times.system + times.children_user + times.children_system
+            )
+        total = sum(sums.values())
+        if total > self.peak["total"]:
+            self.peak = {"total": total, **sums}
+        self.peak_processes = max(self.peak_processes, len(procs))
+        self.samples += 1
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.sample()
+            self.stop_event.wait(self.period_s)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+        self.sample()
+
+
+def run_pipeline(video: Path, logs_dir: Path) -> dict:
+    from pipelines.config import load_settings
+    from pipelines.index import ensure_ray, index_event
+
+    sampler = TreeSampler(SAMPLE_RSS_S)
+    sampler.start()
+    data_dir = Path(tempfile.mkdtemp(prefix="facereel-bench-"))
+    try:
+        settings = load_settings(data_dir=str(data_dir))
+        t0 = time.perf_counter()
+        import ray
+
+        ensure_ray(settings)
+        ray_start_s = time.perf_counter() - t0
+        cpus = ray.cluster_resources().get("CPU", 0.0)
+        sampler.sample()
+        cpu_at_start = sum(sampler.cpu.values())
+        progress: list[tuple[float, int, int]] = []
+        t1 = time.perf_counter()
+        report = index_event(
+            settings,
+            1,
+            1,
+            [str(video)],
+            on_progress=lambda d, _t, f: progress.append((time.perf_counter() - t1, d, f)),
+        )
+        wall = time.perf_counter() - t1
+        sampler.sample()
+        cpu_s = sum(sampler.cpu.values()) - cpu_at_start
+        from pipelines.models import pack_info
+        from pipelines.store import FaceStore
+
+        stored = FaceStore.from_settings(settings, pack_info(settings.models.pack)).count_faces(
+            1, 1
+        )
+        copy_ray_data_logs(logs_dir)
+        ray.shutdown()
+    finally:
+        sampler.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    idx = settings.index
+    return {
+        "wall_s": wall,
+        "ray_start_s": ray_start_s,
+        "cpu_s": cpu_s,
+        "frames": report.frames,
+        "faces": report.faces,
+        "stored_faces": stored,
+        "failed": report.failed,
+        "video_s": None,
+        "cluster_cpus": cpus,
+        "first_output_s": progress[0][0] if progress else None,
+        "progress_calls": len(progress),
+        "peak_rss_mib": sampler.peak["total"],
+        "peak_rss_split_mib": sampler.peak,
+        "peak_processes": sampler.peak_processes,
+        "rss_samples": sampler.samples,
+        "note": f"decode {idx.decode_num_cpus:g} CPU/task, "
+        f"detect pool {idx.detect.num_cpus:g} CPU/actor, "
+        f"embed pool {idx.embed.num_cpus:g} CPU/actor, "
+        f"intra_op_threads={settings.models.intra_op_threads}",
+    }
+
+
+def copy_ray_data_logs(logs_dir: Path) -> None:
+    """Keep Ray Data's per-operator stats (ray-data.log) for later reading."""
+    try:
+        import ray
+
+        session_logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+        for f in session_logs.glob("ray-data*/*.log"):
+            shutil.copy(f, logs_dir / f"pipeline-{f.name}")
+        for f in session_logs.glob("ray-data*.log"):
+            shutil.copy(f, logs_dir / f"pipeline-{f.name}")
+    except Exception as exc:  # diagnostics only
+        print(f"could not copy Ray Data logs: {exc}", file=sys.stderr)
+
+
+def child_main(args: argparse.Namespace) -> int:
+    video = Path(args.video)
+    if args.only == "decode":
+        result = run_decode(video)
+    elif args.only == "models":
+        result = run_models(video)
+    elif args.only == "naive":
+        result = run_naive(video)
+    else:
+        result = run_pipeline(video, Path(args.result).parent.parent / "logs")
+    Path(args.result).write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------- driver
+def run_child(variant: str, video: Path, out: Path, rep: int) -> dict:
+    raw = out / "raw" / f"{variant}-{rep}.json"
+    log = out / "logs" / f"{variant}-{rep}.log"
+    raw.unlink(missing_ok=True)
+    env = dict(os.environ)
+    if variant == "pipeline":
+        env["RAY_ADDRESS"] = "local"  # a private cluster, never one a test run started
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--only",
+        variant,
+        "--video",
+        str(video),
+        "--result",
+        str(raw),
+    ]
+    load_before = loadavg()
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0 or not raw.is_file():
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"variant {variant} failed (rc {proc.returncode}); log {log}:\n{tail}")
+    result = json.loads(raw.read_text())
+    result.update({"process_s": elapsed, "loadavg_before": load_before, "loadavg_after": loadavg()})
+    return result
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarise(runs: dict[str, list[dict]], video_s: float) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for variant, rs in runs.items():
+        wall = median_of(rs, "wall_s")
+        frames = rs[0]["frames"]
+        faces = rs[0]["faces"]
+        row = {
+            "wall_s": wall,
+            "wall_s_min": min(r["wall_s"] for r in rs),
+            "wall_s_max": max(r["wall_s"] for r in rs),
+            "frames": frames,
+            "faces": faces,
+            "frames_per_s": frames / wall,
+            "faces_per_s": faces / wall if faces is not None else None,
+            "realtime_x": video_s / wall,
+            "cores_busy": median_of(rs, "cpu_s") / wall,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+        }
+        rows[variant] = row
+        if variant == "pipeline":
+            ray_s = median_of(rs, "ray_start_s")
+            total = wall + ray_s
+            rows["pipeline+ray_start"] = {
+                **row,
+                "wall_s": total,
+                "wall_s_min": min(r["wall_s"] + r["ray_start_s"] for r in rs),
+                "wall_s_max": max(r["wall_s"] + r["ray_start_s"] for r in rs),
+                "frames_per_s": frames / total,
+                "faces_per_s": faces / total,
+                "realtime_x": video_s / total,
+                "cores_busy": None,
+            }
+    return rows
+
+
+LABELS = {
+    "decode": "(a) decode only (PyAV, sampled)",
+    "models": "(b) models only (detect+align+embed)",
+    "pipeline": "(c) pipeline: index_event, Ray up",
+    "pipeline+ray_start": "(c') pipeline incl. Ray startup",
+    "naive": "(d) naive: cv2 every frame + models",
+}
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    lines = [
+        "| variant | wall s (min–max) | sampled frames | frames/s | faces | faces/s "
+        "| realtime × | cores busy | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("decode", "models", "pipeline", "pipeline+ray_start", "naive"):
+        r = rows.get(key)
+        if r is None:
+            continue
+        spread = f"{r['wall_s']:.2f} ({r['wall_s_min']:.2f}–{r['wall_s_max']:.2f})"
+        lines.append(
+            f"| {LABELS[key]} | {spread} | {r['frames']} | {fmt(r['frames_per_s'])} | "
+            f"{fmt(r['faces'], 0) if r['faces'] is not None else '–'} | {fmt(r['faces_per_s'])} | "
+            f"{fmt(r['realtime_x'])} | {fmt(r['cores_busy'], 2)} | {fmt(r['peak_rss_mib'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: dict[str, dict]) -> dict[str, float]:
+    pipe, naive = rows["pipeline"], rows["naive"]
+    slowest = min(rows["decode"]["frames_per_s"], rows["models"]["frames_per_s"])
+    return {
+        "pipeline_vs_naive": pipe["frames_per_s"] / naive["frames_per_s"],
+        "pipeline_incl_ray_start_vs_naive": rows["pipeline+ray_start"]["frames_per_s"]
+        / naive["frames_per_s"],
+        "pipeline_vs_slowest_stage": pipe["frames_per_s"] / slowest,
+        "slowest_stage": "decode"
+        if rows["decode"]["frames_per_s"] <= rows["models"]["frames_per_s"]
+        else "models",
+    }
+
+
+def environment() -> dict:
+    import av
+    import cv2
+    import onnxruntime
+    import ray
+
+    from pipelines.config import load_settings
+
+    s = load_settings()
+    return {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_model": cpu_model(),
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "versions": {
+            "ray": ray.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "av": av.__version__,
+            "opencv": cv2.__version__,
+        },
+        "onnxruntime_providers": onnxruntime.get_available_providers(),
+        "settings": {
+            "sample_fps": s.decode.sample_fps,
+            "chunk_s": s.decode.chunk_s,
+            "thread_type": s.decode.thread_type,
+            "model_pack": s.models.pack,
+            "det_size": s.models.det_size,
+            "intra_op_threads": s.models.intra_op_threads,
+            "index": s.index.model_dump(exclude={"photo_extensions", "video_extensions"}),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="video length in seconds")
+    parser.add_argument("--fps", type=float, default=25.0, help="video frame rate")
+    parser.add_argument(
+        "--out", default="bench-out", help="output directory (video cache, results)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median reported)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.only:
+        return child_main(args)
+
+    out = Path(args.out)
+    for sub in ("raw", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if v not in VARIANTS:
+            parser.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+
+    started = time.perf_counter()
+    load_start = loadavg()
+    video, meta = make_video(out, args.duration, args.fps)
+    print(
+        f"video: {video} ({'generated' if meta['generated_now'] else 'cached'}, "
+        f"{meta['size_bytes'] / 2**20:.1f} MiB)"
+    )
+    env = environment()
+    print(
+        f"machine: {env['cpu_model']}, {env['logical_cpus']} CPUs, {env['memory_gib']} GiB; "
+        f"load {load_start}"
+    )
+
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for rep in range(args.repeat):  # interleaved, so a transient load spike hits every variant
+        for v in variants:
+            r = run_child(v, video, out, rep)
+            runs[v].append(r)
+            print(
+                f"  {v:<9} run {rep + 1}/{args.repeat}: {r['wall_s']:.2f} s, {r['frames']} frames, "
+                f"{r['faces']} faces, peak RSS {r['peak_rss_mib']:.0f} MiB, "
+                f"load before {r['loadavg_before']}"
+            )
+
+    rows = summarise(runs, meta["duration_s"])
+    table = markdown_table(rows)
+    result: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "environment": env,
+        "video": {"path": str(video), **meta},
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "total_s": time.perf_counter() - started,
+        "rows": rows,
+        "runs": runs,
+    }
+    print()
+    print(table)
+    if all(k in rows for k in ("decode", "models", "pipeline", "naive")):
+        result["ratios"] = rt = ratios(rows)
+        print()
+        print(
+            f"pipeline / naive (sampled frames/s): {rt['pipeline_vs_naive']:.2f}x "
+            f"({rt['pipeline_incl_ray_start_vs_naive']:.2f}x including Ray startup)"
+        )
+        print(
+            f"pipeline / slowest single stage ({rt['slowest_stage']}), sampled frames/s: "
+            f"{rt['pipeline_vs_slowest_stage']:.2f}"
+        )
+    faces = {v: rows[v]["faces"] for v in ("models", "pipeline", "naive") if v in rows}
+    if len(set(faces.values())) > 1:
+        print(f"note: face counts differ between variants: {faces}")
+    if "pipeline" in runs and any(r["stored_faces"] != r["faces"] for r in runs["pipeline"]):
+        print("WARNING: LanceDB row count differs from the pipeline's reported faces")
+    print(
+        f"onnxruntime intra_op_threads = {env['settings']['intra_op_threads']} (config default) "
+        "for (b), (d) and every pipeline actor"
+    )
+    print(
+        f"load average start {load_start}, end {result['loadavg_end']}; "
+        f"total {result['total_s']:.0f} s"
+    )
+    result["table_markdown"] = table
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

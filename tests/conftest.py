@@ -1,0 +1,103 @@
+"""Shared fixtures: one local Ray cluster, the default model pack, a synthetic event.
+
+Everything expensive is built once per test session. Test media come from face photos
+that ship in pip packages (see pipelines/synthetic.py); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelines.config import Settings, load_settings
+from pipelines.models import ModelPack, load_pack
+from pipelines.models.base import Detections
+from pipelines.synthetic import PanVideo, distractor_faces, insightface_image, make_pan_video, make_still_video, read_bgr
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FACES = REPO.parent / "shared" / "data" / "faces"
+
+EVENT_ORG, EVENT_ID = 7, 42
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory, cache_dir) -> Settings:
+    data_dir = tmp_path_factory.mktemp("facereel-data")
+    return load_settings(None, data_dir=str(data_dir), models={"cache_dir": str(cache_dir)}, ray={"num_cpus": 2})
+
+
+@pytest.fixture(scope="session")
+def pack(settings) -> ModelPack:
+    return load_pack(settings.models)
+
+
+@pytest.fixture(scope="session")
+def t1_faces(settings) -> Detections:
+    """The six faces of t1.jpg, detected at full resolution."""
+    full = load_pack(settings.models.model_copy(update={"det_size": 1280}))
+    dets = full.detector.detect(read_bgr(insightface_image("t1.jpg")))
+    assert len(dets) == 6
+    return dets
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(settings):
+    import ray
+
+    from pipelines.index import ensure_ray
+
+    ensure_ray(settings)
+    yield
+    ray.shutdown()
+
+
+@dataclass
+class SyntheticEvent:
+    root: Path
+    pan: PanVideo
+    still: Path
+    photo: Path
+    corrupt: Path
+    t1_faces: Detections
+
+
+@pytest.fixture(scope="session")
+def synthetic_event(tmp_path_factory, t1_faces) -> SyntheticEvent:
+    root = tmp_path_factory.mktemp("event-media")
+    pan = make_pan_video(root / "pan.mp4", t1_faces)
+    still = make_still_video(root / "distractors.mp4", distractor_faces())
+    photo = root / "group.jpg"
+    cv2.imwrite(str(photo), read_bgr(insightface_image("t1.jpg")))
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    return SyntheticEvent(root, pan, still, photo, corrupt, t1_faces)
+
+
+@pytest.fixture(scope="session")
+def indexed_event(ray_cluster, settings, synthetic_event):
+    """The synthetic event indexed once; tests must not modify it."""
+    from pipelines.index import index_event
+
+    report = index_event(settings, EVENT_ORG, EVENT_ID, [str(synthetic_event.root)])
+    return report
+
+
+def shared_faces_or_skip() -> Path:
+    if not SHARED_FACES.is_dir():
+        pytest.skip(f"real-footage evaluation needs {SHARED_FACES} (absent here)")
+    return SHARED_FACES
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_env():
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -1,0 +1,154 @@
+"""The indexing pipeline end to end: real Ray (2 CPUs), real LanceDB, real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.config import PoolSettings
+from pipelines.index import index_event, pool_sizes
+from pipelines.models import pack_info
+from pipelines.models.base import PackInfo
+from pipelines.selfie import embed_selfie
+from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_chunk
+from pipelines.store import FaceStore, PackMismatch
+from pipelines.synthetic import selfie_of
+from tests.conftest import EVENT_ID, EVENT_ORG
+
+SAMPLE = 0.5  # seconds between samples at the default 2 fps
+
+
+@pytest.fixture(scope="module")
+def store(indexed_event, settings) -> FaceStore:
+    return FaceStore.from_settings(settings, pack_info(settings.models.pack))
+
+
+def selfie_vector(pack, synthetic_event, person: int) -> np.ndarray:
+    pan = synthetic_event.pan
+    image = selfie_of(pan.face_boxes[person] / pan.scale)  # scaled 1.5x and mirrored
+    return embed_selfie(pack, image, 0.7, 20).vector
+
+
+def test_report_counts_media_and_failures(indexed_event, synthetic_event):
+    r = indexed_event
+    assert r.found == 4
+    assert sorted(r.indexed) == sorted(str(p) for p in (synthetic_event.pan.path, synthetic_event.still, synthetic_event.photo))
+    assert list(r.failed) == [str(synthetic_event.corrupt)]
+    assert "probe failed" in r.failed[str(synthetic_event.corrupt)]
+    assert r.frames == 32 + 12 + 1  # pan 16 s, distractors 6 s at 2 fps, one photo
+
+
+@pytest.mark.parametrize("person", [0, 2, 4, 5])
+def test_selfie_finds_its_person_inside_the_geometric_interval(store, pack, synthetic_event, settings, person):
+    pan = synthetic_event.pan
+    vector = selfie_vector(pack, synthetic_event, person)
+    hits = store.search(EVENT_ORG, EVENT_ID, vector, min_similarity=pack.info.threshold, limit=None)
+    video_hits = [h for h in hits if h.media_key == str(pan.path)]
+    start, end = pan.visible_interval(person)
+    times = sorted(h.timestamp_s for h in video_hits)
+    assert times, "the person was not found at all"
+    assert times[0] >= start - SAMPLE and times[-1] <= end + SAMPLE
+    # Recall: every sample while the whole face is in frame is found.
+    full_start, full_end = pan.visible_interval(person, fraction=1.0)
+    expected = [t for t in np.arange(0, pan.duration_s, SAMPLE) if full_start <= t <= full_end]
+    assert all(any(abs(t - e) < 0.05 for t in times) for e in expected)
+    # Precision: no hit belongs to another person; same-frame faces are at other x positions.
+    for h in video_hits:
+        x_in_image = (h.bbox[0] + h.bbox[2]) / 2 + pan.speed_px_s * min(h.timestamp_s, pan.duration_s)
+        centres = (pan.face_boxes[:, 0] + pan.face_boxes[:, 2]) / 2
+        assert np.abs(centres - x_in_image).argmin() == person
+    # The distractor video (faces not in t1.jpg) never matches.
+    assert not [h for h in hits if h.media_key == str(synthetic_event.still)]
+
+
+def test_top_hits_are_not_the_other_five(store, pack, synthetic_event):
+    vector = selfie_vector(pack, synthetic_event, 3)
+    top = store.search(EVENT_ORG, EVENT_ID, vector, limit=10)
+    assert len(top) == 10
+    pan = synthetic_event.pan
+    for h in top:
+        if h.media_type == "photo":
+            centre = (h.bbox[0] + h.bbox[2]) / 2 * pan.scale
+        else:
+            centre = (h.bbox[0] + h.bbox[2]) / 2 + pan.speed_px_s * h.timestamp_s
+        centres = (pan.face_boxes[:, 0] + pan.face_boxes[:, 2]) / 2
+        assert np.abs(centres - centre).argmin() == 3
+    assert top[0].similarity > 0.6
+
+
+def test_photo_faces_are_indexed_and_searchable(store, pack, synthetic_event):
+    rows = [r for r in store.media_rows(EVENT_ORG, EVENT_ID) if r["media_type"] == "photo"]
+    assert len(rows) == 1 and rows[0]["status"] == "indexed" and rows[0]["face_count"] == 6
+    hits = store.search(EVENT_ORG, EVENT_ID, selfie_vector(pack, synthetic_event, 1), min_similarity=pack.info.threshold, limit=None)
+    photo_hits = [h for h in hits if h.media_type == "photo"]
+    assert len(photo_hits) == 1 and photo_hits[0].timestamp_s == 0.0
+
+
+def test_media_table_records_sources(store, synthetic_event):
+    rows = {r["media_key"]: r for r in store.media_rows(EVENT_ORG, EVENT_ID)}
+    pan = rows[str(synthetic_event.pan.path)]
+    assert pan["status"] == "indexed" and pan["codec"] == "h264"
+    assert (pan["width"], pan["height"]) == (640, 360)
+    assert pan["duration_s"] == pytest.approx(16.0, abs=0.2)
+    assert pan["face_count"] == store.faces.count_rows(f"media_key = '{pan['media_key']}'")
+    bad = rows[str(synthetic_event.corrupt)]
+    assert bad["status"] == "failed" and "Invalid data" in bad["error"]
+
+
+def test_reindexing_adds_no_duplicates_and_only_new_media(store, settings, synthetic_event, tmp_path):
+    before = store.count_faces(EVENT_ORG, EVENT_ID)
+    again = index_event(settings, EVENT_ORG, EVENT_ID, [str(synthetic_event.root)])
+    assert again.skipped == 3 and not again.indexed and list(again.failed) == [str(synthetic_event.corrupt)]
+    assert store.count_faces(EVENT_ORG, EVENT_ID) == before
+    # The same media in another event is indexed there, independently.
+    other = index_event(settings, EVENT_ORG, EVENT_ID + 1, [str(synthetic_event.photo)])
+    assert other.indexed == [str(synthetic_event.photo)] and other.faces == 6
+    assert store.count_faces(EVENT_ORG, EVENT_ID) == before
+    assert store.count_faces(EVENT_ORG, EVENT_ID + 1) == 6
+    ids = store.faces.search().select(["face_id"]).limit(None).to_arrow().column("face_id").to_pylist()
+    assert len(ids) == len(set(ids))
+
+
+def test_search_is_scoped_to_the_event(store, pack, synthetic_event):
+    vector = selfie_vector(pack, synthetic_event, 2)
+    assert store.search(EVENT_ORG, 999, vector, limit=10) == []
+    assert store.search(EVENT_ORG + 1, EVENT_ID, vector, limit=10) == []
+
+
+def test_a_store_refuses_another_model_pack(indexed_event, settings):
+    other = PackInfo("buffalo_l", "insightface/x", 512, 0.35, "n/a")
+    with pytest.raises(PackMismatch, match="yunet-sface"):
+        FaceStore.from_settings(settings, other)
+
+
+def test_stages_turn_a_video_chunk_into_embedded_faces(settings, synthetic_event):
+    item = {
+        "media_key": "k", "uri": str(synthetic_event.pan.path), "media_type": "video", "chunk_index": 0,
+        "chunk_start_s": 0.0, "chunk_end_s": 2.0, "first_sample": 0, "end_sample": 4, "origin_s": 0.0, "video_fps": 10.0,
+    }  # fmt: skip
+    batches = list(decode_chunk(item, 2.0, "AUTO", None))
+    assert batches[-1]["kind"].tolist() == [KIND_END] and batches[-1]["frames"][0] == 4
+    frames = batches[0]
+    assert frames["image"].shape == (4, 360, 640, 3)
+    faces = Embed(settings.models)(DetectAlign(settings.models)(frames | {}))
+    assert set(faces["kind"]) == {KIND_FACE}
+    assert faces["vector"].shape[1] == 128 and np.allclose(np.linalg.norm(faces["vector"], axis=1), 1, atol=1e-5)
+    assert "crop" not in faces and "image" not in faces
+
+
+def test_decode_errors_become_an_end_marker(tmp_path):
+    item = {"media_key": "gone", "uri": str(tmp_path / "missing.mp4"), "media_type": "video", "chunk_index": 0, "chunk_start_s": 0.0, "chunk_end_s": 1.0, "first_sample": 0, "end_sample": 2, "origin_s": 0.0, "video_fps": 25.0}
+    (end,) = list(decode_chunk(item, 2.0, "AUTO", None))
+    assert end["kind"][0] == KIND_END and end["frames"][0] == 0
+    assert "decode failed" in end["error"][0] and "missing.mp4" in end["error"][0]
+
+
+def test_pool_sizes_never_starve_decode():
+    p = PoolSettings(num_cpus=0.5)
+    assert pool_sizes(2, 0, 1.0, p, p) == ((1, 1), (1, 1))
+    (dmin, dmax), (emin, emax) = pool_sizes(16, 0, 1.0, p, p)
+    assert dmax * 0.5 + emax * 0.5 + 1.0 <= 16 and emax > dmax >= 2
+    gpu = PoolSettings(num_cpus=0.5, num_gpus=0.5)
+    assert pool_sizes(8, 1, 1.0, p, gpu)[1] == (1, 2)
+    with pytest.raises(ValueError, match="decode needs"):
+        pool_sizes(2, 0, 1.0, PoolSettings(num_cpus=1, max_size=2), p)
