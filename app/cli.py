@@ -53,7 +53,9 @@ def search_selfie(settings: Settings, org: int, event: int, selfie: Path, top: i
     from pipelines.store import FaceStore
 
     pack = load_pack(settings.models)
-    query = embed_selfie(pack, decode_image_bytes(selfie.read_bytes()), settings.models.det_score_threshold, settings.models.min_face_px)
+    query = embed_selfie(
+        pack, decode_image_bytes(selfie.read_bytes()), settings.models.det_score_threshold, settings.models.min_face_px
+    )
     store = FaceStore.from_settings(settings, pack.info)
     thr = match_threshold(settings.models) if threshold is None else threshold
     return store.search(org, event, query.vector, min_similarity=thr, limit=top), thr, query
@@ -62,7 +64,9 @@ def search_selfie(settings: Settings, org: int, event: int, selfie: Path, top: i
 def cmd_search_faces(args: argparse.Namespace) -> int:
     settings = _settings(args)
     hits, thr, query = search_selfie(settings, args.org, args.event, Path(args.selfie), args.top, args.threshold)
-    print(f"selfie: {query.faces_found} face(s), searching with the largest (score {query.det_score:.2f}); threshold {thr:.3f}")
+    print(
+        f"selfie: {query.faces_found} face(s), searching with the largest (score {query.det_score:.2f}); threshold {thr:.3f}"
+    )
     if not hits:
         print("no matching faces")
         return 0
@@ -126,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("ray").setLevel(logging.WARNING)
     try:

@@ -17,7 +17,14 @@ DEMO_ORG, DEMO_EVENT = 1, 1
 def build_demo_media(out: Path, settings: Settings) -> tuple[Path, tuple[float, float]]:
     """Write the demo event's media into ``out``; returns the selfie path and its person's interval."""
     from pipelines.models import load_pack
-    from pipelines.synthetic import distractor_faces, insightface_image, make_pan_video, make_still_video, read_bgr, selfie_of
+    from pipelines.synthetic import (
+        distractor_faces,
+        insightface_image,
+        make_pan_video,
+        make_still_video,
+        read_bgr,
+        selfie_of,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     pack = load_pack(settings.models.model_copy(update={"det_size": 1280}))
@@ -41,7 +48,9 @@ def run_demo(settings: Settings, out: Path) -> int:
     selfie, (start, end) = build_demo_media(out, settings)
     print(f"2/3 indexing it (store: {settings.store_uri})")
     report = index_event(settings, DEMO_ORG, DEMO_EVENT, [str(out / "event")])
-    print(f"    {len(report.indexed)} media indexed, {report.skipped} already indexed, {len(report.failed)} failed, {report.faces} faces, {report.seconds:.1f} s")
+    print(
+        f"    {len(report.indexed)} media indexed, {report.skipped} already indexed, {len(report.failed)} failed, {report.faces} faces, {report.seconds:.1f} s"
+    )
     print(f"3/3 searching with {selfie} (this person is in the pan video from {start:.1f} s to {end:.1f} s)")
     hits, thr, _ = search_selfie(settings, DEMO_ORG, DEMO_EVENT, selfie, top=1000, threshold=None)
     by_media: dict[str, list] = {}
@@ -54,5 +63,7 @@ def run_demo(settings: Settings, out: Path) -> int:
         times = sorted(h.timestamp_s for h in rows)
         best = max(h.similarity for h in rows)
         span = f"{times[0]:.1f}-{times[-1]:.1f} s" if rows[0].media_type == "video" else "photo"
-        print(f"    {Path(key).name}: {len(rows)} matching faces, {span}, best similarity {best:.3f} (threshold {thr:.3f})")
+        print(
+            f"    {Path(key).name}: {len(rows)} matching faces, {span}, best similarity {best:.3f} (threshold {thr:.3f})"
+        )
     return 0

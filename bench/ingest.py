@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -49,6 +50,10 @@ SAMPLE_RSS_S = 0.2
 def own_peak_rss_mib() -> float:
     """This process's peak RSS (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def own_cpu_s() -> float:
@@ -143,6 +148,7 @@ def run_decode(video: Path) -> dict:
     from pipelines.config import load_settings
 
     settings = load_settings()
+    rss_before = current_rss_mib()
     cpu0, t0 = own_cpu_s(), time.perf_counter()
     frames, probe, probe_s = load_sampled_frames(video, settings)
     wall = time.perf_counter() - t0
@@ -154,6 +160,7 @@ def run_decode(video: Path) -> dict:
         "faces": None,
         "video_s": probe.duration_s,
         "peak_rss_mib": own_peak_rss_mib(),
+        "rss_before_mib": rss_before,
         "note": f"PyAV thread_type={settings.decode.thread_type}, "
         f"chunk_s={settings.decode.chunk_s:g}",
     }
@@ -168,7 +175,9 @@ def run_models(video: Path) -> dict:
 
     settings = load_settings()
     cfg = settings.models
+    rss_imports = current_rss_mib()
     frames, probe, _ = load_sampled_frames(video, settings)  # not timed
+    rss_frames = current_rss_mib()
     t0 = time.perf_counter()
     pack = load_pack(cfg)
     load_s = time.perf_counter() - t0
@@ -204,6 +213,8 @@ def run_models(video: Path) -> dict:
         "faces": faces,
         "video_s": probe.duration_s,
         "peak_rss_mib": own_peak_rss_mib(),
+        "rss_before_mib": rss_imports,
+        "rss_with_frames_mib": rss_frames,
         "load_s": load_s,
         "detect_s": det_s,
         "align_s": align_s,
@@ -225,6 +236,7 @@ def run_naive(video: Path) -> dict:
 
     settings = load_settings()
     cfg = settings.models
+    rss_before = current_rss_mib()
     cpu0, start = own_cpu_s(), time.perf_counter()
     pack = load_pack(cfg)
     load_s = time.perf_counter() - start
@@ -263,6 +275,7 @@ def run_naive(video: Path) -> dict:
         "video_s": decoded / fps,
         "decoded_frames": decoded,
         "peak_rss_mib": own_peak_rss_mib(),
+        "rss_before_mib": rss_before,
         "load_s": load_s,
         "read_s": read_s,
         "model_s": model_s,
@@ -371,6 +384,10 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
             1, 1
         )
         copy_ray_data_logs(logs_dir)
+        data_log = logs_dir / "pipeline-ray-data.log"
+        operators = (
+            operator_stats(data_log.read_text(errors="replace")) if data_log.is_file() else {}
+        )
         ray.shutdown()
     finally:
         sampler.stop()
@@ -387,7 +404,8 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
         "video_s": None,
         "cluster_cpus": cpus,
         "first_output_s": progress[0][0] if progress else None,
-        "progress_calls": len(progress),
+        "progress": [(round(t, 2), d, f) for t, d, f in progress],
+        "operators": operators,
         "peak_rss_mib": sampler.peak["total"],
         "peak_rss_split_mib": sampler.peak,
         "peak_processes": sampler.peak_processes,
@@ -397,6 +415,34 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
         f"embed pool {idx.embed.num_cpus:g} CPU/actor, "
         f"intra_op_threads={settings.models.intra_op_threads}",
     }
+
+
+OPERATOR_KEYS = (
+    "num_tasks_finished",
+    "rows_inputs_of_submitted_tasks",
+    "rows_task_outputs_generated",
+    "num_task_outputs_generated",
+    "task_scheduling_time_s",
+    "function_body_time_s",
+    "task_completion_time_s",
+    "task_submission_backpressure_time",
+    "task_output_backpressure_time_s",
+    "block_serialization_time_s",
+)
+
+
+def operator_stats(log_text: str) -> dict[str, dict[str, float]]:
+    """Selected per-operator metrics from the 'Operator ... completed' lines of ray-data.log."""
+    stats: dict[str, dict[str, float]] = {}
+    pattern = r"Operator \w+\[(?P<name>[^\]]*\)?)\] completed\. Operator Metrics:\n(?P<body>.*)"
+    for m in re.finditer(pattern, log_text):
+        values = {}
+        for key in OPERATOR_KEYS:
+            found = re.search(rf"'{key}': ([0-9.e+-]+)", m.group("body"))
+            if found:
+                values[key] = round(float(found.group(1)), 3)
+        stats[m.group("name")] = values
+    return stats
 
 
 def copy_ray_data_logs(logs_dir: Path) -> None:

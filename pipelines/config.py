@@ -66,6 +66,8 @@ class IndexSettings(BaseModel):
     decode_num_cpus: float = Field(default=1.0, gt=0.0)
     detect: PoolSettings = PoolSettings(batch_size=4)
     embed: PoolSettings = PoolSettings(batch_size=32)
+    # Ray Data's own progress output (the CLI shows its own bar).
+    ray_progress: bool = False
     # Rows buffered by the driver before one LanceDB append.
     write_batch_rows: int = Field(default=2048, ge=1)
     # Photo files by extension; everything else is treated as video.

@@ -93,7 +93,9 @@ class GridSampler:
     within half a frame of the next grid time or past it.
     """
 
-    def __init__(self, origin_s: float, sample_fps: float, video_fps: float, first_sample: int, end_sample: int) -> None:
+    def __init__(
+        self, origin_s: float, sample_fps: float, video_fps: float, first_sample: int, end_sample: int
+    ) -> None:
         self.origin = origin_s
         self.sample_fps = sample_fps
         self.half_frame = 0.5 / max(video_fps, 1e-6)
@@ -121,7 +123,14 @@ class GridSampler:
 THREAD_TYPES = {"AUTO", "FRAME", "SLICE", "NONE"}
 
 
-def sample_video(uri: str, probe: MediaProbe, chunk: Chunk, sample_fps: float, thread_type: str = "AUTO", storage_options: dict | None = None) -> Iterator[SampledFrame]:
+def sample_video(
+    uri: str,
+    probe: MediaProbe,
+    chunk: Chunk,
+    sample_fps: float,
+    thread_type: str = "AUTO",
+    storage_options: dict | None = None,
+) -> Iterator[SampledFrame]:
     """Yield this chunk's sampled frames in order (one seek, then sequential decode)."""
     sampler = GridSampler(probe.start_s, sample_fps, probe.fps, chunk.first_sample, chunk.end_sample)
     with open_binary(uri, storage_options) as fh, av.open(fh) as container:

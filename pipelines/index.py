@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +66,9 @@ def ensure_ray(settings: Settings) -> None:
         )
 
 
-def pool_sizes(total_cpus: float, total_gpus: float, decode_cpus: float, detect: PoolSettings, embed: PoolSettings) -> tuple[tuple[int, int], tuple[int, int]]:
+def pool_sizes(
+    total_cpus: float, total_gpus: float, decode_cpus: float, detect: PoolSettings, embed: PoolSettings
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """(min, max) actors for the detect and embed pools.
 
     The pools together never claim every CPU: at least one decode task must always be
@@ -100,7 +101,11 @@ def pool_sizes(total_cpus: float, total_gpus: float, decode_cpus: float, detect:
 @ray.remote(num_cpus=0.25)
 def _probe(source: MediaSource, storage_options: dict | None) -> dict:
     try:
-        probe = probe_photo(source.uri, storage_options) if source.media_type == "photo" else probe_video(source.uri, storage_options)
+        probe = (
+            probe_photo(source.uri, storage_options)
+            if source.media_type == "photo"
+            else probe_video(source.uri, storage_options)
+        )
         return {"ok": True, **probe.__dict__}
     except Exception as exc:  # a corrupt file fails alone
         return {"ok": False, "error": f"probe failed: {type(exc).__name__}: {exc}"}
@@ -112,7 +117,9 @@ def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list
         if mp.source.media_type == "photo":
             chunks = [(0.0, 0.0, 0, 1)]
         else:
-            planned = plan_chunks(mp.probe["start_s"], mp.probe["duration_s"], settings.decode.sample_fps, settings.decode.chunk_s)
+            planned = plan_chunks(
+                mp.probe["start_s"], mp.probe["duration_s"], settings.decode.sample_fps, settings.decode.chunk_s
+            )
             chunks = [(c.start_s, c.end_s, c.first_sample, c.end_sample) for c in planned]
         mp.chunks_total = len(chunks)
         for i, (start, end, first, last) in enumerate(chunks):
@@ -136,17 +143,26 @@ def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list
 def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
     resources = ray.cluster_resources()
     idx = settings.index
-    (det_min, det_max), (emb_min, emb_max) = pool_sizes(resources.get("CPU", 1.0), resources.get("GPU", 0.0), idx.decode_num_cpus, idx.detect, idx.embed)
+    (det_min, det_max), (emb_min, emb_max) = pool_sizes(
+        resources.get("CPU", 1.0), resources.get("GPU", 0.0), idx.decode_num_cpus, idx.detect, idx.embed
+    )
 
     def pool_models_cfg(pool: PoolSettings):
         return settings.models.model_copy(update={"providers": "cuda"}) if pool.num_gpus > 0 else settings.models
 
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = idx.ray_progress
+    ctx.print_on_execution_start = idx.ray_progress
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         decode_batches,
         batch_size=1,
         num_cpus=idx.decode_num_cpus,
-        fn_kwargs={"sample_fps": settings.decode.sample_fps, "thread_type": settings.decode.thread_type, "storage_options": settings.store.storage_options or None},
+        fn_kwargs={
+            "sample_fps": settings.decode.sample_fps,
+            "thread_type": settings.decode.thread_type,
+            "storage_options": settings.store.storage_options or None,
+        },
     )
     ds = ds.map_batches(
         DetectAlign,
@@ -167,14 +183,19 @@ def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
     return ds
 
 
-def face_rows(batch: dict[str, np.ndarray], org_id: int, event_id: int, pack_name: str, pack_version: str, dim: int) -> pa.Table:
+def face_rows(
+    batch: dict[str, np.ndarray], org_id: int, event_id: int, pack_name: str, pack_version: str, dim: int
+) -> pa.Table:
     """Face rows of one pipeline batch as an Arrow table in the faces schema's column order."""
     sel = batch["kind"] == KIND_FACE
     n = int(sel.sum())
     keys = batch["media_key"][sel]
     ts = batch["timestamp_s"][sel]
     bbox = np.asarray(batch["bbox"][sel], np.float32).reshape(n, 4)
-    face_ids = [str(uuid.uuid5(FACE_NAMESPACE, f"{org_id}/{event_id}/{k}/{t:.4f}/{b[0]:.1f},{b[1]:.1f}")) for k, t, b in zip(keys, ts, bbox, strict=True)]
+    face_ids = [
+        str(uuid.uuid5(FACE_NAMESPACE, f"{org_id}/{event_id}/{k}/{t:.4f}/{b[0]:.1f},{b[1]:.1f}"))
+        for k, t, b in zip(keys, ts, bbox, strict=True)
+    ]
 
     def fixed(arr: np.ndarray, width: int) -> pa.FixedSizeListArray:
         return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr, np.float32).reshape(-1)), width)
@@ -217,7 +238,9 @@ def index_event(
     info = pack_info(settings.models.pack)
     store = FaceStore.from_settings(settings, info)
     report = IndexReport(org_id, event_id)
-    sources = list_media(inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None)
+    sources = list_media(
+        inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None
+    )
     report.found = len(sources)
     done_keys = store.indexed_keys(org_id, event_id)
     todo = [s for s in sources if s.media_key not in done_keys]
@@ -270,7 +293,10 @@ def index_event(
             if faces.num_rows:
                 pending.append(faces)
                 pending_rows += faces.num_rows
-                for key, count in zip(*np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True), strict=True):
+                for key, count in zip(
+                    *np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True),
+                    strict=True,
+                ):
                     progress[str(key)].faces += int(count)
             finished = []
             for i in np.flatnonzero(batch["kind"] == KIND_END):

@@ -30,7 +30,9 @@ def media_type_of(name: str, photo_ext: list[str], video_ext: list[str]) -> str 
     return None
 
 
-def list_media(inputs: list[str], photo_ext: list[str], video_ext: list[str], storage_options: dict | None = None) -> list[MediaSource]:
+def list_media(
+    inputs: list[str], photo_ext: list[str], video_ext: list[str], storage_options: dict | None = None
+) -> list[MediaSource]:
     """Files named directly are taken whatever their extension (photo if it looks like one);
     directories and URI prefixes are walked for known photo/video extensions."""
     found: dict[str, MediaSource] = {}
@@ -38,11 +40,8 @@ def list_media(inputs: list[str], photo_ext: list[str], video_ext: list[str], st
         if is_remote(raw):
             fs, root = fsspec.core.url_to_fs(raw, **(storage_options or {}))
             protocol = raw.split("://", 1)[0]
-            if fs.isdir(root):
-                entries = fs.find(root, detail=True)
-            else:
-                entries = {root: fs.info(root)}
             explicit = not fs.isdir(root)
+            entries = {root: fs.info(root)} if explicit else fs.find(root, detail=True)
             for path, info in sorted(entries.items()):
                 kind = media_type_of(path, photo_ext, video_ext) or ("video" if explicit else None)
                 if kind:

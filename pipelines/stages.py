@@ -53,7 +53,9 @@ def _end_batch(item: dict, frames: int, error: str) -> dict[str, np.ndarray]:
     }
 
 
-def decode_chunk(item: dict, sample_fps: float, thread_type: str, storage_options: dict | None) -> Iterator[dict[str, np.ndarray]]:
+def decode_chunk(
+    item: dict, sample_fps: float, thread_type: str, storage_options: dict | None
+) -> Iterator[dict[str, np.ndarray]]:
     """Frames of one work item (a video chunk or a photo), then its end marker."""
     count, error = 0, ""
     try:
@@ -62,7 +64,9 @@ def decode_chunk(item: dict, sample_fps: float, thread_type: str, storage_option
             count = 1
         else:
             probe = MediaProbe(0.0, float(item["video_fps"]), 0, 0, "", float(item["origin_s"]))
-            chunk = Chunk(item["chunk_start_s"], item["chunk_end_s"], int(item["first_sample"]), int(item["end_sample"]))
+            chunk = Chunk(
+                item["chunk_start_s"], item["chunk_end_s"], int(item["first_sample"]), int(item["end_sample"])
+            )
             pending = []
             for frame in sample_video(item["uri"], probe, chunk, sample_fps, thread_type, storage_options):
                 pending.append(frame)
@@ -78,7 +82,9 @@ def decode_chunk(item: dict, sample_fps: float, thread_type: str, storage_option
     yield _end_batch(item, count, error)
 
 
-def decode_batches(batch: dict[str, np.ndarray], sample_fps: float, thread_type: str, storage_options: dict | None) -> Iterator[dict[str, np.ndarray]]:
+def decode_batches(
+    batch: dict[str, np.ndarray], sample_fps: float, thread_type: str, storage_options: dict | None
+) -> Iterator[dict[str, np.ndarray]]:
     """Ray Data entry point: one input row per chunk (batch_size=1)."""
     keys = list(batch.keys())
     for i in range(len(batch[keys[0]])):

@@ -8,6 +8,7 @@ it; a store is bound to one pack, so mixing embeddings is impossible.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,9 @@ from lancedb.index import BTree
 from pipelines.models.base import PackInfo
 
 log = logging.getLogger(__name__)
+
+# lancedb warns on every fork once imported; Ray and ffmpeg only fork to exec at once.
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
 FACES = "faces"
 MEDIA = "media"
@@ -99,12 +103,25 @@ class FaceHit:
 
 
 class FaceStore:
-    def __init__(self, uri: str, pack: PackInfo, storage_options: dict[str, str] | None = None, ann_min_rows: int = 300_000, ann_nprobes: int = 20, ann_refine_factor: int = 10, read_consistency_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        uri: str,
+        pack: PackInfo,
+        storage_options: dict[str, str] | None = None,
+        ann_min_rows: int = 300_000,
+        ann_nprobes: int = 20,
+        ann_refine_factor: int = 10,
+        read_consistency_s: float = 0.0,
+    ) -> None:
         self.uri = uri
         self.pack = pack
         # Without a consistency interval a handle never sees other writers' commits;
         # 0 checks the latest version on every read (cheap on local disk).
-        self.db = lancedb.connect(uri, storage_options=storage_options or None, read_consistency_interval=timedelta(seconds=read_consistency_s))
+        self.db = lancedb.connect(
+            uri,
+            storage_options=storage_options or None,
+            read_consistency_interval=timedelta(seconds=read_consistency_s),
+        )
         self.ann_min_rows = ann_min_rows
         self.ann_nprobes = ann_nprobes
         self.ann_refine_factor = ann_refine_factor
@@ -115,7 +132,15 @@ class FaceStore:
     @classmethod
     def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
         s = settings.store
-        return cls(settings.store_uri, pack, s.storage_options, s.ann_min_rows, s.ann_nprobes, s.ann_refine_factor, s.read_consistency_s)
+        return cls(
+            settings.store_uri,
+            pack,
+            s.storage_options,
+            s.ann_min_rows,
+            s.ann_nprobes,
+            s.ann_refine_factor,
+            s.read_consistency_s,
+        )
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         if name in self.db.list_tables().tables:
@@ -150,7 +175,9 @@ class FaceStore:
         if not rows:
             return
         now = datetime.now(UTC)
-        table = pa.Table.from_pylist([{**r, "indexed_at": r.get("indexed_at") or now} for r in rows], schema=MEDIA_SCHEMA)
+        table = pa.Table.from_pylist(
+            [{**r, "indexed_at": r.get("indexed_at") or now} for r in rows], schema=MEDIA_SCHEMA
+        )
         (
             self.media.merge_insert(["org_id", "event_id", "media_key"])
             .when_matched_update_all()
@@ -174,7 +201,14 @@ class FaceStore:
             return self.faces.count_rows()
         return self.faces.count_rows(event_filter(org_id, event_id))
 
-    def search(self, org_id: int, event_id: int, vector: np.ndarray, min_similarity: float | None = None, limit: int | None = 100) -> list[FaceHit]:
+    def search(
+        self,
+        org_id: int,
+        event_id: int,
+        vector: np.ndarray,
+        min_similarity: float | None = None,
+        limit: int | None = 100,
+    ) -> list[FaceHit]:
         """Faces of one event by cosine similarity, best first.
 
         With ``min_similarity`` every face at or above it is returned (``limit=None``),
@@ -197,7 +231,15 @@ class FaceStore:
         cap = limit if limit is not None else max(1, self.count_faces(org_id, event_id))
         rows = query.limit(cap).to_arrow().to_pylist()
         return [
-            FaceHit(r["face_id"], r["media_key"], r["media_type"], r["timestamp_s"], r["frame_index"], tuple(r["bbox"]), 1.0 - r["_distance"])
+            FaceHit(
+                r["face_id"],
+                r["media_key"],
+                r["media_type"],
+                r["timestamp_s"],
+                r["frame_index"],
+                tuple(r["bbox"]),
+                1.0 - r["_distance"],
+            )
             for r in rows
         ]
 

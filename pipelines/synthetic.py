@@ -60,7 +60,16 @@ class PanVideo:
         return start, end
 
 
-def make_pan_video(path: Path, faces_in_t1: Detections, width: int = 640, height: int = 360, fps: float = 10.0, duration_s: float = 16.0, scale: float = 0.8, audio: bool = True) -> PanVideo:
+def make_pan_video(
+    path: Path,
+    faces_in_t1: Detections,
+    width: int = 640,
+    height: int = 360,
+    fps: float = 10.0,
+    duration_s: float = 16.0,
+    scale: float = 0.8,
+    audio: bool = True,
+) -> PanVideo:
     """Pan a width x height window left to right across t1.jpg scaled by ``scale``."""
     image = read_bgr(insightface_image("t1.jpg"))
     big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
@@ -85,7 +94,14 @@ def make_pan_video(path: Path, faces_in_t1: Detections, width: int = 640, height
     return PanVideo(path, width, height, fps, duration_s, speed, scale, y_offset, boxes.astype(np.float32))
 
 
-def make_still_video(path: Path, images: list[np.ndarray], width: int = 640, height: int = 360, fps: float = 10.0, duration_s: float = 6.0) -> Path:
+def make_still_video(
+    path: Path,
+    images: list[np.ndarray],
+    width: int = 640,
+    height: int = 360,
+    fps: float = 10.0,
+    duration_s: float = 6.0,
+) -> Path:
     """A static shot of the given photos side by side (distractor faces)."""
     canvas = np.full((height, width, 3), 40, np.uint8)
     cell = width // len(images)
@@ -109,7 +125,10 @@ def selfie_of(person_box: np.ndarray, margin: float = 0.8, scale: float = 1.5, f
     image = read_bgr(insightface_image("t1.jpg"))
     x1, y1, x2, y2 = person_box
     mw, mh = (x2 - x1) * margin, (y2 - y1) * margin
-    crop = image[int(max(0, y1 - mh)) : int(min(image.shape[0], y2 + mh)), int(max(0, x1 - mw)) : int(min(image.shape[1], x2 + mw))]
+    crop = image[
+        int(max(0, y1 - mh)) : int(min(image.shape[0], y2 + mh)),
+        int(max(0, x1 - mw)) : int(min(image.shape[1], x2 + mw)),
+    ]
     crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     return cv2.flip(crop, 1) if flip else crop
 

@@ -17,7 +17,14 @@ import pytest
 from pipelines.config import Settings, load_settings
 from pipelines.models import ModelPack, load_pack
 from pipelines.models.base import Detections
-from pipelines.synthetic import PanVideo, distractor_faces, insightface_image, make_pan_video, make_still_video, read_bgr
+from pipelines.synthetic import (
+    PanVideo,
+    distractor_faces,
+    insightface_image,
+    make_pan_video,
+    make_still_video,
+    read_bgr,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO.parent / "shared" / "data" / "faces"

@@ -40,8 +40,15 @@ def test_chunked_decode_equals_single_pass(synthetic_event):
     uri = str(synthetic_event.pan.path)
     probe = probe_video(uri)
     assert probe.width == 640 and probe.height == 360
-    single = [(f.timestamp_s, f.frame_index) for f in sample_video(uri, probe, plan_chunks(probe.start_s, probe.duration_s, 2.0, 1000)[0], 2.0)]
-    chunked = [(f.timestamp_s, f.frame_index) for c in plan_chunks(probe.start_s, probe.duration_s, 2.0, 3.0) for f in sample_video(uri, probe, c, 2.0)]
+    single = [
+        (f.timestamp_s, f.frame_index)
+        for f in sample_video(uri, probe, plan_chunks(probe.start_s, probe.duration_s, 2.0, 1000)[0], 2.0)
+    ]
+    chunked = [
+        (f.timestamp_s, f.frame_index)
+        for c in plan_chunks(probe.start_s, probe.duration_s, 2.0, 3.0)
+        for f in sample_video(uri, probe, c, 2.0)
+    ]
     assert chunked == single
     assert len(single) == 32  # 0.0 .. 15.5 s: the last frame (15.9 s) is not near 16.0
     assert np.allclose(np.diff([t for t, _ in single]), 0.5, atol=0.051)
@@ -70,5 +77,5 @@ def test_photo_exif_orientation_is_applied(tmp_path):
 
 
 def test_corrupt_video_probe_raises(synthetic_event):
-    with pytest.raises(Exception, match="Invalid data|no video stream"):
+    with pytest.raises(Exception, match=r"Invalid data|no video stream"):
         probe_video(str(synthetic_event.corrupt))

@@ -32,7 +32,9 @@ def selfie_vector(pack, synthetic_event, person: int) -> np.ndarray:
 def test_report_counts_media_and_failures(indexed_event, synthetic_event):
     r = indexed_event
     assert r.found == 4
-    assert sorted(r.indexed) == sorted(str(p) for p in (synthetic_event.pan.path, synthetic_event.still, synthetic_event.photo))
+    assert sorted(r.indexed) == sorted(
+        str(p) for p in (synthetic_event.pan.path, synthetic_event.still, synthetic_event.photo)
+    )
     assert list(r.failed) == [str(synthetic_event.corrupt)]
     assert "probe failed" in r.failed[str(synthetic_event.corrupt)]
     assert r.frames == 32 + 12 + 1  # pan 16 s, distractors 6 s at 2 fps, one photo
@@ -79,7 +81,9 @@ def test_top_hits_are_not_the_other_five(store, pack, synthetic_event):
 def test_photo_faces_are_indexed_and_searchable(store, pack, synthetic_event):
     rows = [r for r in store.media_rows(EVENT_ORG, EVENT_ID) if r["media_type"] == "photo"]
     assert len(rows) == 1 and rows[0]["status"] == "indexed" and rows[0]["face_count"] == 6
-    hits = store.search(EVENT_ORG, EVENT_ID, selfie_vector(pack, synthetic_event, 1), min_similarity=pack.info.threshold, limit=None)
+    hits = store.search(
+        EVENT_ORG, EVENT_ID, selfie_vector(pack, synthetic_event, 1), min_similarity=pack.info.threshold, limit=None
+    )
     photo_hits = [h for h in hits if h.media_type == "photo"]
     assert len(photo_hits) == 1 and photo_hits[0].timestamp_s == 0.0
 
@@ -137,7 +141,18 @@ def test_stages_turn_a_video_chunk_into_embedded_faces(settings, synthetic_event
 
 
 def test_decode_errors_become_an_end_marker(tmp_path):
-    item = {"media_key": "gone", "uri": str(tmp_path / "missing.mp4"), "media_type": "video", "chunk_index": 0, "chunk_start_s": 0.0, "chunk_end_s": 1.0, "first_sample": 0, "end_sample": 2, "origin_s": 0.0, "video_fps": 25.0}
+    item = {
+        "media_key": "gone",
+        "uri": str(tmp_path / "missing.mp4"),
+        "media_type": "video",
+        "chunk_index": 0,
+        "chunk_start_s": 0.0,
+        "chunk_end_s": 1.0,
+        "first_sample": 0,
+        "end_sample": 2,
+        "origin_s": 0.0,
+        "video_fps": 25.0,
+    }
     (end,) = list(decode_chunk(item, 2.0, "AUTO", None))
     assert end["kind"][0] == KIND_END and end["frames"][0] == 0
     assert "decode failed" in end["error"][0] and "missing.mp4" in end["error"][0]
@@ -146,7 +161,7 @@ def test_decode_errors_become_an_end_marker(tmp_path):
 def test_pool_sizes_never_starve_decode():
     p = PoolSettings(num_cpus=0.5)
     assert pool_sizes(2, 0, 1.0, p, p) == ((1, 1), (1, 1))
-    (dmin, dmax), (emin, emax) = pool_sizes(16, 0, 1.0, p, p)
+    (_, dmax), (_, emax) = pool_sizes(16, 0, 1.0, p, p)
     assert dmax * 0.5 + emax * 0.5 + 1.0 <= 16 and emax > dmax >= 2
     gpu = PoolSettings(num_cpus=0.5, num_gpus=0.5)
     assert pool_sizes(8, 1, 1.0, p, gpu)[1] == (1, 2)

@@ -12,7 +12,7 @@ from pipelines.models.base import Detections, filter_detections
 from pipelines.models.convert import dequantize, file_sha256, fold_weight_dequantization
 from pipelines.models.insightface_pack import PackFilesMissing, pack_files
 from pipelines.models.registry import match_threshold
-from pipelines.models.yunet_sface import SFACE_FILE, YUNET_FILE, shipped_model, sface_path, yunet_path
+from pipelines.models.yunet_sface import SFACE_FILE, YUNET_FILE, sface_path, shipped_model, yunet_path
 from pipelines.selfie import NoFaceFound, embed_selfie, pick_main_face
 from pipelines.synthetic import insightface_image, read_bgr
 
@@ -76,7 +76,9 @@ def unblocked(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize(("name", "feed"), [(SFACE_FILE, ("data", (2, 3, 112, 112))), (YUNET_FILE, ("input", (1, 3, 640, 640)))])
+@pytest.mark.parametrize(
+    ("name", "feed"), [(SFACE_FILE, ("data", (2, 3, 112, 112))), (YUNET_FILE, ("input", (1, 3, 640, 640)))]
+)
 def test_fp32_fold_matches_the_quantized_graph(cache_dir, name, feed):
     quantized = quiet_session(unblocked(onnx.load(str(shipped_model(name)))))
     folded = quiet_session(sface_path(str(cache_dir)) if name == SFACE_FILE else yunet_path(str(cache_dir)))
@@ -91,14 +93,19 @@ def test_yunet_matches_opencv_face_detector(cache_dir):
     h, w = image.shape[:2]
     ref = cv2.FaceDetectorYN.create(str(shipped_model(YUNET_FILE)), "", (w, h), 0.7, 0.3, 5000)
     _, faces = ref.detect(image)
-    ours = load_pack(load_settings(None, models={"det_size": max(h, w), "cache_dir": str(cache_dir)}).models).detector.detect(image)
+    ours = load_pack(
+        load_settings(None, models={"det_size": max(h, w), "cache_dir": str(cache_dir)}).models
+    ).detector.detect(image)
     assert len(ours) == len(faces) == 6
     ref_boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
     for box, score in zip(ours.boxes, ours.scores, strict=True):
         j = np.argmin(np.abs(ref_boxes - box).sum(axis=1))
         assert np.abs(ref_boxes[j] - box).max() < 3.0
         assert abs(faces[j, -1] - score) < 0.02
-        assert np.abs(faces[j, 4:14].reshape(5, 2) - ours.landmarks[np.argmin(np.abs(ours.boxes - box).sum(axis=1))]).max() < 3.0
+        assert (
+            np.abs(faces[j, 4:14].reshape(5, 2) - ours.landmarks[np.argmin(np.abs(ours.boxes - box).sum(axis=1))]).max()
+            < 3.0
+        )
 
 
 def test_sface_matches_opencv_face_recognizer(pack, cache_dir):
@@ -134,14 +141,22 @@ def test_embeddings_are_unit_norm_and_separate_people(pack):
 
 
 def test_selfie_picks_the_largest_confident_face(pack):
-    dets = Detections(np.array([[0, 0, 10, 10], [0, 0, 50, 50], [0, 0, 52, 52]], np.float32), np.zeros((3, 5, 2), np.float32), np.array([0.9, 0.95, 0.5], np.float32))
+    dets = Detections(
+        np.array([[0, 0, 10, 10], [0, 0, 50, 50], [0, 0, 52, 52]], np.float32),
+        np.zeros((3, 5, 2), np.float32),
+        np.array([0.9, 0.95, 0.5], np.float32),
+    )
     assert pick_main_face(dets) == 1
     with pytest.raises(NoFaceFound):
         embed_selfie(pack, np.full((200, 200, 3), 128, np.uint8), 0.7, 20)
 
 
 def test_filter_detections_drops_small_and_weak_faces():
-    dets = Detections(np.array([[0, 0, 10, 40], [0, 0, 40, 40], [0, 0, 40, 40]], np.float32), np.zeros((3, 5, 2), np.float32), np.array([0.9, 0.9, 0.3], np.float32))
+    dets = Detections(
+        np.array([[0, 0, 10, 40], [0, 0, 40, 40], [0, 0, 40, 40]], np.float32),
+        np.zeros((3, 5, 2), np.float32),
+        np.array([0.9, 0.9, 0.3], np.float32),
+    )
     kept = filter_detections(dets, min_score=0.5, min_face_px=20)
     assert len(kept) == 1 and kept.boxes[0, 0] == 0 and kept.boxes[0, 2] == 40
 
@@ -150,7 +165,7 @@ def test_insightface_pack_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(PackFilesMissing, match=r"never downloads.*non-commercial"):
         pack_files(tmp_path, "buffalo_l")
     settings = load_settings(None, models={"pack": "buffalo_l", "insightface_root": str(tmp_path)})
-    with pytest.raises(PackFilesMissing, match="det_10g.onnx"):
+    with pytest.raises(PackFilesMissing, match=r"det_10g\.onnx"):
         load_pack(settings.models)
     with pytest.raises(ValueError, match="unknown model pack"):
         pack_info("nope")
@@ -170,6 +185,7 @@ def test_insightface_pack_wiring_with_stand_in_files(tmp_path, cache_dir):
     (pack_dir / "w600k_mbf.onnx").write_bytes(sface_path(str(cache_dir)).read_bytes())
     (pack_dir / "det_500m.onnx").write_bytes(b"")
     det, rec = pack_files(tmp_path, "buffalo_s")
+    assert det.name == "det_500m.onnx"
     model = model_zoo.get_model(str(rec), providers=["CPUExecutionProvider"], download=False)
     assert type(model).__name__ == "ArcFaceONNX"
 

@@ -23,7 +23,9 @@ from onnx import helper, numpy_helper
 CONVERTER_VERSION = "1"
 
 
-def dequantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int, block_size: int) -> np.ndarray:
+def dequantize(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int, block_size: int
+) -> np.ndarray:
     """numpy DequantizeLinear: per-tensor, per-axis and blocked."""
     xf = x.astype(np.float32)
     zp = np.zeros_like(scale, dtype=np.float32) if zero_point is None else zero_point.astype(np.float32)
@@ -42,7 +44,9 @@ def dequantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, 
     return (xf - zp.reshape(shape)) * scale.reshape(shape)
 
 
-def fold_weight_dequantization(model: onnx.ModelProto, dynamic_inputs: dict[str, Iterable[int | str]]) -> onnx.ModelProto:
+def fold_weight_dequantization(
+    model: onnx.ModelProto, dynamic_inputs: dict[str, Iterable[int | str]]
+) -> onnx.ModelProto:
     """Return a copy whose constant DequantizeLinear/Reshape chains are fp32 initializers.
 
     ``dynamic_inputs`` maps an input name to its new shape (ints stay fixed, strings
@@ -58,7 +62,9 @@ def fold_weight_dequantization(model: onnx.ModelProto, dynamic_inputs: dict[str,
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type == "DequantizeLinear":
                 zp = consts[inputs[2]] if len(inputs) > 2 else None
-                value = dequantize(consts[inputs[0]], consts[inputs[1]], zp, attrs.get("axis", 1), attrs.get("block_size", 0))
+                value = dequantize(
+                    consts[inputs[0]], consts[inputs[1]], zp, attrs.get("axis", 1), attrs.get("block_size", 0)
+                )
             else:
                 value = consts[inputs[0]].reshape(consts[inputs[1]].astype(np.int64))
             consts[node.output[0]] = value.astype(np.float32) if value.dtype.kind == "f" else value
@@ -101,14 +107,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def converted_model_path(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str], dynamic_inputs: dict[str, Iterable[int | str]]) -> Path:
+def converted_model_path(
+    source: str | os.PathLike[str], cache_dir: str | os.PathLike[str], dynamic_inputs: dict[str, Iterable[int | str]]
+) -> Path:
     """Path of the fp32 version of ``source``, converting it into ``cache_dir`` on first use.
 
     The cache key covers the source bytes and the converter version, so a new wheel or
     converter produces a new file; concurrent first uses race safely (atomic rename).
     """
     source = Path(source)
-    key = hashlib.sha256(f"{file_sha256(source)}:{CONVERTER_VERSION}:{sorted((k, list(v)) for k, v in dynamic_inputs.items())}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{file_sha256(source)}:{CONVERTER_VERSION}:{sorted((k, list(v)) for k, v in dynamic_inputs.items())}".encode()
+    ).hexdigest()[:16]
     target = Path(cache_dir).expanduser() / f"{source.stem}.fp32-{key}.onnx"
     if target.is_file():
         return target

@@ -47,7 +47,13 @@ def pack_files(root: str | Path, pack: str) -> tuple[Path, Path]:
 
 def info(pack: str) -> PackInfo:
     dim = 512
-    return PackInfo(name=pack, version=f"insightface/{'+'.join(KNOWN_PACKS[pack])}", dim=dim, threshold=ARCFACE_THRESHOLD, licence=LICENCE)
+    return PackInfo(
+        name=pack,
+        version=f"insightface/{'+'.join(KNOWN_PACKS[pack])}",
+        dim=dim,
+        threshold=ARCFACE_THRESHOLD,
+        licence=LICENCE,
+    )
 
 
 class SCRFDDetector:
@@ -80,7 +86,12 @@ def load(pack: str, models_cfg) -> ModelPack:  # models_cfg: pipelines.config.Mo
     providers = resolve_providers(models_cfg.providers)
     ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
     det = model_zoo.get_model(str(det_file), providers=providers, download=False)
-    det.prepare(ctx_id, input_size=(models_cfg.det_size, models_cfg.det_size), det_thresh=models_cfg.det_score_threshold, nms_thresh=models_cfg.det_nms_threshold)
+    det.prepare(
+        ctx_id,
+        input_size=(models_cfg.det_size, models_cfg.det_size),
+        det_thresh=models_cfg.det_score_threshold,
+        nms_thresh=models_cfg.det_nms_threshold,
+    )
     rec = model_zoo.get_model(str(rec_file), providers=providers, download=False)
     rec.prepare(ctx_id)
     return ModelPack(info(pack), SCRFDDetector(det, models_cfg.det_size), ArcFaceEmbedder(rec))

@@ -47,7 +47,9 @@ def sface_path(cache_dir: str) -> Path:
     return converted_model_path(shipped_model(SFACE_FILE), cache_dir, {"data": ["batch", 3, 112, 112]})
 
 
-def decode_yunet(outputs: dict[str, np.ndarray], padded_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_yunet(
+    outputs: dict[str, np.ndarray], padded_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YuNet's raw heads -> boxes (x, y, w, h), landmarks (N, 5, 2), scores, in input pixels.
 
     Mirrors OpenCV's FaceDetectorYN post-processing (anchor-free, one prior per cell).
@@ -71,7 +73,16 @@ def decode_yunet(outputs: dict[str, np.ndarray], padded_hw: tuple[int, int]) -> 
 
 
 class YuNetDetector:
-    def __init__(self, model_path: Path, providers: str, threads: int, det_size: int, score_threshold: float, nms_threshold: float, top_k: int = 5000) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        providers: str,
+        threads: int,
+        det_size: int,
+        score_threshold: float,
+        nms_threshold: float,
+        top_k: int = 5000,
+    ) -> None:
         self.session = create_session(model_path, providers, threads)
         self.det_size = det_size
         self.score_threshold = score_threshold
@@ -93,7 +104,12 @@ class YuNetDetector:
         xywh, kps, scores = xywh[keep], kps[keep], scores[keep]
         if not len(scores):
             return Detections.empty()
-        idx = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.score_threshold, self.nms_threshold, top_k=self.top_k), dtype=np.int64).reshape(-1)
+        idx = np.asarray(
+            cv2.dnn.NMSBoxes(
+                xywh.tolist(), scores.tolist(), self.score_threshold, self.nms_threshold, top_k=self.top_k
+            ),
+            dtype=np.int64,
+        ).reshape(-1)
         xywh, kps, scores = xywh[idx] / scale, kps[idx] / scale, scores[idx]
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create ./.venv and install facereel with its test tools (offline-capable afterwards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+# insightface depends on opencv-python (GUI build, needs libGL), which overwrites the
+# headless cv2 package: put the headless build back. insightface keeps importing.
+.venv/bin/python -m pip uninstall -q -y opencv-python || true
+.venv/bin/python -m pip install -q --force-reinstall --no-deps 'opencv-python-headless>=5,<6'
+.venv/bin/python -c "import cv2, insightface, onnxruntime, ray, lancedb; print('facereel environment ready: cv2', cv2.__version__, '| ray', ray.__version__, '| lancedb', lancedb.__version__)"
