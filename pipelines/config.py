@@ -88,6 +88,30 @@ class StoreSettings(BaseModel):
     read_consistency_s: float = Field(default=0.0, ge=0.0)
 
 
+class SegmentSettings(BaseModel):
+    """How matched timestamps of one video become one clip window (per-event overridable)."""
+
+    # Hits further apart than this start a new segment (a few sampling periods).
+    max_gap_s: float = Field(default=2.0, gt=0.0)
+    # Segments with fewer hits are dropped as noise.
+    min_hits: int = Field(default=2, ge=1)
+    padding_s: float = Field(default=1.0, ge=0.0)
+    min_clip_s: float = Field(default=3.0, gt=0.0)
+    max_clip_s: float = Field(default=20.0, gt=0.0)
+
+
+class ClipSettings(BaseModel):
+    """ffmpeg encoding of clips: H.264/AAC MP4 with +faststart, plus a JPEG poster."""
+
+    video_codec: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = Field(default=23, ge=0, le=51)
+    audio_codec: str = "aac"
+    audio_bitrate: str = "128k"
+    poster_quality: int = Field(default=3, ge=1, le=31)  # ffmpeg -q:v for the JPEG
+    timeout_s: float = Field(default=300.0, gt=0.0)
+
+
 class RaySettings(BaseModel):
     # Empty: start or join a local cluster; "auto" or ray://... to connect elsewhere.
     address: str = ""
@@ -102,6 +126,8 @@ class Settings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     index: IndexSettings = IndexSettings()
     store: StoreSettings = StoreSettings()
+    segments: SegmentSettings = SegmentSettings()
+    clip: ClipSettings = ClipSettings()
     ray: RaySettings = RaySettings()
 
     @classmethod
