@@ -102,7 +102,7 @@ def indexed_event(ray_cluster, settings, synthetic_event):
 def shared_faces_or_skip() -> Path:
     if not SHARED_FACES.is_dir():
         pytest.skip(f"real-footage evaluation needs {SHARED_FACES} (absent here)")
-    return SHARED_FACES
+    return SHARED_FACES.resolve()  # media keys are resolved paths; ../shared may be a symlink
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,129 @@
+"""From matched timestamps to one clip window per source video (pure functions).
+
+Per video: sort hits by time, merge hits closer than ``max_gap_s`` into segments,
+drop segments with fewer than ``min_hits``, rank by support then similarity, and
+turn the best one into a window: padded, at least ``min_clip_s`` and at most
+``max_clip_s`` long (the densest part when too long), clamped to the video.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pipelines.config import SegmentSettings
+
+
+@dataclass(frozen=True)
+class TimedHit:
+    timestamp_s: float
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_s: float  # first hit
+    end_s: float  # last hit
+    hits: tuple[TimedHit, ...]
+
+    @property
+    def support(self) -> int:
+        return len(self.hits)
+
+    @property
+    def best(self) -> TimedHit:
+        return max(self.hits, key=lambda h: h.similarity)
+
+    @property
+    def mean_similarity(self) -> float:
+        return sum(h.similarity for h in self.hits) / len(self.hits)
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    start_s: float
+    end_s: float
+    support: int  # hits inside the window
+    best_similarity: float
+    mean_similarity: float
+    poster_s: float  # time of the best hit inside the window
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def group_segments(hits: Iterable[TimedHit], max_gap_s: float) -> list[Segment]:
+    """Consecutive hits no more than ``max_gap_s`` apart form one segment."""
+    ordered = sorted(hits, key=lambda h: h.timestamp_s)
+    segments: list[list[TimedHit]] = []
+    for hit in ordered:
+        if segments and hit.timestamp_s - segments[-1][-1].timestamp_s <= max_gap_s:
+            segments[-1].append(hit)
+        else:
+            segments.append([hit])
+    return [Segment(s[0].timestamp_s, s[-1].timestamp_s, tuple(s)) for s in segments]
+
+
+def rank_key(segment: Segment) -> tuple[int, float, float]:
+    return segment.support, segment.mean_similarity, segment.best.similarity
+
+
+def densest_span(hits: Sequence[TimedHit], length_s: float) -> tuple[float, float]:
+    """The ``length_s`` span (starting at a hit) holding the most hits, then the most similarity."""
+    best: tuple[int, float, float] | None = None
+    for i, first in enumerate(hits):
+        inside = [h for h in hits[i:] if h.timestamp_s - first.timestamp_s <= length_s]
+        score = (len(inside), sum(h.similarity for h in inside), -first.timestamp_s)
+        if best is None or score > best:
+            best = score
+    assert best is not None
+    start = -best[2]
+    return start, start + length_s
+
+
+def window_for(segment: Segment, video_start_s: float, video_end_s: float, rules: SegmentSettings) -> ClipWindow | None:
+    """The clip window around ``segment``, or None when the video cannot hold ``min_clip_s``."""
+    if video_end_s - video_start_s < min(rules.min_clip_s, rules.max_clip_s):
+        return None
+    start, end = segment.start_s - rules.padding_s, segment.end_s + rules.padding_s
+    if end - start > rules.max_clip_s:
+        span_start, _ = densest_span(segment.hits, max(0.0, rules.max_clip_s - 2 * rules.padding_s))
+        start = span_start - rules.padding_s
+        end = start + rules.max_clip_s
+    if end - start < rules.min_clip_s:
+        grow = (rules.min_clip_s - (end - start)) / 2
+        start, end = start - grow, end + grow
+    # Clamp to the video, shifting rather than shrinking when one side runs out.
+    length = end - start
+    if start < video_start_s:
+        start, end = video_start_s, video_start_s + length
+    if end > video_end_s:
+        start, end = max(video_start_s, video_end_s - length), video_end_s
+    inside = [h for h in segment.hits if start <= h.timestamp_s <= end]
+    if not inside:
+        return None
+    best = max(inside, key=lambda h: h.similarity)
+    return ClipWindow(
+        start_s=start,
+        end_s=end,
+        support=len(inside),
+        best_similarity=best.similarity,
+        mean_similarity=sum(h.similarity for h in inside) / len(inside),
+        poster_s=best.timestamp_s,
+    )
+
+
+def best_window(hits: Iterable[TimedHit], video_start_s: float, video_end_s: float, rules: SegmentSettings) -> ClipWindow | None:
+    """One best window for one video, or None when no segment is usable."""
+    usable = [s for s in group_segments(hits, rules.max_gap_s) if s.support >= rules.min_hits]
+    for segment in sorted(usable, key=rank_key, reverse=True):
+        window = window_for(segment, video_start_s, video_end_s, rules)
+        if window is not None:
+            return window
+    return None
+
+
+def rank_windows(windows: dict[str, ClipWindow]) -> list[tuple[str, ClipWindow]]:
+    """Videos ordered by support, then mean and best similarity."""
+    return sorted(windows.items(), key=lambda kv: (kv[1].support, kv[1].mean_similarity, kv[1].best_similarity), reverse=True)
