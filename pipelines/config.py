@@ -112,6 +112,27 @@ class ClipSettings(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0.0)
 
 
+class ApiSettings(BaseModel):
+    """The HTTP service (Ray Serve). Replicas and resources live in serve_config.yaml."""
+
+    # Clip URLs are <public_base_url>/media/<key>; in the default setup the API serves them.
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Orgs, events, API keys and search requests (LanceDB; local path or s3://).
+    control_uri: str = ""
+    # Where clips go unless an event names its own output location.
+    output_root: str = ""
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A search still processing after this long is failed (its worker is presumed lost).
+    request_deadline_s: float = Field(default=600.0, gt=0.0)
+    # How often each ingress replica sweeps for overdue searches.
+    sweep_interval_s: float = Field(default=30.0, gt=0.0)
+    # Token buckets per API key, shared by all replicas: sustained rate and burst.
+    post_per_minute: float = Field(default=30.0, gt=0.0)
+    post_burst: int = Field(default=10, ge=1)
+    get_per_minute: float = Field(default=600.0, gt=0.0)
+    get_burst: int = Field(default=100, ge=1)
+
+
 class RaySettings(BaseModel):
     # Empty: start or join a local cluster; "auto" or ray://... to connect elsewhere.
     address: str = ""
@@ -128,6 +149,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     segments: SegmentSettings = SegmentSettings()
     clip: ClipSettings = ClipSettings()
+    api: ApiSettings = ApiSettings()
     ray: RaySettings = RaySettings()
 
     @classmethod
@@ -145,6 +167,14 @@ class Settings(BaseSettings):
     @property
     def store_uri(self) -> str:
         return self.store.uri or str(Path(self.data_dir) / "lancedb")
+
+    @property
+    def control_uri(self) -> str:
+        return self.api.control_uri or str(Path(self.data_dir) / "control")
+
+    @property
+    def output_root(self) -> str:
+        return self.api.output_root or str(Path(self.data_dir) / "outputs")
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -242,8 +242,9 @@ def index_event(
         inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None
     )
     report.found = len(sources)
-    done_keys = store.indexed_keys(org_id, event_id)
-    todo = [s for s in sources if s.media_key not in done_keys]
+    done = store.indexed_sources(org_id, event_id)
+    # Same key and same location: already indexed. Same key elsewhere: a replacement.
+    todo = [s for s in sources if done.get(s.media_key) != s.uri]
     report.skipped = len(sources) - len(todo)
     if not todo:
         report.seconds = time.monotonic() - started
@@ -254,7 +255,7 @@ def index_event(
         p = mp.probe
         return {
             "org_id": org_id, "event_id": event_id, "media_key": mp.source.media_key, "uri": mp.source.uri,
-            "media_type": mp.source.media_type, "status": status, "duration_s": p.get("duration_s"), "fps": p.get("fps"),
+            "media_type": mp.source.media_type, "status": status, "start_s": p.get("start_s"), "duration_s": p.get("duration_s"), "fps": p.get("fps"),
             "width": p.get("width"), "height": p.get("height"), "codec": p.get("codec"), "size_bytes": mp.source.size_bytes,
             "face_count": mp.faces, "error": error or None, "model_pack": info.name,
         }  # fmt: skip

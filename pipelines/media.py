@@ -12,7 +12,9 @@ import fsspec
 @dataclass(frozen=True)
 class MediaSource:
     uri: str  # absolute local path or fsspec URI (s3://bucket/key)
-    media_key: str  # stable key of this source within its event
+    # Key of this source within its event, as clients see it (``source_video_key``):
+    # the path relative to the directory or prefix given, or the file name.
+    media_key: str
     media_type: str  # video | photo
     size_bytes: int
 
@@ -34,8 +36,19 @@ def list_media(
     inputs: list[str], photo_ext: list[str], video_ext: list[str], storage_options: dict | None = None
 ) -> list[MediaSource]:
     """Files named directly are taken whatever their extension (photo if it looks like one);
-    directories and URI prefixes are walked for known photo/video extensions."""
+    directories and URI prefixes are walked for known photo/video extensions.
+
+    Two different sources with the same key in one listing are an error: the key is
+    what identifies a source within its event.
+    """
     found: dict[str, MediaSource] = {}
+
+    def add(source: MediaSource) -> None:
+        prior = found.get(source.media_key)
+        if prior is not None and prior.uri != source.uri:
+            raise ValueError(f"two sources share the key {source.media_key!r}: {prior.uri} and {source.uri}")
+        found[source.media_key] = source
+
     for raw in inputs:
         if is_remote(raw):
             fs, root = fsspec.core.url_to_fs(raw, **(storage_options or {}))
@@ -45,19 +58,20 @@ def list_media(
             for path, info in sorted(entries.items()):
                 kind = media_type_of(path, photo_ext, video_ext) or ("video" if explicit else None)
                 if kind:
-                    uri = f"{protocol}://{path}"
-                    found[uri] = MediaSource(uri, uri, kind, int(info.get("size") or 0))
+                    key = path.rsplit("/", 1)[-1] if explicit else path[len(root.rstrip("/")) + 1 :]
+                    add(MediaSource(f"{protocol}://{path}", key, kind, int(info.get("size") or 0)))
             continue
         path = Path(raw.removeprefix("file://")).expanduser().resolve()
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and media_type_of(p.name, photo_ext, video_ext))
+            base = path
         elif path.is_file():
-            files = [path]
+            files, base = [path], path.parent
         else:
             raise FileNotFoundError(f"no such file or directory: {raw}")
         for p in files:
             kind = media_type_of(p.name, photo_ext, video_ext) or "video"
-            found[str(p)] = MediaSource(str(p), str(p), kind, p.stat().st_size)
+            add(MediaSource(str(p), p.relative_to(base).as_posix(), kind, p.stat().st_size))
     return list(found.values())
 
 

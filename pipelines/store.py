@@ -64,6 +64,7 @@ MEDIA_SCHEMA = pa.schema(
         pa.field("uri", pa.string()),
         pa.field("media_type", pa.string()),
         pa.field("status", pa.string()),  # indexed | failed
+        pa.field("start_s", pa.float64()),  # presentation time of the first frame
         pa.field("duration_s", pa.float64()),
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),
@@ -165,10 +166,15 @@ class FaceStore:
     def media_rows(self, org_id: int, event_id: int) -> list[dict]:
         return self.media.search().where(event_filter(org_id, event_id)).limit(None).to_arrow().to_pylist()
 
-    def indexed_keys(self, org_id: int, event_id: int) -> set[str]:
+    def indexed_sources(self, org_id: int, event_id: int) -> dict[str, str]:
+        """media_key -> uri of the event's successfully indexed media."""
         where = f"{event_filter(org_id, event_id)} AND status = {sql_str(MEDIA_INDEXED)}"
-        rows = self.media.search().where(where).select(["media_key"]).limit(None).to_arrow()
-        return set(rows.column("media_key").to_pylist())
+        rows = self.media.search().where(where).select(["media_key", "uri"]).limit(None).to_arrow()
+        return dict(zip(rows.column("media_key").to_pylist(), rows.column("uri").to_pylist(), strict=True))
+
+    def media_row(self, org_id: int, event_id: int, media_key: str) -> dict | None:
+        rows = self.media.search().where(f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}").limit(1).to_arrow().to_pylist()
+        return rows[0] if rows else None
 
     def record_media(self, rows: Sequence[dict]) -> None:
         """Insert or replace media rows (keyed by org, event, media_key)."""

@@ -33,10 +33,10 @@ def test_report_counts_media_and_failures(indexed_event, synthetic_event):
     r = indexed_event
     assert r.found == 4
     assert sorted(r.indexed) == sorted(
-        str(p) for p in (synthetic_event.pan.path, synthetic_event.still, synthetic_event.photo)
+        p.name for p in (synthetic_event.pan.path, synthetic_event.still, synthetic_event.photo)
     )
-    assert list(r.failed) == [str(synthetic_event.corrupt)]
-    assert "probe failed" in r.failed[str(synthetic_event.corrupt)]
+    assert list(r.failed) == [synthetic_event.corrupt.name]
+    assert "probe failed" in r.failed[synthetic_event.corrupt.name]
     assert r.frames == 32 + 12 + 1  # pan 16 s, distractors 6 s at 2 fps, one photo
 
 
@@ -45,7 +45,7 @@ def test_selfie_finds_its_person_inside_the_geometric_interval(store, pack, synt
     pan = synthetic_event.pan
     vector = selfie_vector(pack, synthetic_event, person)
     hits = store.search(EVENT_ORG, EVENT_ID, vector, min_similarity=pack.info.threshold, limit=None)
-    video_hits = [h for h in hits if h.media_key == str(pan.path)]
+    video_hits = [h for h in hits if h.media_key == pan.path.name]
     start, end = pan.visible_interval(person)
     times = sorted(h.timestamp_s for h in video_hits)
     assert times, "the person was not found at all"
@@ -60,7 +60,7 @@ def test_selfie_finds_its_person_inside_the_geometric_interval(store, pack, synt
         centres = (pan.face_boxes[:, 0] + pan.face_boxes[:, 2]) / 2
         assert np.abs(centres - x_in_image).argmin() == person
     # The distractor video (faces not in t1.jpg) never matches.
-    assert not [h for h in hits if h.media_key == str(synthetic_event.still)]
+    assert not [h for h in hits if h.media_key == synthetic_event.still.name]
 
 
 def test_top_hits_are_not_the_other_five(store, pack, synthetic_event):
@@ -90,23 +90,24 @@ def test_photo_faces_are_indexed_and_searchable(store, pack, synthetic_event):
 
 def test_media_table_records_sources(store, synthetic_event):
     rows = {r["media_key"]: r for r in store.media_rows(EVENT_ORG, EVENT_ID)}
-    pan = rows[str(synthetic_event.pan.path)]
+    pan = rows[synthetic_event.pan.path.name]
     assert pan["status"] == "indexed" and pan["codec"] == "h264"
     assert (pan["width"], pan["height"]) == (640, 360)
-    assert pan["duration_s"] == pytest.approx(16.0, abs=0.2)
+    assert pan["duration_s"] == pytest.approx(16.0, abs=0.2) and pan["start_s"] == 0.0
+    assert pan["uri"] == str(synthetic_event.pan.path.resolve())
     assert pan["face_count"] == store.faces.count_rows(f"media_key = '{pan['media_key']}'")
-    bad = rows[str(synthetic_event.corrupt)]
+    bad = rows[synthetic_event.corrupt.name]
     assert bad["status"] == "failed" and "Invalid data" in bad["error"]
 
 
 def test_reindexing_adds_no_duplicates_and_only_new_media(store, settings, synthetic_event, tmp_path):
     before = store.count_faces(EVENT_ORG, EVENT_ID)
     again = index_event(settings, EVENT_ORG, EVENT_ID, [str(synthetic_event.root)])
-    assert again.skipped == 3 and not again.indexed and list(again.failed) == [str(synthetic_event.corrupt)]
+    assert again.skipped == 3 and not again.indexed and list(again.failed) == [synthetic_event.corrupt.name]
     assert store.count_faces(EVENT_ORG, EVENT_ID) == before
     # The same media in another event is indexed there, independently.
     other = index_event(settings, EVENT_ORG, EVENT_ID + 1, [str(synthetic_event.photo)])
-    assert other.indexed == [str(synthetic_event.photo)] and other.faces == 6
+    assert other.indexed == [synthetic_event.photo.name] and other.faces == 6
     assert store.count_faces(EVENT_ORG, EVENT_ID) == before
     assert store.count_faces(EVENT_ORG, EVENT_ID + 1) == 6
     ids = store.faces.search().select(["face_id"]).limit(None).to_arrow().column("face_id").to_pylist()

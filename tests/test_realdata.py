@@ -62,7 +62,7 @@ def test_real_selfies_hit_inside_labelled_intervals(real_event, pack, photo, ide
     query = embed_selfie(pack, decode_image_bytes((root / photo).read_bytes()), 0.7, 20)
     threshold = pack.info.threshold
     hits = store.search(ORG, EVENT, query.vector, min_similarity=threshold, limit=None)
-    hamilton = str(root / HAMILTON)
+    hamilton = Path(HAMILTON).name
     times = [h.timestamp_s for h in hits if h.media_key == hamilton]
     score = score_hits(times, truth[(HAMILTON, identity)], sample_times(store, hamilton))
     log.info(
@@ -87,7 +87,7 @@ def test_real_selfies_hit_inside_labelled_intervals(real_event, pack, photo, ide
 
 def test_street_face_does_not_match_hamilton(real_event, pack):
     root, store, _ = real_event
-    street = str(root / STREET)
+    street = Path(STREET).name
     rows = (
         store.faces.search()
         .where(f"org_id = {ORG} AND event_id = {EVENT} AND media_key = '{street}'")

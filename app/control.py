@@ -1,0 +1,102 @@
+"""The control-plane store: orgs, events, API keys and search requests, in LanceDB.
+
+LanceDB (local path or s3://) rather than a per-node file so that every Serve replica
+on every node reads and writes the same records, and they survive restarts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+
+import lancedb
+import pyarrow as pa
+
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
+
+ORGS = "orgs"
+EVENTS = "events"
+API_KEYS = "api_keys"
+REQUESTS = "search_requests"
+
+TS = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    ORGS: pa.schema([pa.field("org_id", pa.int64()), pa.field("name", pa.string()), pa.field("created_at", TS)]),
+    EVENTS: pa.schema(
+        [
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),
+            pa.field("name", pa.string()),
+            pa.field("video_search", pa.bool_()),
+            pa.field("video_selfie_search", pa.bool_()),
+            pa.field("face_search", pa.bool_()),
+            pa.field("bib_search", pa.bool_()),
+            pa.field("match_threshold", pa.float64()),  # null: the model pack's default
+            pa.field("segments_json", pa.string()),  # overrides of SegmentSettings, JSON
+            pa.field("source_uri", pa.string()),  # where the event's media live (informational)
+            pa.field("output_uri", pa.string()),  # null: <api.output_root>
+            pa.field("created_at", TS),
+        ]
+    ),
+    API_KEYS: pa.schema(
+        [
+            pa.field("key_id", pa.string()),
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),  # null: every event of the org
+            pa.field("key_hash", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("active", pa.bool_()),
+            pa.field("created_at", TS),
+        ]
+    ),
+    REQUESTS: pa.schema(
+        [
+            pa.field("request_id", pa.string()),
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),
+            pa.field("status", pa.string()),
+            pa.field("job_id", pa.string()),  # the attempt allowed to write results
+            pa.field("selfie_embedding", pa.binary()),  # float32 bytes; null when none
+            pa.field("model_pack", pa.string()),
+            pa.field("selfie_json", pa.string()),  # bbox, score, faces found
+            pa.field("hits", pa.int64()),
+            pa.field("videos_json", pa.string()),
+            pa.field("clip_errors_json", pa.string()),
+            pa.field("error", pa.string()),
+            pa.field("created_at", TS),
+            pa.field("updated_at", TS),
+            pa.field("deadline_at", TS),
+        ]
+    ),
+}
+
+
+class ControlStore:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.uri = uri
+        # Always read the latest version: another replica may have just written.
+        self.db = lancedb.connect(uri, storage_options=storage_options or None, read_consistency_interval=timedelta(0))
+        existing = set(self.db.list_tables().tables)
+        self.tables = {}
+        for name, schema in SCHEMAS.items():
+            if name in existing:
+                self.tables[name] = self.db.open_table(name)
+            else:
+                try:
+                    self.tables[name] = self.db.create_table(name, schema=schema)
+                except ValueError:  # another process created it first
+                    self.tables[name] = self.db.open_table(name)
+
+    def table(self, name: str):
+        return self.tables[name]
+
+    def rows(self, name: str, where: str, limit: int | None = None) -> list[dict]:
+        return self.tables[name].search().where(where).limit(limit).to_arrow().to_pylist()
+
+    def upsert(self, name: str, on: list[str], rows: list[dict], only_if: str | None = None) -> None:
+        table = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
+        builder = self.tables[name].merge_insert(on).when_matched_update_all(where=only_if)
+        if only_if is None:
+            builder = builder.when_not_matched_insert_all()
+        builder.execute(table)

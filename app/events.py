@@ -1,0 +1,129 @@
+"""Orgs and events: feature toggles, per-event thresholds and segment rules, storage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from app.control import EVENTS, ORGS, ControlStore
+from pipelines.config import SegmentSettings, Settings
+
+
+@dataclass(frozen=True)
+class Event:
+    org_id: int
+    event_id: int
+    name: str
+    video_search: bool
+    video_selfie_search: bool
+    face_search: bool
+    bib_search: bool
+    match_threshold: float | None
+    segments: dict
+    source_uri: str | None
+    output_uri: str | None
+    created_at: datetime
+
+    def segment_rules(self, defaults: SegmentSettings) -> SegmentSettings:
+        return defaults.model_copy(update=self.segments) if self.segments else defaults
+
+    def output_location(self, settings: Settings) -> str:
+        return self.output_uri or settings.output_root
+
+    def details(self) -> dict:
+        """The Event Details payload."""
+        return {
+            "org_id": self.org_id,
+            "event_id": self.event_id,
+            "name": self.name,
+            "video_search": self.video_search,
+            "video_selfie_search": self.video_selfie_search,
+            "face_search": self.face_search,
+            "bib_search": self.bib_search,
+        }
+
+
+def _event(row: dict) -> Event:
+    return Event(
+        org_id=row["org_id"],
+        event_id=row["event_id"],
+        name=row["name"] or "",
+        video_search=bool(row["video_search"]),
+        video_selfie_search=bool(row["video_selfie_search"]),
+        face_search=bool(row["face_search"]),
+        bib_search=bool(row["bib_search"]),
+        match_threshold=row["match_threshold"],
+        segments=json.loads(row["segments_json"]) if row["segments_json"] else {},
+        source_uri=row["source_uri"],
+        output_uri=row["output_uri"],
+        created_at=row["created_at"],
+    )
+
+
+class EventStore:
+    def __init__(self, control: ControlStore) -> None:
+        self.control = control
+
+    def create_org(self, name: str, org_id: int | None = None) -> int:
+        if org_id is None:
+            existing = self.control.table(ORGS).search().select(["org_id"]).limit(None).to_arrow()
+            org_id = max(existing.column("org_id").to_pylist(), default=0) + 1
+        if self.control.rows(ORGS, f"org_id = {int(org_id)}", 1):
+            raise ValueError(f"org {org_id} already exists")
+        self.control.upsert(ORGS, ["org_id"], [{"org_id": int(org_id), "name": name, "created_at": datetime.now(UTC)}])
+        return int(org_id)
+
+    def org_exists(self, org_id: int) -> bool:
+        return bool(self.control.rows(ORGS, f"org_id = {int(org_id)}", 1))
+
+    def create_event(
+        self,
+        org_id: int,
+        name: str,
+        event_id: int | None = None,
+        video_search: bool = True,
+        video_selfie_search: bool = True,
+        face_search: bool = True,
+        bib_search: bool = False,
+        match_threshold: float | None = None,
+        segments: dict | None = None,
+        source_uri: str | None = None,
+        output_uri: str | None = None,
+    ) -> Event:
+        if not self.org_exists(org_id):
+            raise ValueError(f"org {org_id} does not exist")
+        if segments:
+            SegmentSettings(**segments)  # validate the overrides now, not at search time
+        if event_id is None:
+            ids = self.control.table(EVENTS).search().where(f"org_id = {int(org_id)}").select(["event_id"]).limit(None).to_arrow()
+            event_id = max(ids.column("event_id").to_pylist(), default=0) + 1
+        if self.get(org_id, event_id) is not None:
+            raise ValueError(f"event {org_id}/{event_id} already exists")
+        row = {
+            "org_id": int(org_id),
+            "event_id": int(event_id),
+            "name": name,
+            "video_search": video_search,
+            "video_selfie_search": video_selfie_search,
+            "face_search": face_search,
+            "bib_search": bib_search,
+            "match_threshold": match_threshold,
+            "segments_json": json.dumps(segments) if segments else None,
+            "source_uri": source_uri,
+            "output_uri": output_uri,
+            "created_at": datetime.now(UTC),
+        }
+        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
+        return _event(row)
+
+    def update_event(self, event: Event, **changes) -> Event:
+        row = {**event.__dict__, **changes}
+        segments = row.pop("segments")
+        row["segments_json"] = json.dumps(segments) if segments else None
+        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
+        return _event(row)
+
+    def get(self, org_id: int, event_id: int) -> Event | None:
+        rows = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
+        return _event(rows[0]) if rows else None
