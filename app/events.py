@@ -96,7 +96,14 @@ class EventStore:
         if segments:
             SegmentSettings(**segments)  # validate the overrides now, not at search time
         if event_id is None:
-            ids = self.control.table(EVENTS).search().where(f"org_id = {int(org_id)}").select(["event_id"]).limit(None).to_arrow()
+            ids = (
+                self.control.table(EVENTS)
+                .search()
+                .where(f"org_id = {int(org_id)}")
+                .select(["event_id"])
+                .limit(None)
+                .to_arrow()
+            )
             event_id = max(ids.column("event_id").to_pylist(), default=0) + 1
         if self.get(org_id, event_id) is not None:
             raise ValueError(f"event {org_id}/{event_id} already exists")

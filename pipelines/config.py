@@ -110,6 +110,8 @@ class ClipSettings(BaseModel):
     audio_bitrate: str = "128k"
     poster_quality: int = Field(default=3, ge=1, le=31)  # ffmpeg -q:v for the JPEG
     timeout_s: float = Field(default=300.0, gt=0.0)
+    # Ray CPUs reserved per clipping task (ffmpeg itself is multi-threaded).
+    num_cpus: float = Field(default=0.5, gt=0.0)
 
 
 class ApiSettings(BaseModel):

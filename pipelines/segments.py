@@ -114,7 +114,9 @@ def window_for(segment: Segment, video_start_s: float, video_end_s: float, rules
     )
 
 
-def best_window(hits: Iterable[TimedHit], video_start_s: float, video_end_s: float, rules: SegmentSettings) -> ClipWindow | None:
+def best_window(
+    hits: Iterable[TimedHit], video_start_s: float, video_end_s: float, rules: SegmentSettings
+) -> ClipWindow | None:
     """One best window for one video, or None when no segment is usable."""
     usable = [s for s in group_segments(hits, rules.max_gap_s) if s.support >= rules.min_hits]
     for segment in sorted(usable, key=rank_key, reverse=True):
@@ -126,4 +128,6 @@ def best_window(hits: Iterable[TimedHit], video_start_s: float, video_end_s: flo
 
 def rank_windows(windows: dict[str, ClipWindow]) -> list[tuple[str, ClipWindow]]:
     """Videos ordered by support, then mean and best similarity."""
-    return sorted(windows.items(), key=lambda kv: (kv[1].support, kv[1].mean_similarity, kv[1].best_similarity), reverse=True)
+    return sorted(
+        windows.items(), key=lambda kv: (kv[1].support, kv[1].mean_similarity, kv[1].best_similarity), reverse=True
+    )

@@ -173,7 +173,13 @@ class FaceStore:
         return dict(zip(rows.column("media_key").to_pylist(), rows.column("uri").to_pylist(), strict=True))
 
     def media_row(self, org_id: int, event_id: int, media_key: str) -> dict | None:
-        rows = self.media.search().where(f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}").limit(1).to_arrow().to_pylist()
+        rows = (
+            self.media.search()
+            .where(f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}")
+            .limit(1)
+            .to_arrow()
+            .to_pylist()
+        )
         return rows[0] if rows else None
 
     def record_media(self, rows: Sequence[dict]) -> None:
@@ -214,6 +220,7 @@ class FaceStore:
         vector: np.ndarray,
         min_similarity: float | None = None,
         limit: int | None = 100,
+        media_type: str | None = None,
     ) -> list[FaceHit]:
         """Faces of one event by cosine similarity, best first.
 
@@ -223,10 +230,13 @@ class FaceStore:
         vector = np.asarray(vector, np.float32).reshape(-1)
         if vector.shape[0] != self.pack.dim:
             raise ValueError(f"query vector has {vector.shape[0]} dims, the {self.pack.name} store {self.pack.dim}")
+        where = event_filter(org_id, event_id)
+        if media_type is not None:
+            where += f" AND media_type = {sql_str(media_type)}"
         query = (
             self.faces.search(vector, vector_column_name="vector")
             .distance_type("cosine")
-            .where(event_filter(org_id, event_id), prefilter=True)
+            .where(where, prefilter=True)
             .select(["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox", "_distance"])
         )
         if self._has_vector_index():

@@ -1,0 +1,72 @@
+"""The HTTP contract (seeds/video-clipping-search-api.md) as pure functions.
+
+Envelope ``{"responseType", "message", "data"}``, the six statuses with their
+messages, clip items and clip error items, and the error responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.clip import clip_window_hms
+
+PROCESSING = "processing"
+COMPLETED = "completed"
+NO_MATCHES = "no_matches"
+NO_SEGMENTS = "no_segments"
+CLIP_FAILED = "clip_failed"
+FAILED = "failed"
+STATUSES = (PROCESSING, COMPLETED, NO_MATCHES, NO_SEGMENTS, CLIP_FAILED, FAILED)
+TERMINAL = frozenset(STATUSES) - {PROCESSING}
+
+STARTED_MESSAGE = "Video clipping search started. Poll GET /api/v1/ext/{org_id}/event/{event_id}/video-clipping/{request_id} for results."
+STATUS_MESSAGES = {
+    PROCESSING: "Video clip search is still processing. Poll again shortly.",
+    COMPLETED: "Video clipping completed",
+    NO_MATCHES: "No frames in the event videos matched the uploaded selfie.",
+    NO_SEGMENTS: "Matches were found but no continuous video segment could be extracted.",
+    CLIP_FAILED: "Selfie matched but the video clipping service could not produce one or more clips.",
+    FAILED: "Video clip search failed before any clips could be generated.",
+}
+NO_USABLE_SEGMENT = "no usable segment"
+
+
+def envelope(message: str, data: Any, response_type: str = "success") -> dict:
+    return {"responseType": response_type, "message": message, "data": data}
+
+
+def error_body(message: str, code: str) -> dict:
+    """4xx/5xx body: same envelope, ``responseType`` "error", a stable machine-readable code."""
+    return envelope(message, {"code": code}, "error")
+
+
+def clip_item(clip_id: str, video_url: str, source_key: str, start_s: float, end_s: float, **extra: Any) -> dict:
+    start, end = clip_window_hms(start_s, end_s)
+    return {
+        "uuid": clip_id,
+        "video_url": video_url,
+        "source_video_key": source_key,
+        "start_time": start,
+        "end_time": end,
+        **extra,
+    }
+
+
+def clip_error(video_key: str, error: str, status_code: int | None = None) -> dict:
+    return {"video_key": video_key, "error": error, "status_code": status_code}
+
+
+def start_payload(request_id: str, status: str) -> dict:
+    """POST response: ``processing``, or a terminal ``no_matches`` decided at once."""
+    message = STARTED_MESSAGE if status == PROCESSING else STATUS_MESSAGES[status]
+    return envelope(message, {"status": status, "request_id": request_id})
+
+
+def result_payload(
+    request_id: str, status: str, videos: list[dict], error: str | None, clip_errors: list[dict]
+) -> dict:
+    """GET response for any status."""
+    return envelope(
+        STATUS_MESSAGES[status],
+        {"request_id": request_id, "status": status, "videos": videos, "error": error, "clip_errors": clip_errors},
+    )

@@ -1,0 +1,58 @@
+"""SelfieEmbedder: holds the model pack; turns uploaded image bytes into one embedding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+
+from pipelines.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+# Defaults match serve_config.yaml, so the Python entry point schedules the same way.
+@serve.deployment(name="SelfieEmbedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+class SelfieEmbedder:
+    def __init__(self, settings_data: dict) -> None:
+        from pipelines.models import load_pack
+
+        self.settings = Settings(**settings_data)
+        self.pack = load_pack(self.settings.models)
+
+    def _embed(self, data: bytes) -> dict:
+        from pipelines.selfie import NoFaceFound, decode_image_bytes, embed_selfie
+
+        try:
+            image = decode_image_bytes(data)
+        except Exception as exc:
+            return {
+                "ok": False,
+                "code": "invalid_image",
+                "message": f"the file is not a readable JPEG or PNG image ({exc})",
+            }
+        try:
+            query = embed_selfie(
+                self.pack, image, self.settings.models.det_score_threshold, self.settings.models.min_face_px
+            )
+        except NoFaceFound:
+            return {
+                "ok": False,
+                "code": "no_face",
+                "message": "no face was found in the selfie; upload a clear photo of one face",
+            }
+        return {
+            "ok": True,
+            "vector": query.vector,
+            "model_pack": self.pack.info.name,
+            "selfie": {
+                "bbox": [round(v, 1) for v in query.bbox],
+                "det_score": round(query.det_score, 4),
+                "faces_found": query.faces_found,
+            },
+        }
+
+    async def embed(self, data: bytes) -> dict:
+        # Inference is synchronous; keep the replica's event loop free for other requests.
+        return await asyncio.to_thread(self._embed, data)

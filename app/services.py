@@ -1,0 +1,72 @@
+"""What the routes share inside one ingress replica: settings, stores, handles."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from dataclasses import dataclass
+
+from app.control import ControlStore
+from app.errors import ApiError
+from app.events import Event, EventStore
+from app.records import RequestRecords
+from app.security import ApiKey, KeyStore
+from pipelines.config import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    control: ControlStore
+    events: EventStore
+    keys: KeyStore
+    records: RequestRecords
+    embedder: object  # Serve DeploymentHandle to SelfieEmbedder
+    limiter: object  # RateLimiter actor handle
+
+    @classmethod
+    def create(cls, settings: Settings, embedder, limiter) -> Services:
+        control = ControlStore(settings.control_uri, settings.store.storage_options)
+        return cls(
+            settings=settings,
+            control=control,
+            events=EventStore(control),
+            keys=KeyStore(control),
+            records=RequestRecords(control, settings.api.request_deadline_s),
+            embedder=embedder,
+            limiter=limiter,
+        )
+
+    async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:
+        """401 without a key; 403 for a bad, inactive or foreign key; 429 over the rate; 404 without the event."""
+        if not api_key:
+            raise ApiError(401, "API key is missing: send it in the X-API-Key header.", "missing_api_key")
+        key = await asyncio.to_thread(self.keys.lookup, api_key)
+        if key is None or not key.active:
+            raise ApiError(403, "API key is invalid or inactive.", "invalid_api_key")
+        if key.org_id != org_id or (key.event_id is not None and key.event_id != event_id):
+            raise ApiError(403, "This API key does not grant access to this organisation or event.", "forbidden_event")
+        api = self.settings.api
+        per_minute, burst = (
+            (api.post_per_minute, api.post_burst) if kind == "post" else (api.get_per_minute, api.get_burst)
+        )
+        allowed, retry_after = await self.limiter.take.remote(key.key_id, kind, per_minute, burst)
+        if not allowed:
+            raise ApiError(
+                429,
+                "Rate limit exceeded. Back off and retry with the same request_id.",
+                "rate_limited",
+                {"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
+        event = await asyncio.to_thread(self.events.get, org_id, event_id)
+        if event is None:
+            raise ApiError(404, "Event configuration not found.", "event_not_found")
+        return key, event
+
+
+def parse_request_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ApiError(400, "request_id is not a valid UUID.", "invalid_request_id") from None

@@ -1,0 +1,370 @@
+"""Cutting one clip window out of a source video with ffmpeg (re-encoded, frame-accurate).
+
+Times are presentation times in the source's own timeline (PyAV ``frame.time``), which
+often does not start at 0: camera files commonly show the first frame at ~0.85 s while
+the container's start_time is set by the audio (e.g. 0.008 s). ffmpeg's input ``-ss`` is
+relative to the container start_time by default, so a plain ``-ss start_s`` lands late by
+that offset; ``-seek_timestamp 1`` makes ``-ss`` an absolute timestamp instead (verified in
+tests/test_clip.py on a file whose video starts at 0.844 s and container at 0.821 s).
+
+A clip holds exactly the source frames on screen during ``[start_s, end_s)``: from the
+frame displayed at ``start_s`` through the last frame that starts before ``end_s``. The
+start is first snapped (PyAV, one seek plus a short decode) to the exact pts of the frame
+displayed at ``start_s``; passing that pts to ffmpeg makes the clip's first frame land at
+timestamp 0, with the audio cut at the same instant. Stream copy is not used because it can
+only start on a keyframe.
+
+The pure helpers (``format_hms``, ``clip_window_hms``) come first; functions that run
+ffmpeg or touch files are at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+
+from pipelines.config import ClipSettings
+from pipelines.media import is_remote, open_binary
+
+log = logging.getLogger(__name__)
+
+# Times within this distance of a frame's pts count as on it, so a window edge taken from
+# ``frame.time`` (a float) always selects that very frame. Far below any real frame period.
+EDGE_TOLERANCE_S = 1e-4
+STDERR_TAIL_CHARS = 300
+
+
+class ClipError(Exception):
+    """A clip could not be made. ``status_code`` suggests an HTTP status for callers:
+    404 source missing, 422 source unreadable or window outside it, 500 ffmpeg failed,
+    504 ffmpeg timed out."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    duration_s: float
+    width: int
+    height: int
+    size_bytes: int
+    has_audio: bool
+
+
+# ---------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def format_hms(seconds: float) -> str:
+    """``HH:MM:SS`` of ``seconds``, rounded down; hours grow past two digits when needed."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+    total = math.floor(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def clip_window_hms(start_s: float, end_s: float) -> tuple[str, str]:
+    """A window as whole seconds that cover it: start rounded down, end rounded up."""
+    if end_s < start_s:
+        raise ValueError(f"end_s ({end_s}) is before start_s ({start_s})")
+    return format_hms(start_s), format_hms(math.ceil(end_s))
+
+
+def _ffmpeg_time(seconds: float) -> str:
+    """Seconds for an ffmpeg option, rounded down to whole microseconds.
+
+    ffmpeg parses times to microseconds and rescales them to the stream time base with
+    round-to-nearest; rounding down here keeps a frame whose exact pts we pass from being
+    dropped as "just before the start".
+    """
+    micros = max(0, math.floor(seconds * 1_000_000))
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _stderr_tail(stderr: bytes | str | None, limit: int = STDERR_TAIL_CHARS) -> str:
+    if not stderr:
+        return ""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _validate_window(start_s: float, end_s: float, poster_s: float) -> None:
+    for name, value in (("start_s", start_s), ("end_s", end_s), ("poster_s", poster_s)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if start_s < 0:
+        raise ValueError(f"start_s must be >= 0, got {start_s}")
+    if end_s <= start_s:
+        raise ValueError(f"end_s ({end_s}) must be after start_s ({start_s})")
+    if poster_s < 0:
+        raise ValueError(f"poster_s must be >= 0, got {poster_s}")
+
+
+def _cut_command(
+    ffmpeg_exe: str, source: str, start_s: float, duration_s: float, has_audio: bool, out: Path, s: ClipSettings
+) -> list[str]:
+    audio = ["-map", "0:a:0", "-c:a", s.audio_codec, "-b:a", s.audio_bitrate] if has_audio else ["-an"]
+    return [
+        ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        # Input options: -ss as an absolute pts (not relative to the container start_time);
+        # placed before -i, ffmpeg seeks and then drops decoded frames before it exactly.
+        "-seek_timestamp", "1", "-ss", _ffmpeg_time(start_s), "-i", source,
+        # Output duration: frames at or past start + duration (rounded to the stream's time
+        # base) are dropped; the caller subtracts EDGE_TOLERANCE_S to exclude end_s itself.
+        "-t", _ffmpeg_time(duration_s),
+        "-map", "0:v:0", *audio, "-sn", "-dn", "-map_metadata", "-1",
+        # libx264 with yuv420p needs even dimensions; this crops at most one pixel.
+        "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+        # Keep source timing (variable frame rate phones) without duplicating frames.
+        "-fps_mode", "vfr",
+        "-c:v", s.video_codec, "-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p",
+        "-movflags", "+faststart", "-f", "mp4", str(out),
+    ]  # fmt: skip
+
+
+def _poster_command(ffmpeg_exe: str, source: str, at_s: float, out: Path, s: ClipSettings) -> list[str]:
+    return [
+        ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-seek_timestamp", "1", "-ss", _ffmpeg_time(at_s), "-i", source,
+        "-map", "0:v:0", "-frames:v", "1", "-q:v", str(s.poster_quality),
+        "-update", "1", "-f", "image2", "-c:v", "mjpeg", str(out),
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Side effects: PyAV probing, ffmpeg, files
+
+
+@dataclass(frozen=True)
+class _Source:
+    has_audio: bool
+    end_s: float  # end of the video in the source timeline
+
+
+def _inspect_source(path: str) -> _Source:
+    """Stream facts from the container headers (no decoding); ClipError if unusable."""
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ClipError("source has no video stream", 422)
+            stream = container.streams.video[0]
+            tb = float(stream.time_base) if stream.time_base is not None else 0.0
+            first = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+            if stream.duration is not None and tb:
+                end = first + float(stream.duration * tb)
+            elif container.duration is not None:
+                end = (container.start_time or 0) / av.time_base + container.duration / av.time_base
+            else:
+                end = math.inf
+            return _Source(has_audio=bool(container.streams.audio), end_s=end)
+    except ClipError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise ClipError(f"source is not a readable video: {exc}", 422) from exc
+
+
+def _scan_to(container: av.container.InputContainer, t: float) -> tuple[float | None, float | None]:
+    """Decode from the current position; (first frame pts, last pts at or before t)."""
+    stream = container.streams.video[0]
+    first: float | None = None
+    best: float | None = None
+    for frame in container.decode(stream):
+        if frame.time is None:
+            continue
+        ft = float(frame.time)
+        if first is None:
+            first = ft
+        if ft > t + EDGE_TOLERANCE_S:
+            break
+        best = ft
+    return first, best
+
+
+def _displayed_frame_pts(path: str, t: float) -> float | None:
+    """Exact pts (s) of the frame on screen at ``t``: the last frame starting at or before
+    ``t`` (within EDGE_TOLERANCE_S), else the first frame when ``t`` precedes the video.
+    None when the video has no decodable frames."""
+    # A seek to a keyframe a second early is cheap; decoding from the start is the
+    # fallback for when the demuxer lands after t.
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if stream.time_base is not None and t > 1.0:
+            container.seek(int((t - 1.0) / float(stream.time_base)), stream=stream, backward=True)
+            _, best = _scan_to(container, t)
+            if best is not None:
+                return best
+            log.debug("seek before %.3f s landed after it; decoding %s from the start", t, path)
+    with av.open(path) as container:
+        container.streams.video[0].thread_type = "AUTO"
+        first, best = _scan_to(container, t)
+        return best if best is not None else first
+
+
+@contextmanager
+def _local_copy(source_uri: str, storage_options: dict | None) -> Iterator[str]:
+    """A local path for the source: itself, or a temporary copy of a remote object
+    (ffmpeg cannot read s3:// and friends)."""
+    if not is_remote(source_uri):
+        path = source_uri.removeprefix("file://")
+        if not os.path.isfile(path):
+            raise ClipError(f"source not found: {source_uri}", 404)
+        yield path
+        return
+    suffix = Path(source_uri.split("?", 1)[0]).suffix
+    with tempfile.TemporaryDirectory(prefix="facereel-clip-") as tmp:
+        local = os.path.join(tmp, "source" + suffix)
+        started = time.monotonic()
+        try:
+            with open_binary(source_uri, storage_options) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=8 * 1024 * 1024)
+        except FileNotFoundError as exc:
+            raise ClipError(f"source not found: {source_uri}", 404) from exc
+        except OSError as exc:
+            raise ClipError(f"could not read source {source_uri}: {exc}", 422) from exc
+        log.debug("copied %s locally in %.2f s", source_uri, time.monotonic() - started)
+        yield local
+
+
+def _run_ffmpeg(cmd: list[str], what: str, timeout_s: float) -> None:
+    log.debug("ffmpeg %s: %s", what, " ".join(cmd))
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        tail = _stderr_tail(exc.stderr)
+        raise ClipError(
+            f"ffmpeg timed out after {timeout_s:g} s making the {what}" + (f": {tail}" if tail else ""), 504
+        ) from exc
+    except subprocess.CalledProcessError as exc:
+        tail = _stderr_tail(exc.stderr) or f"exit status {exc.returncode}"
+        raise ClipError(f"ffmpeg failed making the {what}: {tail}", 500) from exc
+    except OSError as exc:  # the binary itself could not be started
+        raise ClipError(f"could not run ffmpeg: {exc}", 500) from exc
+
+
+def _temp_sibling(path: Path) -> Path:
+    """An empty file next to ``path`` (same filesystem, so os.replace is atomic), hidden
+    and with the same extension."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".part{path.suffix}")
+    os.close(fd)
+    return Path(name)
+
+
+def probe_clip(path: str | os.PathLike[str]) -> ClipInfo:
+    """Duration, size and audio presence of an MP4 (or any file PyAV opens)."""
+    try:
+        size = os.path.getsize(path)
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipError(f"{path}: no video stream", 422)
+            stream = container.streams.video[0]
+            if container.duration is not None:
+                duration = container.duration / av.time_base
+            elif stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            else:
+                duration = 0.0
+            return ClipInfo(
+                duration_s=duration,
+                width=stream.codec_context.width,
+                height=stream.codec_context.height,
+                size_bytes=size,
+                has_audio=bool(container.streams.audio),
+            )
+    except ClipError:
+        raise
+    except (av.FFmpegError, OSError) as exc:
+        raise ClipError(f"{path}: not a readable video: {exc}", 422) from exc
+
+
+def cut_clip(
+    source_uri: str,
+    start_s: float,
+    end_s: float,
+    out_mp4: Path,
+    out_poster: Path,
+    poster_s: float,
+    settings: ClipSettings,
+    storage_options: dict | None = None,
+) -> ClipInfo:
+    """Cut ``[start_s, end_s)`` (source presentation times) into an H.264/AAC MP4 with
+    +faststart, plus a JPEG poster of the frame on screen at ``poster_s``.
+
+    Outputs appear atomically (temporary sibling, then os.replace) and only when both were
+    made. A window reaching past the end of the source gives a shorter clip; one starting
+    before the first frame starts at the first frame. Raises ValueError for a malformed
+    window and ClipError when the source is missing, unreadable or ffmpeg fails.
+    """
+    _validate_window(start_s, end_s, poster_s)
+    out_mp4, out_poster = Path(out_mp4), Path(out_poster)
+    if out_mp4.resolve() == out_poster.resolve():
+        raise ValueError("out_mp4 and out_poster must differ")
+    ffmpeg_exe = imageio_ffmpeg.get_ffmpeg_exe()
+    started = time.monotonic()
+    with _local_copy(source_uri, storage_options) as local:
+        source = _inspect_source(local)
+        if start_s >= source.end_s:
+            raise ClipError(f"window starts at {start_s:.3f} s, after the end of the video ({source.end_s:.3f} s)", 422)
+        try:
+            first_pts = _displayed_frame_pts(local, start_s)
+            poster_pts = _displayed_frame_pts(local, poster_s)
+        except av.FFmpegError as exc:
+            raise ClipError(f"source is not a readable video: {exc}", 422) from exc
+        if first_pts is None or poster_pts is None:
+            raise ClipError("source has no decodable video frames", 422)
+        # Frames starting within the tolerance of end_s count as at end_s, so excluded.
+        duration = end_s - EDGE_TOLERANCE_S - first_pts
+        if duration <= 0:
+            raise ClipError(f"window ends at {end_s:.3f} s, before the first video frame ({first_pts:.3f} s)", 422)
+
+        for out in (out_mp4, out_poster):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_mp4, tmp_poster = _temp_sibling(out_mp4), _temp_sibling(out_poster)
+        try:
+            _run_ffmpeg(
+                _cut_command(ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings),
+                "clip",
+                settings.timeout_s,
+            )
+            _run_ffmpeg(
+                _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings), "poster", settings.timeout_s
+            )
+            info = probe_clip(tmp_mp4)
+            if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:
+                raise ClipError("ffmpeg produced an empty clip or poster", 500)
+            # Poster first: whoever sees the MP4 can rely on its poster being there.
+            os.replace(tmp_poster, out_poster)
+            os.replace(tmp_mp4, out_mp4)
+        finally:
+            for tmp in (tmp_mp4, tmp_poster):
+                tmp.unlink(missing_ok=True)
+    log.info(
+        "clip %s [%.3f, %.3f) -> %s: %.2f s, %d bytes, audio=%s, in %.2f s",
+        source_uri,
+        start_s,
+        end_s,
+        out_mp4,
+        info.duration_s,
+        info.size_bytes,
+        info.has_audio,
+        time.monotonic() - started,
+    )
+    return info

@@ -1,0 +1,89 @@
+"""Output storage for clips and posters: a local directory or an fsspec URI (s3://...).
+
+Keys are built by the caller from validated parts only; ``resolve`` still refuses any
+key that would leave the root, so nothing can be written outside a storage root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+
+import fsspec
+
+from pipelines.media import is_remote
+
+
+class StorageError(OSError):
+    pass
+
+
+def safe_key(key: str) -> str:
+    parts = PurePosixPath(key).parts
+    if not parts or key.startswith("/") or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise StorageError(f"invalid storage key {key!r}")
+    return "/".join(parts)
+
+
+class OutputStorage:
+    def __init__(self, root: str, storage_options: dict | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.remote = is_remote(root)
+        self.storage_options = storage_options or {}
+
+    def local_path(self, key: str) -> Path:
+        """Path of ``key`` under a local root (raises for remote roots or escaping keys)."""
+        if self.remote:
+            raise StorageError("remote storage has no local path")
+        root = Path(self.root).expanduser().resolve()
+        path = (root / safe_key(key)).resolve()
+        if root not in path.parents:
+            raise StorageError(f"key {key!r} leaves the storage root")
+        return path
+
+    def check_writable(self) -> None:
+        """Create the root if needed and prove a write works (raises StorageError)."""
+        probe = f".write-probe-{uuid.uuid4().hex}"
+        try:
+            if self.remote:
+                fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+                fs.pipe_file(f"{path}/{probe}", b"ok")
+                fs.rm_file(f"{path}/{probe}")
+            else:
+                root = Path(self.root).expanduser()
+                root.mkdir(parents=True, exist_ok=True)
+                (root / probe).write_bytes(b"ok")
+                (root / probe).unlink()
+        except Exception as exc:
+            raise StorageError(f"output storage {self.root} is not writable: {exc}") from exc
+
+    def put(self, local_file: Path, key: str) -> None:
+        """Move a finished local file to ``key`` (atomic on local roots)."""
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            fs.put_file(str(local_file), f"{path}/{safe_key(key)}")
+            local_file.unlink(missing_ok=True)
+            return
+        target = self.local_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(local_file, target)
+        except OSError:  # another filesystem: copy then rename within the target's
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            shutil.copyfile(local_file, tmp)
+            os.replace(tmp, target)
+            local_file.unlink(missing_ok=True)
+
+    def open(self, key: str):
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            return fs.open(f"{path}/{safe_key(key)}", "rb")
+        return open(self.local_path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            return fs.exists(f"{path}/{safe_key(key)}")
+        return self.local_path(key).is_file()
