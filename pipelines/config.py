@@ -66,6 +66,8 @@ class IndexSettings(BaseModel):
     decode_num_cpus: float = Field(default=1.0, gt=0.0)
     detect: PoolSettings = PoolSettings(batch_size=4)
     embed: PoolSettings = PoolSettings(batch_size=32)
+    # Target Ray Data block size (MiB): small, so frames stream through the stages.
+    block_mb: int = Field(default=16, ge=1)
     # Ray Data's own progress output (the CLI shows its own bar).
     ray_progress: bool = False
     # Rows buffered by the driver before one LanceDB append.

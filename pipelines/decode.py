@@ -72,12 +72,17 @@ def probe_video(uri: str, storage_options: dict | None = None) -> MediaProbe:
         )
 
 
-def plan_chunks(start_s: float, duration_s: float, sample_fps: float, chunk_s: float) -> list[Chunk]:
+def plan_chunks(
+    start_s: float, duration_s: float, sample_fps: float, chunk_s: float, video_fps: float | None = None
+) -> list[Chunk]:
     """Split [start, start + duration] into chunks on the sampling grid start + k / sample_fps.
 
     Every grid point belongs to exactly one chunk, so chunks never overlap or miss samples.
+    With ``video_fps`` the grid stops at the last frame (duration covers the last frame's
+    display time, so a grid point at the very end has no frame).
     """
-    total = max(1, math.floor(duration_s * sample_fps + 1e-9) + 1)
+    last = duration_s - 0.5 / video_fps if video_fps else duration_s
+    total = max(1, math.floor(last * sample_fps + 1e-9) + 1)
     per_chunk = max(1, round(chunk_s * sample_fps))
     chunks = []
     for first in range(0, total, per_chunk):

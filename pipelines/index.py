@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipelines.config import PoolSettings, Settings
+from pipelines.config import IndexSettings, PoolSettings, Settings
 from pipelines.decode import plan_chunks, probe_photo, probe_video
 from pipelines.media import MediaSource, list_media
 from pipelines.models import pack_info
@@ -118,7 +118,11 @@ def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list
             chunks = [(0.0, 0.0, 0, 1)]
         else:
             planned = plan_chunks(
-                mp.probe["start_s"], mp.probe["duration_s"], settings.decode.sample_fps, settings.decode.chunk_s
+                mp.probe["start_s"],
+                mp.probe["duration_s"],
+                settings.decode.sample_fps,
+                settings.decode.chunk_s,
+                mp.probe["fps"],
             )
             chunks = [(c.start_s, c.end_s, c.first_sample, c.end_sample) for c in planned]
         mp.chunks_total = len(chunks)
@@ -140,11 +144,41 @@ def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list
     return items
 
 
+def fit_to_available(idx: IndexSettings, available_cpus: float) -> IndexSettings:
+    """Scale the stages' CPU requests down when the smallest pipeline does not fit.
+
+    Other work (a Serve app, say) may hold part of the cluster; one decode task plus the
+    minimum actors must still be schedulable together, or the stream waits forever.
+    """
+    need = (
+        idx.decode_num_cpus
+        + idx.detect.num_cpus * max(1, idx.detect.min_size)
+        + idx.embed.num_cpus * max(1, idx.embed.min_size)
+    )
+    if available_cpus <= 0 or need <= available_cpus:
+        return idx
+    f = available_cpus / need * 0.999
+    log.warning(
+        "only %.2f CPUs free for indexing (%.2f wanted): scaling stage CPU requests by %.2f", available_cpus, need, f
+    )
+    return idx.model_copy(
+        update={
+            "decode_num_cpus": idx.decode_num_cpus * f,
+            "detect": idx.detect.model_copy(update={"num_cpus": idx.detect.num_cpus * f}),
+            "embed": idx.embed.model_copy(update={"num_cpus": idx.embed.num_cpus * f}),
+        }
+    )
+
+
 def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
-    resources = ray.cluster_resources()
-    idx = settings.index
+    total, free = ray.cluster_resources(), ray.available_resources()
+    idx = fit_to_available(settings.index, free.get("CPU", 0.0))
     (det_min, det_max), (emb_min, emb_max) = pool_sizes(
-        resources.get("CPU", 1.0), resources.get("GPU", 0.0), idx.decode_num_cpus, idx.detect, idx.embed
+        min(total.get("CPU", 1.0), free.get("CPU", 0.0) or total.get("CPU", 1.0)),
+        total.get("GPU", 0.0),
+        idx.decode_num_cpus,
+        idx.detect,
+        idx.embed,
     )
 
     def pool_models_cfg(pool: PoolSettings):
@@ -153,6 +187,9 @@ def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = idx.ray_progress
     ctx.print_on_execution_start = idx.ray_progress
+    # Small blocks keep the stream moving: by default Ray merges a decoder's batches into
+    # ~128 MiB blocks (dozens of frames) before detection can start.
+    ctx.target_max_block_size = idx.block_mb * 1024 * 1024
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         decode_batches,

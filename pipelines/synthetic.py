@@ -120,6 +120,38 @@ def make_still_video(
     return path
 
 
+def make_flash_video(
+    path: Path,
+    face: np.ndarray,
+    flash_at_s: float,
+    flash_s: float = 0.4,
+    width: int = 640,
+    height: int = 360,
+    fps: float = 10.0,
+    duration_s: float = 8.0,
+) -> Path:
+    """An empty grey shot in which ``face`` appears only briefly (isolated matches)."""
+    frames_dir = path.with_suffix(".frames")
+    frames_dir.mkdir(exist_ok=True)
+    blank = np.full((height, width, 3), 90, np.uint8)
+    shown = blank.copy()
+    f = min(0.8 * height / face.shape[0], 0.5 * width / face.shape[1])
+    small = cv2.resize(face, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+    y, x = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+    shown[y : y + small.shape[0], x : x + small.shape[1]] = small
+    for i in range(round(duration_s * fps)):
+        t = i / fps
+        cv2.imwrite(str(frames_dir / f"{i:05d}.png"), shown if flash_at_s <= t < flash_at_s + flash_s else blank)
+    ffmpeg(
+        "-framerate", str(fps), "-i", str(frames_dir / "%05d.png"), "-c:v", "libx264", "-preset", "veryfast",
+        "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path),
+    )  # fmt: skip
+    for png in frames_dir.iterdir():
+        png.unlink()
+    frames_dir.rmdir()
+    return path
+
+
 def selfie_of(person_box: np.ndarray, margin: float = 0.8, scale: float = 1.5, flip: bool = True) -> np.ndarray:
     """A selfie-like crop of one person from t1.jpg: margin around the face, rescaled, mirrored."""
     image = read_bgr(insightface_image("t1.jpg"))

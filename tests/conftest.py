@@ -108,3 +108,62 @@ def shared_faces_or_skip() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_env():
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+@dataclass
+class ServeApi:
+    base_url: str
+    settings: Settings
+    control: object  # app.control.ControlStore
+
+    def restart(self) -> None:
+        """Shut Serve down completely and start it again (records must survive)."""
+        from ray import serve
+
+        serve.shutdown()
+        start_serve(self.settings)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(settings: Settings) -> None:
+    from urllib.parse import urlparse
+
+    from ray import serve
+
+    from app.main import build_app
+
+    port = urlparse(settings.api.public_base_url).port
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings.model_dump()), name="facereel", route_prefix="/")
+
+
+@pytest.fixture(scope="session")
+def serve_api(ray_cluster, settings):
+    """The real Serve application on 127.0.0.1, rate limits high enough for the suite."""
+    from ray import serve
+
+    from app.control import ControlStore
+
+    port = free_port()
+    api = settings.api.model_copy(
+        update={
+            "public_base_url": f"http://127.0.0.1:{port}",
+            # Enough for the suite's searches per key; the rate-limit test exceeds the burst.
+            "post_per_minute": 60.0,
+            "post_burst": 40,
+            "get_per_minute": 60000.0,
+            "get_burst": 500,
+            "sweep_interval_s": 1.0,
+        }
+    )
+    api_settings = settings.model_copy(update={"api": api})
+    start_serve(api_settings)
+    yield ServeApi(f"http://127.0.0.1:{port}", api_settings, ControlStore(api_settings.control_uri))
+    serve.shutdown()

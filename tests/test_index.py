@@ -168,3 +168,15 @@ def test_pool_sizes_never_starve_decode():
     assert pool_sizes(8, 1, 1.0, p, gpu)[1] == (1, 2)
     with pytest.raises(ValueError, match="decode needs"):
         pool_sizes(2, 0, 1.0, PoolSettings(num_cpus=1, max_size=2), p)
+
+
+def test_stage_cpus_shrink_to_fit_what_other_work_leaves():
+    from pipelines.config import IndexSettings
+    from pipelines.index import fit_to_available
+
+    idx = IndexSettings()
+    assert fit_to_available(idx, 2.0) == idx
+    small = fit_to_available(idx, 1.25)  # e.g. a Serve app holds 0.75 of 2 CPUs
+    need = small.decode_num_cpus + small.detect.num_cpus + small.embed.num_cpus
+    assert need <= 1.25 and small.decode_num_cpus > small.detect.num_cpus > 0
+    pool_sizes(1.25, 0, small.decode_num_cpus, small.detect, small.embed)  # schedulable: no error

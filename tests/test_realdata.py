@@ -86,7 +86,7 @@ def test_real_selfies_hit_inside_labelled_intervals(real_event, pack, photo, ide
 
 
 def test_street_face_does_not_match_hamilton(real_event, pack):
-    root, store, _ = real_event
+    _, store, _ = real_event
     street = Path(STREET).name
     rows = (
         store.faces.search()

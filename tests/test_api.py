@@ -1,0 +1,383 @@
+"""The video-clipping API through real HTTP to a real local Ray Serve application."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import av
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from app.contract import STATUS_MESSAGES, STARTED_MESSAGE
+from app.events import EventStore
+from app.records import OVERDUE_ERROR, RequestRecords, SearchRecord
+from app.security import KeyStore
+from pipelines.clip import probe_clip
+from pipelines.index import index_event
+from pipelines.selfie import embed_selfie
+from pipelines.synthetic import distractor_faces, insightface_image, make_flash_video, read_bgr, selfie_of
+from tests.conftest import EVENT_ID, EVENT_ORG
+
+POLL_INTERVAL_S = 0.25
+ENVELOPE = {"responseType", "message", "data"}
+RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors"}
+CLIP_KEYS = {"uuid", "video_url", "source_video_key", "start_time", "end_time"}
+CLIP_ERROR_KEYS = {"video_key", "error", "status_code"}
+
+OTHER_ORG = 8
+DISABLED, NOSEG, CLIPFAIL, UNWRITABLE = 50, 51, 52, 53
+
+
+class Api:
+    def __init__(self, base: str, keys: dict[str, str]) -> None:
+        self.base = base
+        self.keys = keys
+        self.http = httpx.Client(timeout=30)
+
+    def url(self, event: int, suffix: str = "", org: int = EVENT_ORG) -> str:
+        return f"{self.base}/api/v1/ext/{org}/event/{event}{suffix}"
+
+    def post(
+        self,
+        event: int,
+        key: str = "main",
+        org: int = EVENT_ORG,
+        image: bytes | None = None,
+        request_id: str | None = None,
+        **kw,
+    ) -> httpx.Response:
+        files = {"file": ("selfie.jpg", image, "image/jpeg")} if image is not None else None
+        data = {"request_id": request_id} if request_id is not None else None
+        headers = {"X-API-Key": self.keys[key]} if key else {}
+        return self.http.post(
+            self.url(event, "/video-clipping/search-by-selfie", org), headers=headers, files=files, data=data, **kw
+        )
+
+    def get(self, event: int, request_id: str, key: str = "main", org: int = EVENT_ORG) -> httpx.Response:
+        headers = {"X-API-Key": self.keys[key]} if key else {}
+        return self.http.get(self.url(event, f"/video-clipping/{request_id}", org), headers=headers)
+
+    def wait(self, event: int, request_id: str, deadline_s: float = 120.0) -> dict:
+        """Poll until the search leaves ``processing`` (or the deadline passes)."""
+        end = time.monotonic() + deadline_s
+        while True:
+            body = self.get(event, request_id).json()
+            if body["data"]["status"] != "processing" or time.monotonic() > end:
+                return body
+            time.sleep(POLL_INTERVAL_S)
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="module")
+def api(serve_api, settings, indexed_event, synthetic_event, tmp_path_factory) -> Api:
+    events, keys = EventStore(serve_api.control), KeyStore(serve_api.control)
+    pan = synthetic_event.pan
+    events.create_org("test org", EVENT_ORG)
+    events.create_org("another org", OTHER_ORG)
+    events.create_event(EVENT_ORG, "main", EVENT_ID)
+    events.create_event(EVENT_ORG, "clipping off", DISABLED, video_selfie_search=False)
+    events.create_event(EVENT_ORG, "isolated hit", NOSEG, segments={"min_hits": 2})
+    events.create_event(EVENT_ORG, "broken source", CLIPFAIL)
+    blocker = tmp_path_factory.mktemp("blocked") / "a-file"
+    blocker.write_text("outputs cannot go under a regular file")
+    events.create_event(EVENT_ORG, "unwritable output", UNWRITABLE, output_uri=str(blocker / "clips"))
+    events.create_event(OTHER_ORG, "theirs", 1)
+
+    flash_dir = tmp_path_factory.mktemp("flash")
+    person5 = selfie_of(pan.face_boxes[5] / pan.scale, flip=False, scale=1.0)
+    make_flash_video(flash_dir / "flash.mp4", person5, flash_at_s=4.0)
+    index_event(serve_api.settings, EVENT_ORG, NOSEG, [str(flash_dir)])
+    two = tmp_path_factory.mktemp("two-cameras")
+    for name in ("cam_a.mp4", "cam_b.mp4"):
+        shutil.copy(pan.path, two / name)
+    index_event(serve_api.settings, EVENT_ORG, CLIPFAIL, [str(two)])
+    (two / "cam_b.mp4").write_bytes(b"\x00" * 4096)  # unreadable after indexing
+    index_event(serve_api.settings, EVENT_ORG, UNWRITABLE, [str(pan.path)])
+
+    made = {
+        "main": keys.create(EVENT_ORG, name="all events")[0],
+        "main_event_only": keys.create(EVENT_ORG, EVENT_ID, name="event 42 only")[0],
+        "other_org": keys.create(OTHER_ORG)[0],
+        "limited": keys.create(EVENT_ORG, name="rate limit test")[0],
+        "bad": "frk_not-a-real-key",
+    }
+    inactive, inactive_key = keys.create(EVENT_ORG)
+    keys.deactivate(inactive_key.key_id)
+    made["inactive"] = inactive
+    return Api(serve_api.base_url, made)
+
+
+def person_selfie(synthetic_event, person: int) -> bytes:
+    pan = synthetic_event.pan
+    return jpeg(selfie_of(pan.face_boxes[person] / pan.scale))
+
+
+def assert_result_shape(body: dict, status: str) -> dict:
+    assert set(body) == ENVELOPE and body["responseType"] == "success"
+    assert body["message"] == STATUS_MESSAGES[status]
+    data = body["data"]
+    assert set(data) == RESULT_KEYS and data["status"] == status
+    for item in data["videos"]:
+        assert CLIP_KEYS <= set(item)
+        for field in ("start_time", "end_time"):
+            assert len(item[field]) == 8 and item[field][2] == ":" and item[field][5] == ":"
+    for err in data["clip_errors"]:
+        assert set(err) == CLIP_ERROR_KEYS
+    return data
+
+
+# ---- Event Details and authentication -------------------------------------------------
+def test_event_details(api):
+    r = api.http.get(api.url(EVENT_ID), headers={"X-API-Key": api.keys["main"]})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == ENVELOPE and body["responseType"] == "success"
+    assert body["data"] == {
+        "org_id": EVENT_ORG,
+        "event_id": EVENT_ID,
+        "name": "main",
+        "video_search": True,
+        "video_selfie_search": True,
+        "face_search": True,
+        "bib_search": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "org", "event", "status", "code"),
+    [
+        ("", EVENT_ORG, EVENT_ID, 401, "missing_api_key"),
+        ("bad", EVENT_ORG, EVENT_ID, 403, "invalid_api_key"),
+        ("inactive", EVENT_ORG, EVENT_ID, 403, "invalid_api_key"),
+        ("other_org", EVENT_ORG, EVENT_ID, 403, "forbidden_event"),
+        ("main_event_only", EVENT_ORG, CLIPFAIL, 403, "forbidden_event"),
+        ("main", EVENT_ORG, 999, 404, "event_not_found"),
+    ],
+)
+def test_auth_errors(api, key, org, event, status, code):
+    for r in (
+        api.http.get(api.url(event, org=org), headers={"X-API-Key": api.keys[key]} if key else {}),
+        api.post(event, key=key, org=org, image=b"x"),
+    ):
+        assert r.status_code == status
+        body = r.json()
+        assert set(body) == ENVELOPE and body["responseType"] == "error" and body["data"] == {"code": code}
+        assert body["message"]
+
+
+def test_feature_disabled_is_403(api, synthetic_event):
+    r = api.post(DISABLED, image=person_selfie(synthetic_event, 2))
+    assert r.status_code == 403 and r.json()["data"]["code"] == "feature_disabled"
+    assert api.get(DISABLED, str(uuid.uuid4())).status_code == 403
+
+
+# ---- bad input -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({}, 400, "missing_input"),
+        ({"request_id": "not-a-uuid"}, 400, "invalid_request_id"),
+        ({"image": b""}, 400, "empty_file"),
+        ({"image": b"GIF89a not a jpeg"}, 400, "unsupported_file_type"),
+        ({"image": b"\xff\xd8\xff\xe0 truncated jpeg"}, 400, "invalid_image"),
+        ({"request_id": str(uuid.uuid4())}, 404, "request_not_found"),
+    ],
+)
+def test_bad_posts_are_4xx_and_store_nothing(api, serve_api, kwargs, status, code):
+    records = RequestRecords(serve_api.control, 60)
+    before = serve_api.control.table("search_requests").count_rows()
+    r = api.post(EVENT_ID, **kwargs)
+    assert r.status_code == status and r.json()["data"]["code"] == code
+    assert serve_api.control.table("search_requests").count_rows() == before
+    if "request_id" in kwargs and code == "request_not_found":
+        assert records.get(kwargs["request_id"]) is None
+
+
+def test_a_selfie_without_a_face_is_400(api):
+    r = api.post(EVENT_ID, image=jpeg(np.full((240, 320, 3), 127, np.uint8)))
+    assert r.status_code == 400 and r.json()["data"]["code"] == "no_face"
+
+
+def test_oversized_upload_is_413(api, serve_api):
+    big = b"\xff\xd8\xff" + b"0" * (serve_api.settings.api.max_upload_bytes + 10)
+    r = api.post(EVENT_ID, image=big)
+    assert r.status_code == 413 and r.json()["data"]["code"] == "file_too_large"
+
+
+def test_get_errors(api):
+    assert api.get(EVENT_ID, "not-a-uuid").json()["data"]["code"] == "invalid_request_id"
+    r = api.get(EVENT_ID, str(uuid.uuid4()))
+    assert r.status_code == 404 and r.json()["data"]["code"] == "request_not_found"
+
+
+def test_request_id_without_stored_selfie_is_400(api, serve_api):
+    rid = str(uuid.uuid4())  # e.g. a record made by a BIB search: no selfie embedding
+    RequestRecords(serve_api.control, 60).start(
+        SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", None)
+    )
+    r = api.post(EVENT_ID, request_id=rid)
+    assert r.status_code == 400 and r.json()["data"]["code"] == "no_stored_selfie"
+
+
+def test_rate_limit_is_429_with_retry_after(api, serve_api):
+    burst = serve_api.settings.api.post_burst
+    codes = [api.post(EVENT_ID, key="limited").status_code for _ in range(burst + 20)]
+    assert codes[0] == 400 and 429 in codes
+    limited = api.post(EVENT_ID, key="limited")
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["data"]["code"] == "rate_limited"
+    assert api.post(EVENT_ID, key="main").status_code == 400  # other keys are unaffected
+
+
+# ---- the six statuses by real scenarios -----------------------------------------------
+def test_completed_clip_is_a_real_mp4_of_the_person(api, synthetic_event, pack):
+    person = 4
+    selfie = person_selfie(synthetic_event, person)
+    r = api.post(EVENT_ID, image=selfie)
+    assert r.status_code == 200
+    start = r.json()
+    assert start["message"] == STARTED_MESSAGE and set(start["data"]) == {"status", "request_id"}
+    assert start["data"]["status"] == "processing"
+    rid = start["data"]["request_id"]
+    data = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    assert data["error"] is None and data["clip_errors"] == []
+    (clip,) = data["videos"]  # the distractor video and the photo give no clip
+    assert clip["source_video_key"] == synthetic_event.pan.path.name
+    # The window covers the person's visible interval (from the pan geometry), within max_clip_s.
+    vis_start, vis_end = synthetic_event.pan.visible_interval(person)
+    assert clip["start_seconds"] < vis_end and clip["end_seconds"] > vis_start
+    assert clip["start_time"] == f"00:00:{int(clip['start_seconds']):02d}"
+
+    download = api.http.get(clip["video_url"])
+    assert download.status_code == 200 and download.headers["content-type"] == "video/mp4"
+    local = Path(pytest.importorskip("tempfile").mkdtemp()) / "clip.mp4"
+    local.write_bytes(download.content)
+    info = probe_clip(local)
+    assert abs(info.duration_s - (clip["end_seconds"] - clip["start_seconds"])) < 0.5
+    assert (info.width, info.height) == (640, 360) and info.has_audio
+    assert api.http.get(clip["poster_url"]).headers["content-type"] == "image/jpeg"
+
+    query = embed_selfie(pack, cv2.imdecode(np.frombuffer(selfie, np.uint8), cv2.IMREAD_COLOR), 0.7, 20).vector
+    found = []
+    with av.open(str(local)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % 5:
+                continue
+            image = frame.to_ndarray(format="bgr24")
+            dets = pack.detector.detect(image)
+            sims = pack.embedder.embed(pack.align_all(image, dets)) @ query if len(dets) else np.array([0.0])
+            found.append(float(sims.max()) >= pack.info.threshold)
+    assert len(found) >= 10 and np.mean(found) >= 0.8
+
+
+def test_request_id_alone_reuses_the_stored_selfie(api, synthetic_event):
+    rid = str(uuid.uuid4())
+    first = api.post(EVENT_ID, image=person_selfie(synthetic_event, 1), request_id=rid)
+    assert first.status_code == 200 and first.json()["data"]["request_id"] == rid  # client-given id
+    one = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    again = api.post(EVENT_ID, request_id=rid)  # no file: the stored embedding is reused
+    assert again.status_code == 200 and again.json()["data"]["request_id"] == rid
+    two = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    assert [v["source_video_key"] for v in two["videos"]] == [v["source_video_key"] for v in one["videos"]]
+    assert two["videos"][0]["uuid"] != one["videos"][0]["uuid"]  # a new run, new clips
+    assert two["videos"][0]["start_time"] == one["videos"][0]["start_time"]
+
+
+def test_no_matches_is_terminal_at_post(api):
+    stranger = jpeg(distractor_faces()[0])  # Tom Hanks: not in the two-camera event
+    r = api.post(CLIPFAIL, image=stranger)
+    body = r.json()
+    assert r.status_code == 200 and body["data"]["status"] == "no_matches"
+    assert body["message"] == STATUS_MESSAGES["no_matches"]
+    data = assert_result_shape(api.get(CLIPFAIL, body["data"]["request_id"]).json(), "no_matches")
+    assert data["videos"] == [] and data["clip_errors"] == [] and data["error"] is None
+
+
+def test_one_isolated_hit_gives_no_segments(api, synthetic_event):
+    r = api.post(NOSEG, image=person_selfie(synthetic_event, 5))
+    assert r.json()["data"]["status"] == "processing"
+    data = assert_result_shape(api.wait(NOSEG, r.json()["data"]["request_id"]), "no_segments")
+    assert data["clip_errors"] == [{"video_key": "flash.mp4", "error": "no usable segment", "status_code": None}]
+    assert data["videos"] == []
+
+
+def test_unreadable_source_gives_clip_failed_with_the_good_clip(api, synthetic_event):
+    r = api.post(CLIPFAIL, image=person_selfie(synthetic_event, 3))
+    data = assert_result_shape(api.wait(CLIPFAIL, r.json()["data"]["request_id"]), "clip_failed")
+    assert [v["source_video_key"] for v in data["videos"]] == ["cam_a.mp4"]
+    assert api.http.get(data["videos"][0]["video_url"]).status_code == 200
+    (err,) = data["clip_errors"]
+    assert err["video_key"] == "cam_b.mp4" and err["error"]
+    assert data["error"] is None
+
+
+def test_unwritable_output_storage_gives_failed(api, synthetic_event):
+    r = api.post(UNWRITABLE, image=person_selfie(synthetic_event, 2))
+    data = assert_result_shape(api.wait(UNWRITABLE, r.json()["data"]["request_id"]), "failed")
+    assert "not writable" in data["error"]
+    assert data["videos"] == [] and data["clip_errors"] == []
+
+
+def test_overdue_processing_record_turns_failed(api, serve_api):
+    """The state a worker that died leaves behind: processing, deadline passed."""
+    rid = str(uuid.uuid4())
+    records = RequestRecords(serve_api.control, 60)
+    record = records.start(
+        SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", np.zeros(128, np.float32))
+    )
+    from app.control import REQUESTS
+
+    serve_api.control.upsert(
+        REQUESTS, ["request_id"], [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}]
+    )
+    data = assert_result_shape(api.get(EVENT_ID, rid).json(), "failed")
+    assert data["error"] == OVERDUE_ERROR
+
+
+def test_sweeper_fails_overdue_records_nobody_polls(api, serve_api):
+    rid = str(uuid.uuid4())
+    records = RequestRecords(serve_api.control, 60)
+    record = records.start(SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", None))
+    from app.control import REQUESTS
+
+    serve_api.control.upsert(
+        REQUESTS, ["request_id"], [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}]
+    )
+    end = time.monotonic() + 30  # the sweep runs every second in the test config
+    while (
+        serve_api.control.rows(REQUESTS, f"request_id = '{rid}'")[0]["status"] == "processing"
+        and time.monotonic() < end
+    ):
+        time.sleep(POLL_INTERVAL_S)
+    assert serve_api.control.rows(REQUESTS, f"request_id = '{rid}'")[0]["status"] == "failed"
+
+
+def test_media_route_refuses_paths_outside_clips(api):
+    for path in (
+        "/media/7/42/clips/../../../etc/passwd",
+        f"/media/7/42/clips/{uuid.uuid4()}/..%2F..%2Fx.mp4",
+        f"/media/7/42/clips/{uuid.uuid4()}/{uuid.uuid4()}.mp4",
+    ):
+        assert api.http.get(api.base + path).status_code in (400, 404)
+
+
+def test_records_survive_a_serve_restart(api, serve_api, synthetic_event):
+    r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 0))
+    rid = r.json()["data"]["request_id"]
+    before = api.wait(EVENT_ID, rid)
+    assert before["data"]["status"] == "completed"
+    serve_api.restart()
+    after = api.get(EVENT_ID, rid)
+    assert after.status_code == 200 and after.json() == before
+    assert api.http.get(before["data"]["videos"][0]["video_url"]).status_code == 200
