@@ -13,14 +13,17 @@ Variants, each run in its own fresh Python process so peak RSS is per variant:
   naive     one process: cv2.VideoCapture reads (decodes and converts) EVERY frame; detect,
             align and embed run on the sampled frames only, sequentially.
 
-The onnxruntime intra-op thread count is the config default (models.intra_op_threads) for
-every variant, so the one-process variants and the pipeline's actors run the same sessions.
-The synthetic video is cached in the output directory; results go to <out>/results.json.
+Every variant takes its settings from load_settings(), so FACEREEL_* variables and a
+facereel.yaml apply to all of them alike. In particular the onnxruntime intra-op thread
+count (models.intra_op_threads, default 1) is the same for the one-process variants and for
+each pipeline actor, so they run identical sessions. The synthetic video is cached in the
+output directory; results go to <out>/results.json, per-run details to <out>/raw/.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,17 @@ def own_cpu_s() -> float:
     return t.user + t.system
 
 
+def system_busy_s() -> float:
+    """CPU seconds all processes on the machine have used since boot (not idle, not iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -80,24 +95,13 @@ def video_meta_path(video: Path) -> Path:
     return video.with_suffix(".json")
 
 
-def load_sampled_frames(video: Path, settings) -> tuple[list, Any, float]:
-    """All sampled frames of ``video`` via pipelines.decode, chunk by chunk like the pipeline."""
-    from pipelines.decode import plan_chunks, probe_video, sample_video
+def iter_sampled_frames(video: Path, settings, probe) -> Iterator:
+    """Sampled frames of ``video`` via pipelines.decode, chunk by chunk like the pipeline."""
+    from pipelines.decode import plan_chunks, sample_video
 
-    t0 = time.perf_counter()
-    probe = probe_video(str(video))
-    probe_s = time.perf_counter() - t0
-    chunks = plan_chunks(
-        probe.start_s, probe.duration_s, settings.decode.sample_fps, settings.decode.chunk_s
-    )
-    frames = []
-    for chunk in chunks:
-        frames.extend(
-            sample_video(
-                str(video), probe, chunk, settings.decode.sample_fps, settings.decode.thread_type
-            )
-        )
-    return frames, probe, probe_s
+    dec = settings.decode
+    for chunk in plan_chunks(probe.start_s, probe.duration_s, dec.sample_fps, dec.chunk_s):
+        yield from sample_video(str(video), probe, chunk, dec.sample_fps, dec.thread_type)
 
 
 # --------------------------------------------------------------------------- video
@@ -121,9 +125,7 @@ def make_video(out: Path, duration_s: float, fps: float) -> tuple[Path, dict]:
         raise RuntimeError(f"expected 6 faces in t1.jpg, found {len(faces)}")
     tmp = video.with_name(video.stem + ".tmp.mp4")
     t0 = time.perf_counter()
-    pan = make_pan_video(
-        tmp, faces, width=WIDTH, height=HEIGHT, fps=fps, duration_s=duration_s, scale=PAN_SCALE
-    )
+    pan = make_pan_video(tmp, faces, width=WIDTH, height=HEIGHT, fps=fps, duration_s=duration_s, scale=PAN_SCALE)
     seconds = time.perf_counter() - t0
     tmp.replace(video)
     meta = {
@@ -146,23 +148,25 @@ def make_video(out: Path, duration_s: float, fps: float) -> tuple[Path, dict]:
 # --------------------------------------------------------------------------- variants
 def run_decode(video: Path) -> dict:
     from pipelines.config import load_settings
+    from pipelines.decode import probe_video
 
     settings = load_settings()
     rss_before = current_rss_mib()
     cpu0, t0 = own_cpu_s(), time.perf_counter()
-    frames, probe, probe_s = load_sampled_frames(video, settings)
+    probe = probe_video(str(video))
+    probe_s = time.perf_counter() - t0
+    frames = sum(1 for _ in iter_sampled_frames(video, settings, probe))  # each frame dropped
     wall = time.perf_counter() - t0
     return {
         "wall_s": wall,
         "probe_s": probe_s,
         "cpu_s": own_cpu_s() - cpu0,
-        "frames": len(frames),
+        "frames": frames,
         "faces": None,
         "video_s": probe.duration_s,
         "peak_rss_mib": own_peak_rss_mib(),
         "rss_before_mib": rss_before,
-        "note": f"PyAV thread_type={settings.decode.thread_type}, "
-        f"chunk_s={settings.decode.chunk_s:g}",
+        "note": f"PyAV thread_type={settings.decode.thread_type}, chunk_s={settings.decode.chunk_s:g}",
     }
 
 
@@ -170,13 +174,15 @@ def run_models(video: Path) -> dict:
     import numpy as np
 
     from pipelines.config import load_settings
+    from pipelines.decode import probe_video
     from pipelines.models import load_pack
     from pipelines.models.base import filter_detections
 
     settings = load_settings()
     cfg = settings.models
     rss_imports = current_rss_mib()
-    frames, probe, _ = load_sampled_frames(video, settings)  # not timed
+    probe = probe_video(str(video))
+    frames = list(iter_sampled_frames(video, settings, probe))  # not timed
     rss_frames = current_rss_mib()
     t0 = time.perf_counter()
     pack = load_pack(cfg)
@@ -188,9 +194,7 @@ def run_models(video: Path) -> dict:
     cpu0, start = own_cpu_s(), time.perf_counter()
     for f in frames:
         t = time.perf_counter()
-        dets = filter_detections(
-            pack.detector.detect(f.image), cfg.det_score_threshold, cfg.min_face_px
-        )
+        dets = filter_detections(pack.detector.detect(f.image), cfg.det_score_threshold, cfg.min_face_px)
         t2 = time.perf_counter()
         crops.extend(pack.align_all(f.image, dets))
         t3 = time.perf_counter()
@@ -258,9 +262,7 @@ def run_naive(video: Path) -> dict:
         if sampler.accept(index / fps) is None:
             continue
         t = time.perf_counter()
-        dets = filter_detections(
-            pack.detector.detect(image), cfg.det_score_threshold, cfg.min_face_px
-        )
+        dets = filter_detections(pack.detector.detect(image), cfg.det_score_threshold, cfg.min_face_px)
         pack.embedder.embed(pack.align_all(image, dets))
         model_s += time.perf_counter() - t
         sampled += 1
@@ -286,12 +288,14 @@ def run_naive(video: Path) -> dict:
 
 
 class TreeSampler(threading.Thread):
-    """Sums RSS over this process and all its descendants (Ray's processes are)."""
+    """RSS summed over a process and all its descendants (Ray's processes are), and the CPU
+    time of every process of the tree seen so far (a lower bound: time spent after a
+    process's last sample, and by processes shorter than one period, is missed)."""
 
-    def __init__(self, period_s: float) -> None:
+    def __init__(self, period_s: float, pid: int | None = None) -> None:
         super().__init__(daemon=True)
         self.period_s = period_s
-        self.root = psutil.Process()
+        self.root = psutil.Process(pid)
         self.stop_event = threading.Event()
         self.peak: dict[str, float] = {
             "total": 0.0,
@@ -303,6 +307,10 @@ class TreeSampler(threading.Thread):
         self.cpu: dict[int, float] = {}
         self.kinds: dict[int, str] = {}
         self.samples = 0
+        # Optional CPU timeline: set ``origin`` (a perf_counter value) to start recording.
+        self.origin: float | None = None
+        self.series: list[tuple[float, dict[int, float]]] = []
+        self.labels: dict[int, str] = {}
 
     def kind(self, proc: psutil.Process) -> str:
         if proc.pid not in self.kinds:
@@ -328,14 +336,45 @@ class TreeSampler(threading.Thread):
             except psutil.Error:
                 continue
             sums["driver" if p.pid == self.root.pid else self.kind(p)] += rss
-            self.cpu[p.pid] = (
-                times.user + times.system + times.children_user + times.children_system
-            )
+            self.cpu[p.pid] = times.user + times.system
+            if self.origin is not None:
+                self.label(p)
+        if self.origin is not None:
+            self.series.append((time.perf_counter() - self.origin, dict(self.cpu)))
         total = sum(sums.values())
         if total > self.peak["total"]:
             self.peak = {"total": total, **sums}
         self.peak_processes = max(self.peak_processes, len(procs))
         self.samples += 1
+
+    def label(self, proc: psutil.Process) -> None:
+        """What a process is: the driver, a Ray system process, or the task/actor it ran."""
+        if proc.pid == self.root.pid:
+            self.labels[proc.pid] = "driver"
+            return
+        try:
+            title = proc.cmdline()[0] if self.kind(proc) == "workers" else proc.name()
+        except (psutil.Error, IndexError):
+            return
+        title = title.removeprefix("ray::").split(" ")[0]
+        if "/" in title:  # a worker before Ray sets its process title
+            title = "worker (starting)"
+        if title and (title != "IDLE" or proc.pid not in self.labels):
+            self.labels[proc.pid] = title if self.kind(proc) == "workers" else "ray system"
+
+    def timeline(self, bin_s: float = 1.0) -> dict[str, list[float]]:
+        """Cores used per label in consecutive ``bin_s`` bins after ``origin``."""
+        if len(self.series) < 2:
+            return {}
+        bins = int(self.series[-1][0] // bin_s) + 1
+        out: dict[str, list[float]] = {}
+        for (_, before), (t, after) in itertools.pairwise(self.series):
+            for pid, cpu in after.items():
+                used = cpu - before.get(pid, cpu)
+                if used > 0:
+                    row = out.setdefault(self.labels.get(pid, "other"), [0.0] * bins)
+                    row[min(bins - 1, int(t // bin_s))] += used / bin_s
+        return {k: [round(x, 2) for x in v] for k, v in sorted(out.items())}
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -348,7 +387,7 @@ class TreeSampler(threading.Thread):
         self.sample()
 
 
-def run_pipeline(video: Path, logs_dir: Path) -> dict:
+def run_pipeline(video: Path, logs_dir: Path, tag: str) -> dict:
     from pipelines.config import load_settings
     from pipelines.index import ensure_ray, index_event
 
@@ -367,6 +406,8 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
         cpu_at_start = sum(sampler.cpu.values())
         progress: list[tuple[float, int, int]] = []
         t1 = time.perf_counter()
+        sampler.origin = t1
+        sampler.sample()
         report = index_event(
             settings,
             1,
@@ -380,14 +421,10 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
         from pipelines.models import pack_info
         from pipelines.store import FaceStore
 
-        stored = FaceStore.from_settings(settings, pack_info(settings.models.pack)).count_faces(
-            1, 1
-        )
-        copy_ray_data_logs(logs_dir)
-        data_log = logs_dir / "pipeline-ray-data.log"
-        operators = (
-            operator_stats(data_log.read_text(errors="replace")) if data_log.is_file() else {}
-        )
+        stored = FaceStore.from_settings(settings, pack_info(settings.models.pack)).count_faces(1, 1)
+        copy_ray_data_logs(logs_dir, tag)
+        data_log = logs_dir / f"{tag}-ray-data.log"
+        operators = operator_stats(data_log.read_text(errors="replace")) if data_log.is_file() else {}
         ray.shutdown()
     finally:
         sampler.stop()
@@ -406,6 +443,7 @@ def run_pipeline(video: Path, logs_dir: Path) -> dict:
         "first_output_s": progress[0][0] if progress else None,
         "progress": [(round(t, 2), d, f) for t, d, f in progress],
         "operators": operators,
+        "cpu_timeline_1s": sampler.timeline(),
         "peak_rss_mib": sampler.peak["total"],
         "peak_rss_split_mib": sampler.peak,
         "peak_processes": sampler.peak_processes,
@@ -445,16 +483,14 @@ def operator_stats(log_text: str) -> dict[str, dict[str, float]]:
     return stats
 
 
-def copy_ray_data_logs(logs_dir: Path) -> None:
+def copy_ray_data_logs(logs_dir: Path, tag: str) -> None:
     """Keep Ray Data's per-operator stats (ray-data.log) for later reading."""
     try:
         import ray
 
         session_logs = Path(ray._private.worker._global_node.get_logs_dir_path())
-        for f in session_logs.glob("ray-data*/*.log"):
-            shutil.copy(f, logs_dir / f"pipeline-{f.name}")
-        for f in session_logs.glob("ray-data*.log"):
-            shutil.copy(f, logs_dir / f"pipeline-{f.name}")
+        for f in [*session_logs.glob("ray-data*/*.log"), *session_logs.glob("ray-data*.log")]:
+            shutil.copy(f, logs_dir / f"{tag}-{f.name}")
     except Exception as exc:  # diagnostics only
         print(f"could not copy Ray Data logs: {exc}", file=sys.stderr)
 
@@ -468,7 +504,7 @@ def child_main(args: argparse.Namespace) -> int:
     elif args.only == "naive":
         result = run_naive(video)
     else:
-        result = run_pipeline(video, Path(args.result).parent.parent / "logs")
+        result = run_pipeline(video, Path(args.result).parent.parent / "logs", Path(args.result).stem)
     Path(args.result).write_text(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -492,15 +528,32 @@ def run_child(variant: str, video: Path, out: Path, rep: int) -> dict:
         str(raw),
     ]
     load_before = loadavg()
-    t0 = time.perf_counter()
+    busy0, ours0, t0 = system_busy_s(), children_cpu_s(), time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        tree = TreeSampler(0.5, proc.pid)
+        tree.start()
+        proc.wait()
+        tree.stop_event.set()
+        tree.join()
     elapsed = time.perf_counter() - t0
+    # CPU used by processes outside this variant's process tree while it ran. Ours is the
+    # larger of two lower bounds: reaped descendants (rusage) and every process of the tree
+    # sampled while alive (catches Ray workers that are orphaned rather than reaped).
+    ours = max(children_cpu_s() - ours0, sum(tree.cpu.values()))
+    others = max(0.0, (system_busy_s() - busy0) - ours) / elapsed
     if proc.returncode != 0 or not raw.is_file():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"variant {variant} failed (rc {proc.returncode}); log {log}:\n{tail}")
     result = json.loads(raw.read_text())
-    result.update({"process_s": elapsed, "loadavg_before": load_before, "loadavg_after": loadavg()})
+    result.update(
+        {
+            "process_s": elapsed,
+            "other_cores_busy": others,
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+        }
+    )
     return result
 
 
@@ -526,6 +579,7 @@ def summarise(runs: dict[str, list[dict]], video_s: float) -> dict[str, dict]:
             "realtime_x": video_s / wall,
             "cores_busy": median_of(rs, "cpu_s") / wall,
             "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+            "other_cores_busy": max(r["other_cores_busy"] for r in rs),
         }
         rows[variant] = row
         if variant == "pipeline":
@@ -560,8 +614,8 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def markdown_table(rows: dict[str, dict]) -> str:
     lines = [
         "| variant | wall s (min–max) | sampled frames | frames/s | faces | faces/s "
-        "| realtime × | cores busy | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| realtime × | cores busy | peak RSS MiB | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in ("decode", "models", "pipeline", "pipeline+ray_start", "naive"):
         r = rows.get(key)
@@ -571,7 +625,8 @@ def markdown_table(rows: dict[str, dict]) -> str:
         lines.append(
             f"| {LABELS[key]} | {spread} | {r['frames']} | {fmt(r['frames_per_s'])} | "
             f"{fmt(r['faces'], 0) if r['faces'] is not None else '–'} | {fmt(r['faces_per_s'])} | "
-            f"{fmt(r['realtime_x'])} | {fmt(r['cores_busy'], 2)} | {fmt(r['peak_rss_mib'], 0)} |"
+            f"{fmt(r['realtime_x'])} | {fmt(r['cores_busy'], 2)} | {fmt(r['peak_rss_mib'], 0)} | "
+            f"{fmt(r['other_cores_busy'], 2)} |"
         )
     return "\n".join(lines)
 
@@ -581,13 +636,16 @@ def ratios(rows: dict[str, dict]) -> dict[str, float]:
     slowest = min(rows["decode"]["frames_per_s"], rows["models"]["frames_per_s"])
     return {
         "pipeline_vs_naive": pipe["frames_per_s"] / naive["frames_per_s"],
-        "pipeline_incl_ray_start_vs_naive": rows["pipeline+ray_start"]["frames_per_s"]
-        / naive["frames_per_s"],
+        "pipeline_incl_ray_start_vs_naive": rows["pipeline+ray_start"]["frames_per_s"] / naive["frames_per_s"],
         "pipeline_vs_slowest_stage": pipe["frames_per_s"] / slowest,
-        "slowest_stage": "decode"
-        if rows["decode"]["frames_per_s"] <= rows["models"]["frames_per_s"]
-        else "models",
+        "slowest_stage": "decode" if rows["decode"]["frames_per_s"] <= rows["models"]["frames_per_s"] else "models",
     }
+
+
+def default_intra_op_threads() -> int:
+    from pipelines.config import ModelSettings
+
+    return ModelSettings.model_fields["intra_op_threads"].default
 
 
 def environment() -> dict:
@@ -629,9 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0, help="video length in seconds")
     parser.add_argument("--fps", type=float, default=25.0, help="video frame rate")
-    parser.add_argument(
-        "--out", default="bench-out", help="output directory (video cache, results)"
-    )
+    parser.add_argument("--out", default="bench-out", help="output directory (video cache, results)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (median reported)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -653,14 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     load_start = loadavg()
     video, meta = make_video(out, args.duration, args.fps)
     print(
-        f"video: {video} ({'generated' if meta['generated_now'] else 'cached'}, "
-        f"{meta['size_bytes'] / 2**20:.1f} MiB)"
+        f"video: {video} ({'generated' if meta['generated_now'] else 'cached'}, {meta['size_bytes'] / 2**20:.1f} MiB)"
     )
     env = environment()
-    print(
-        f"machine: {env['cpu_model']}, {env['logical_cpus']} CPUs, {env['memory_gib']} GiB; "
-        f"load {load_start}"
-    )
+    print(f"machine: {env['cpu_model']}, {env['logical_cpus']} CPUs, {env['memory_gib']} GiB; load {load_start}")
 
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for rep in range(args.repeat):  # interleaved, so a transient load spike hits every variant
@@ -670,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {v:<9} run {rep + 1}/{args.repeat}: {r['wall_s']:.2f} s, {r['frames']} frames, "
                 f"{r['faces']} faces, peak RSS {r['peak_rss_mib']:.0f} MiB, "
-                f"load before {r['loadavg_before']}"
+                f"other processes {r['other_cores_busy']:.2f} cores busy"
             )
 
     rows = summarise(runs, meta["duration_s"])
@@ -703,14 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: face counts differ between variants: {faces}")
     if "pipeline" in runs and any(r["stored_faces"] != r["faces"] for r in runs["pipeline"]):
         print("WARNING: LanceDB row count differs from the pipeline's reported faces")
-    print(
-        f"onnxruntime intra_op_threads = {env['settings']['intra_op_threads']} (config default) "
-        "for (b), (d) and every pipeline actor"
-    )
-    print(
-        f"load average start {load_start}, end {result['loadavg_end']}; "
-        f"total {result['total_s']:.0f} s"
-    )
+    threads = env["settings"]["intra_op_threads"]
+    default = "the config default" if threads == default_intra_op_threads() else "NOT the default"
+    print(f"onnxruntime intra_op_threads = {threads} ({default}) for (b), (d) and every actor of (c)")
+    print(f"load average start {load_start}, end {result['loadavg_end']}; total {result['total_s']:.0f} s")
     result["table_markdown"] = table
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"results: {out / 'results.json'}")
