@@ -92,7 +92,69 @@ def cmd_media(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
-    return run_demo(_settings(args), Path(args.dir))
+    return run_demo(_settings(args), Path(args.dir), keep_serving=args.keep_serving)
+
+
+def _control(args: argparse.Namespace):
+    from app.control import ControlStore
+
+    settings = _settings(args)
+    return ControlStore(settings.control_uri, settings.store.storage_options)
+
+
+def cmd_org_create(args: argparse.Namespace) -> int:
+    from app.events import EventStore
+
+    org_id = EventStore(_control(args)).create_org(args.name, args.id)
+    print(f"org {org_id} created")
+    return 0
+
+
+def cmd_event_create(args: argparse.Namespace) -> int:
+    import json
+
+    from app.events import EventStore
+
+    event = EventStore(_control(args)).create_event(
+        args.org,
+        args.name,
+        args.id,
+        video_search=not args.no_video_search,
+        video_selfie_search=not args.no_video_selfie_search,
+        face_search=not args.no_face_search,
+        bib_search=args.bib_search,
+        match_threshold=args.threshold,
+        segments=json.loads(args.segments) if args.segments else None,
+        source_uri=args.source,
+        output_uri=args.output,
+    )
+    print(f"event {event.org_id}/{event.event_id} created: {json.dumps(event.details())}")
+    return 0
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from app.events import EventStore
+    from app.security import KeyStore
+
+    control = _control(args)
+    if not EventStore(control).org_exists(args.org):
+        raise ValueError(f"org {args.org} does not exist")
+    key, info = KeyStore(control).create(args.org, args.event, args.name or "")
+    print(
+        f"API key {info.key_id} for org {info.org_id}"
+        + (f", event {info.event_id}" if info.event_id else ", all events")
+    )
+    print(key)
+    print("Store it now: it is shown only once (only its hash is kept).", file=sys.stderr)
+    return 0
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    from app.security import KeyStore
+
+    KeyStore(_control(args)).deactivate(args.key_id)
+    print(f"API key {args.key_id} revoked")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,9 +184,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event", type=int, required=True)
     p.set_defaults(func=cmd_media)
 
-    p = sub.add_parser("demo", help="build a synthetic event, index it and search it with a selfie")
-    p.add_argument("--dir", default="demo-data", help="where the synthetic media are written")
+    p = sub.add_parser("demo", help="synthetic event: index it, serve the API, search it with a selfie over HTTP")
+    p.add_argument("--dir", default="demo-data", help="where the synthetic media and clips are written")
+    p.add_argument("--keep-serving", action="store_true", help="keep the API running afterwards")
     p.set_defaults(func=cmd_demo)
+
+    org = sub.add_parser("org", help="organisations").add_subparsers(dest="action", required=True)
+    p = org.add_parser("create")
+    p.add_argument("--name", required=True)
+    p.add_argument("--id", type=int, help="default: next free number")
+    p.set_defaults(func=cmd_org_create)
+
+    event = sub.add_parser("event", help="events").add_subparsers(dest="action", required=True)
+    p = event.add_parser("create")
+    p.add_argument("--org", type=int, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--id", type=int, help="default: next free number in the org")
+    p.add_argument("--no-video-search", action="store_true")
+    p.add_argument("--no-video-selfie-search", action="store_true")
+    p.add_argument("--no-face-search", action="store_true")
+    p.add_argument("--bib-search", action="store_true")
+    p.add_argument("--threshold", type=float, help="match threshold for this event (default: the pack's)")
+    p.add_argument("--segments", help='segment rule overrides as JSON, e.g. \'{"min_hits": 3, "max_clip_s": 15}\'')
+    p.add_argument("--source", help="where the event's media live (informational)")
+    p.add_argument("--output", help="clip storage for this event (local path or s3://); default api.output_root")
+    p.set_defaults(func=cmd_event_create)
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    p = key.add_parser("create", help="create a key; it is printed once")
+    p.add_argument("--org", type=int, required=True)
+    p.add_argument("--event", type=int, help="limit the key to one event")
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_key_create)
+    p = key.add_parser("revoke")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_key_revoke)
     return parser
 
 

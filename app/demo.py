@@ -1,17 +1,27 @@
-"""The README's first command: a synthetic event, indexed and searched end to end."""
+"""The README's first command: a synthetic event, indexed, served and searched over HTTP.
+
+Builds media from face photos that ship in pip packages, starts a local Ray cluster
+and the Serve application, creates a demo org, event and API key, indexes the event,
+POSTs a selfie to the video-clipping API, polls with backoff (3, 5, 10, 15 s), prints
+the result and saves the clips.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import cv2
+import httpx
 
 from pipelines.config import Settings
 
 log = logging.getLogger(__name__)
 
 DEMO_ORG, DEMO_EVENT = 1, 1
+BACKOFF_S = (3, 5, 10, 15)
 
 
 def build_demo_media(out: Path, settings: Settings) -> tuple[Path, tuple[float, float]]:
@@ -40,30 +50,83 @@ def build_demo_media(out: Path, settings: Settings) -> tuple[Path, tuple[float, 
     return selfie, pan.visible_interval(person)
 
 
-def run_demo(settings: Settings, out: Path) -> int:
-    from app.cli import search_selfie
-    from pipelines.index import index_event
+def ensure_demo_event(settings: Settings) -> str:
+    """Demo org and event (created once) and a fresh API key; returns the key."""
+    from app.control import ControlStore
+    from app.events import EventStore
+    from app.security import KeyStore
 
-    print(f"1/3 building a synthetic event in {out}/ from face photos shipped in pip packages")
+    control = ControlStore(settings.control_uri, settings.store.storage_options)
+    events = EventStore(control)
+    if not events.org_exists(DEMO_ORG):
+        events.create_org("Demo org", DEMO_ORG)
+    if events.get(DEMO_ORG, DEMO_EVENT) is None:
+        events.create_event(DEMO_ORG, "Demo race day", DEMO_EVENT)
+    key, _ = KeyStore(control).create(DEMO_ORG, name="demo")
+    return key
+
+
+def poll(client: httpx.Client, url: str, headers: dict[str, str], limit_s: float = 300.0) -> dict:
+    """GET until the status is terminal, with the contract's backoff: 3, 5, 10, 15, then 15 s."""
+    started = time.monotonic()
+    for attempt in range(1000):
+        body = client.get(url, headers=headers).json()
+        if body["data"]["status"] != "processing" or time.monotonic() - started > limit_s:
+            return body
+        delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+        print(f"    still processing; next poll in {delay} s")
+        time.sleep(delay)
+    return body
+
+
+def run_demo(settings: Settings, out: Path, keep_serving: bool = False) -> int:
+    from ray import serve
+
+    from app.main import absolute_paths, build_app
+    from pipelines.index import ensure_ray, index_event
+
+    settings = absolute_paths(settings)
+    print(f"1/5 building a synthetic event in {out}/ from face photos shipped in pip packages")
     selfie, (start, end) = build_demo_media(out, settings)
-    print(f"2/3 indexing it (store: {settings.store_uri})")
+    print("2/5 starting a local Ray cluster and the facereel Serve application")
+    ensure_ray(settings)
+    port = urlparse(settings.api.public_base_url).port or 8000
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings.model_dump()), name="facereel", route_prefix="/")
+    key = ensure_demo_event(settings)
+    print(f"3/5 indexing the event (store: {settings.store_uri})")
     report = index_event(settings, DEMO_ORG, DEMO_EVENT, [str(out / "event")])
     print(
-        f"    {len(report.indexed)} media indexed, {report.skipped} already indexed, {len(report.failed)} failed, {report.faces} faces, {report.seconds:.1f} s"
+        f"    {len(report.indexed)} media indexed, {report.skipped} already indexed, {len(report.failed)} failed; {report.faces} faces in {report.seconds:.1f} s"
     )
-    print(f"3/3 searching with {selfie} (this person is in the pan video from {start:.1f} s to {end:.1f} s)")
-    hits, thr, _ = search_selfie(settings, DEMO_ORG, DEMO_EVENT, selfie, top=1000, threshold=None)
-    by_media: dict[str, list] = {}
-    for h in hits:
-        by_media.setdefault(h.media_key, []).append(h)
-    if not by_media:
-        print("    no matches above the threshold")
-        return 1
-    for key, rows in by_media.items():
-        times = sorted(h.timestamp_s for h in rows)
-        best = max(h.similarity for h in rows)
-        span = f"{times[0]:.1f}-{times[-1]:.1f} s" if rows[0].media_type == "video" else "photo"
-        print(
-            f"    {Path(key).name}: {len(rows)} matching faces, {span}, best similarity {best:.3f} (threshold {thr:.3f})"
-        )
-    return 0
+
+    base = f"{settings.api.public_base_url.rstrip('/')}/api/v1/ext/{DEMO_ORG}/event/{DEMO_EVENT}/video-clipping"
+    headers = {"X-API-Key": key}
+    print(f"4/5 POST {selfie} to {base}/search-by-selfie (this person is on stage from {start:.1f} s to {end:.1f} s)")
+    with httpx.Client(timeout=60) as client:
+        with open(selfie, "rb") as fh:
+            started = client.post(
+                f"{base}/search-by-selfie", headers=headers, files={"file": (selfie.name, fh, "image/jpeg")}
+            ).json()
+        print(f"    {started['data']['status']}: request_id {started['data']['request_id']}")
+        result = poll(client, f"{base}/{started['data']['request_id']}", headers)
+        data = result["data"]
+        print(f"5/5 {data['status']}: {result['message']}")
+        clips_dir = out / "clips"
+        clips_dir.mkdir(exist_ok=True)
+        for video in data["videos"]:
+            target = clips_dir / f"{video['uuid']}.mp4"
+            target.write_bytes(client.get(video["video_url"]).content)
+            print(f"    {video['source_video_key']} {video['start_time']}-{video['end_time']}: {video['video_url']}")
+            print(f"      saved to {target}")
+        for err in data["clip_errors"]:
+            print(f"    {err['video_key']}: {err['error']}")
+    if keep_serving:
+        print(f"serving on {settings.api.public_base_url} with API key {key}; Ctrl-C to stop")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    serve.shutdown()
+    return 0 if data["status"] == "completed" else 1
