@@ -95,7 +95,9 @@ def test_media_table_records_sources(store, synthetic_event):
     assert (pan["width"], pan["height"]) == (640, 360)
     assert pan["duration_s"] == pytest.approx(16.0, abs=0.2) and pan["start_s"] == 0.0
     assert pan["uri"] == str(synthetic_event.pan.path.resolve())
-    assert pan["face_count"] == store.faces.count_rows(f"media_key = '{pan['media_key']}'")
+    assert pan["face_count"] == store.faces.count_rows(
+        f"event_id = {EVENT_ID} AND org_id = {EVENT_ORG} AND media_key = '{pan['media_key']}'"
+    )
     bad = rows[synthetic_event.corrupt.name]
     assert bad["status"] == "failed" and "Invalid data" in bad["error"]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipelines.evaluate import score_hits
@@ -109,10 +111,81 @@ def test_score_hits_counts_precision_and_recall():
 
 
 def test_shared_folder_is_never_copied_into_the_repo():
+    import subprocess
+
     repo = Path(__file__).resolve().parents[1]
-    tracked = [
-        p
-        for p in repo.rglob("*")
-        if p.suffix.lower() in {".mp4", ".png", ".jpg"} and ".venv" not in p.parts and "demo-data" not in p.parts
+    listed = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: cannot list tracked files")
+    media = [
+        f for f in listed.stdout.splitlines() if Path(f).suffix.lower() in {".mp4", ".png", ".jpg", ".jpeg", ".mov"}
     ]
-    assert tracked == []
+    assert media == []
+
+
+# ---- the same searches through the HTTP API ------------------------------------------
+@pytest.fixture(scope="module")
+def real_api(real_event, serve_api):
+    from app.events import EventStore
+    from app.security import KeyStore
+    from tests.test_api import Api
+
+    events = EventStore(serve_api.control)
+    events.create_org("real footage", ORG)
+    events.create_event(ORG, "hamilton + selfie clip + street", EVENT)
+    key, _ = KeyStore(serve_api.control).create(ORG)
+    return Api(serve_api.base_url, {"main": key})
+
+
+def search_clips(api, image: bytes) -> dict:
+    r = api.post(EVENT, org=ORG, image=image)
+    assert r.status_code == 200, r.text
+    rid = r.json()["data"]["request_id"]
+    end = time.monotonic() + 120
+    while True:
+        data = api.get(EVENT, rid, org=ORG).json()["data"]
+        if data["status"] != "processing" or time.monotonic() > end:
+            return data
+        time.sleep(0.25)
+
+
+def overlaps(clip: dict, intervals: list[tuple[float, float]]) -> bool:
+    return any(clip["start_seconds"] < end and clip["end_seconds"] > start for start, end in intervals)
+
+
+def test_api_lin_manuel_miranda_gets_exactly_one_hamilton_clip(real_event, real_api):
+    root, _, truth = real_event
+    data = search_clips(
+        real_api, (root / "images/ageitgey_face_recognition/examples/lin-manuel-miranda.png").read_bytes()
+    )
+    assert data["status"] == "completed", data
+    (clip,) = data["videos"]
+    assert clip["source_video_key"] == Path(HAMILTON).name
+    assert overlaps(clip, truth[(HAMILTON, "lin_manuel_miranda")])
+
+
+def test_api_obama_gets_the_audience_segment(real_event, real_api):
+    root, _, truth = real_event
+    data = search_clips(real_api, (root / "images/ageitgey_face_recognition/examples/obama.jpg").read_bytes())
+    assert data["status"] == "completed", data
+    (clip,) = data["videos"]
+    assert clip["source_video_key"] == Path(HAMILTON).name
+    assert overlaps(clip, truth[(HAMILTON, "barack_obama")])
+    assert clip["end_seconds"] >= 9.0  # the audience shot runs 7.88-10.02 s
+
+
+def test_api_street_face_gets_no_hamilton_clip(real_event, real_api, pack):
+    import av
+    import cv2
+
+    root, _, _ = real_event
+    with av.open(str(root / STREET)) as container:
+        frame = next(f for i, f in enumerate(container.decode(video=0)) if i == 25).to_ndarray(format="bgr24")
+    dets = pack.detector.detect(frame)
+    assert len(dets), "no face in the street frame"
+    x1, y1, x2, y2 = dets.boxes[int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * dets.scores))]
+    m = (x2 - x1) * 0.6
+    crop = frame[int(max(0, y1 - m)) : int(y2 + m), int(max(0, x1 - m)) : int(x2 + m)]
+    data = search_clips(real_api, cv2.imencode(".jpg", crop)[1].tobytes())
+    assert data["status"] in ("completed", "no_segments", "no_matches"), data
+    assert all(v["source_video_key"] != Path(HAMILTON).name for v in data["videos"])
