@@ -80,6 +80,14 @@ class IndexSettings(BaseModel):
 class StoreSettings(BaseModel):
     # Local path or s3://bucket/prefix; empty means <data_dir>/lancedb.
     uri: str = ""
+    # Object-store options in LanceDB's names, used for the store, the control tables,
+    # s3:// media and output roots alike (for fsspec the s3 ones are translated, see
+    # pipelines.media.fsspec_options), e.g. for an S3-compatible server:
+    # {aws_endpoint: "http://host:9000", allow_http: "true", aws_access_key_id: ...,
+    #  aws_secret_access_key: ..., aws_region: ...}. Left empty, both LanceDB and s3fs
+    # read AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and
+    # AWS_ENDPOINT_URL from the environment; LanceDB also needs AWS_ALLOW_HTTP=true for
+    # an http:// endpoint. (Ray workers must see the same environment.)
     storage_options: dict[str, str] = {}
     # Below this many rows searches are exact (brute force is ~100 ms at 500k rows);
     # above it an IVF_PQ index is built and queried with a refine step.

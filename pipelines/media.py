@@ -32,6 +32,49 @@ def media_type_of(name: str, photo_ext: list[str], video_ext: list[str]) -> str 
     return None
 
 
+# LanceDB (object_store) option names and the s3fs argument each becomes, so one
+# ``store.storage_options`` dict serves both LanceDB and media/object I/O over fsspec.
+_S3FS_KEYS = {
+    "aws_access_key_id": "key",
+    "access_key_id": "key",
+    "aws_secret_access_key": "secret",
+    "secret_access_key": "secret",
+    "aws_session_token": "token",
+    "aws_token": "token",
+    "session_token": "token",
+    "aws_endpoint": "endpoint_url",
+    "aws_endpoint_url": "endpoint_url",
+    "endpoint": "endpoint_url",
+}
+_S3FS_REGION_KEYS = {"aws_region", "region", "aws_default_region", "default_region"}
+_S3FS_DROPPED_KEYS = {"allow_http", "aws_allow_http"}  # botocore follows the endpoint's scheme
+
+
+def fsspec_options(uri: str, storage_options: dict | None) -> dict:
+    """fsspec arguments for ``uri`` from options that may be written for LanceDB.
+
+    For s3:// the LanceDB names (``aws_endpoint``, ``aws_access_key_id``, ``aws_region``,
+    ``allow_http``, ...) become s3fs's (``endpoint_url``, ``key``, ``client_kwargs``);
+    names s3fs already knows pass through unchanged. Other protocols get the dict as is.
+    """
+    opts = dict(storage_options or {})
+    if uri.split("://", 1)[0] not in ("s3", "s3a") or not opts:
+        return opts
+    out: dict = {}
+    client_kwargs = dict(opts.pop("client_kwargs", None) or {})
+    for name, value in opts.items():
+        low = name.lower()
+        if low in _S3FS_KEYS:
+            out[_S3FS_KEYS[low]] = value
+        elif low in _S3FS_REGION_KEYS:
+            client_kwargs.setdefault("region_name", value)
+        elif low not in _S3FS_DROPPED_KEYS:
+            out[name] = value
+    if client_kwargs:
+        out["client_kwargs"] = client_kwargs
+    return out
+
+
 def list_media(
     inputs: list[str], photo_ext: list[str], video_ext: list[str], storage_options: dict | None = None
 ) -> list[MediaSource]:
@@ -51,7 +94,7 @@ def list_media(
 
     for raw in inputs:
         if is_remote(raw):
-            fs, root = fsspec.core.url_to_fs(raw, **(storage_options or {}))
+            fs, root = fsspec.core.url_to_fs(raw, **fsspec_options(raw, storage_options))
             protocol = raw.split("://", 1)[0]
             explicit = not fs.isdir(root)
             entries = {root: fs.info(root)} if explicit else fs.find(root, detail=True)
@@ -78,5 +121,5 @@ def list_media(
 def open_binary(uri: str, storage_options: dict | None = None):
     """A readable binary file object for a local path or fsspec URI."""
     if is_remote(uri):
-        return fsspec.open(uri, "rb", **(storage_options or {})).open()
+        return fsspec.open(uri, "rb", **fsspec_options(uri, storage_options)).open()
     return open(uri.removeprefix("file://"), "rb")

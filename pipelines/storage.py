@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
-from pipelines.media import is_remote
+from pipelines.media import fsspec_options, is_remote
 
 
 class StorageError(OSError):
@@ -31,7 +31,7 @@ class OutputStorage:
     def __init__(self, root: str, storage_options: dict | None = None) -> None:
         self.root = root.rstrip("/")
         self.remote = is_remote(root)
-        self.storage_options = storage_options or {}
+        self.storage_options = fsspec_options(root, storage_options)
 
     def local_path(self, key: str) -> Path:
         """Path of ``key`` under a local root (raises for remote roots or escaping keys)."""
