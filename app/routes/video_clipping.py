@@ -51,6 +51,10 @@ async def search_by_selfie(request: Request, services: Services) -> JSONResponse
     org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
     _, event = await services.authorize(request.headers.get("x-api-key"), org_id, event_id, "post")
     require_video_clipping(event)
+    limit = services.settings.api.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + 64 * 1024:  # refuse before reading the body
+        raise ApiError(413, f"The selfie is larger than {limit} bytes.", "file_too_large")
     try:
         form = await request.form(max_files=1, max_fields=4)
     except Exception as exc:
