@@ -71,6 +71,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+# The column each table is read by: indexed once the table has rows.
+LOOKUP_COLUMNS = {REQUESTS: "request_id", API_KEYS: "key_hash", EVENTS: "event_id"}
+
 
 class ControlStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
@@ -87,6 +90,20 @@ class ControlStore:
                     self.tables[name] = self.db.create_table(name, schema=schema)
                 except ValueError:  # another process created it first
                     self.tables[name] = self.db.open_table(name)
+
+    def maintain(self, keep_versions_s: float = 3600.0) -> None:
+        """Index lookup columns, compact small fragments, drop versions older than an hour.
+
+        Every status update is a new table version; without this, point reads slow down
+        as fragments and versions pile up.
+        """
+        from lancedb.index import BTree
+
+        for name, column in LOOKUP_COLUMNS.items():
+            table = self.tables[name]
+            if table.count_rows() and not any(ix.columns == [column] for ix in table.list_indices()):
+                table.create_index(column, config=BTree())
+            table.optimize(cleanup_older_than=timedelta(seconds=keep_versions_s))
 
     def table(self, name: str):
         return self.tables[name]

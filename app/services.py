@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -15,6 +16,26 @@ from app.security import ApiKey, KeyStore
 from pipelines.config import Settings
 
 
+class TtlCache:
+    """A tiny per-replica cache: auth reads repeat on every request and change rarely."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self.items: dict[object, tuple[float, object]] = {}
+
+    def get_or_load(self, key: object, load):
+        now = time.monotonic()
+        hit = self.items.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        value = load()
+        if self.ttl_s > 0:
+            if len(self.items) > 10_000:
+                self.items.clear()
+            self.items[key] = (now, value)
+        return value
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -24,6 +45,7 @@ class Services:
     records: RequestRecords
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: object  # RateLimiter actor handle
+    cache: TtlCache
 
     @classmethod
     def create(cls, settings: Settings, embedder, limiter) -> Services:
@@ -36,13 +58,14 @@ class Services:
             records=RequestRecords(control, settings.api.request_deadline_s),
             embedder=embedder,
             limiter=limiter,
+            cache=TtlCache(settings.api.auth_cache_s),
         )
 
     async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:
         """401 without a key; 403 for a bad, inactive or foreign key; 429 over the rate; 404 without the event."""
         if not api_key:
             raise ApiError(401, "API key is missing: send it in the X-API-Key header.", "missing_api_key")
-        key = await asyncio.to_thread(self.keys.lookup, api_key)
+        key = await asyncio.to_thread(self.cache.get_or_load, ("key", api_key), lambda: self.keys.lookup(api_key))
         if key is None or not key.active:
             raise ApiError(403, "API key is invalid or inactive.", "invalid_api_key")
         if key.org_id != org_id or (key.event_id is not None and key.event_id != event_id):
@@ -59,7 +82,9 @@ class Services:
                 "rate_limited",
                 {"Retry-After": str(max(1, math.ceil(retry_after)))},
             )
-        event = await asyncio.to_thread(self.events.get, org_id, event_id)
+        event = await asyncio.to_thread(
+            self.cache.get_or_load, ("event", org_id, event_id), lambda: self.events.get(org_id, event_id)
+        )
         if event is None:
             raise ApiError(404, "Event configuration not found.", "event_not_found")
         return key, event

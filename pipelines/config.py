@@ -138,6 +138,11 @@ class ApiSettings(BaseModel):
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica sweeps for overdue searches.
     sweep_interval_s: float = Field(default=30.0, gt=0.0)
+    # How long a replica may reuse an API key or event it has read (a revoked key or a
+    # toggled feature takes effect within this time). 0 disables the cache.
+    auth_cache_s: float = Field(default=5.0, ge=0.0)
+    # How often control tables are compacted, indexed and pruned of old versions.
+    maintenance_interval_s: float = Field(default=600.0, gt=0.0)
     # Token buckets per API key, shared by all replicas: sustained rate and burst.
     post_per_minute: float = Field(default=30.0, gt=0.0)
     post_burst: int = Field(default=10, ge=1)

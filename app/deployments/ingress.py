@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 
 from ray import serve
@@ -54,14 +55,19 @@ class ApiIngress:
         return JSONResponse({"status": "ok"})
 
     async def sweep_forever(self) -> None:
-        """Fail searches whose worker vanished, even if nobody polls them."""
+        """Fail searches whose worker vanished, even if nobody polls them; keep tables lean."""
+        api = self.settings.api
+        last_maintenance = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.api.sweep_interval_s)
+            await asyncio.sleep(api.sweep_interval_s)
             try:
                 if n := await asyncio.to_thread(self.services.records.sweep_overdue):
                     log.warning("failed %d overdue searches", n)
+                if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
+                    last_maintenance = time.monotonic()
+                    await asyncio.to_thread(self.services.control.maintain)
             except Exception:
-                log.exception("overdue sweep failed")
+                log.exception("overdue sweep or table maintenance failed")
 
     async def __call__(self, request: Request) -> Response:
         allowed: set[str] = set()

@@ -1,0 +1,73 @@
+"""Control-plane pieces without HTTP: records' job guard, maintenance, the auth cache."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from app.contract import COMPLETED, PROCESSING, clip_item, result_payload
+from app.control import REQUESTS, ControlStore
+from app.ratelimit import Bucket, take
+from app.records import RequestRecords, SearchRecord
+from app.services import TtlCache
+
+
+def test_a_stale_job_cannot_overwrite_a_newer_search(tmp_path):
+    records = RequestRecords(ControlStore(str(tmp_path / "control")), 60)
+    rid = str(uuid.uuid4())
+    first = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "yunet-sface", np.ones(128, np.float32)))
+    old_job = first.job_id
+    second = records.start(records.get(rid))
+    assert second.job_id != old_job
+    assert not records.finish(rid, old_job, COMPLETED)  # the old worker is ignored
+    assert records.get(rid).status == PROCESSING
+    assert records.finish(rid, second.job_id, COMPLETED, hits=3)
+    got = records.get(rid)
+    assert got.status == COMPLETED and got.hits == 3
+    assert np.array_equal(got.embedding, np.ones(128, np.float32))
+
+
+def test_maintenance_indexes_and_compacts_without_changing_reads(tmp_path):
+    control = ControlStore(str(tmp_path / "control"))
+    records = RequestRecords(control, 60)
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    for rid in ids:
+        job = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None)).job_id
+        records.finish(rid, job, COMPLETED)
+    before = {rid: records.get(rid).status for rid in ids}
+    versions = len(control.table(REQUESTS).list_versions())
+    control.maintain(keep_versions_s=0)
+    assert any(ix.columns == ["request_id"] for ix in control.table(REQUESTS).list_indices())
+    assert len(control.table(REQUESTS).list_versions()) < versions
+    assert {rid: records.get(rid).status for rid in ids} == before
+
+
+def test_ttl_cache_reuses_within_ttl_only():
+    calls = []
+    cache = TtlCache(60)
+    assert cache.get_or_load("k", lambda: calls.append(1) or "v") == "v"
+    assert cache.get_or_load("k", lambda: calls.append(1) or "w") == "v"
+    assert len(calls) == 1
+    off = TtlCache(0)
+    assert [off.get_or_load("k", lambda: len(calls)) for _ in range(2)] == [1, 1] and off.items == {}
+
+
+def test_token_bucket():
+    b = Bucket(tokens=2.0, updated=0.0)
+    assert take(b, 0.0, rate_per_s=1.0, burst=2) == (True, 0.0)
+    assert take(b, 0.0, 1.0, 2) == (True, 0.0)
+    allowed, wait = take(b, 0.0, 1.0, 2)
+    assert not allowed and wait == 1.0
+    assert take(b, 1.0, 1.0, 2)[0]
+
+
+def test_contract_payload_shapes():
+    item = clip_item("u", "http://x/u.mp4", "cam.mp4", 42.4, 51.2)
+    assert (item["start_time"], item["end_time"]) == ("00:00:42", "00:00:52")
+    body = result_payload("r", COMPLETED, [item], None, [])
+    assert body == {
+        "responseType": "success",
+        "message": "Video clipping completed",
+        "data": {"request_id": "r", "status": "completed", "videos": [item], "error": None, "clip_errors": []},
+    }
