@@ -63,11 +63,11 @@ class Api:
         headers = {"X-API-Key": self.keys[key]} if key else {}
         return self.http.get(self.url(event, f"/video-clipping/{request_id}", org), headers=headers)
 
-    def wait(self, event: int, request_id: str, deadline_s: float = 120.0) -> dict:
+    def wait(self, event: int, request_id: str, deadline_s: float = 120.0, org: int = EVENT_ORG) -> dict:
         """Poll until the search leaves ``processing`` (or the deadline passes)."""
         end = time.monotonic() + deadline_s
         while True:
-            body = self.get(event, request_id).json()
+            body = self.get(event, request_id, org=org).json()
             if body["data"]["status"] != "processing" or time.monotonic() > end:
                 return body
             time.sleep(POLL_INTERVAL_S)

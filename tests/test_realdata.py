@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +139,7 @@ def real_api(real_event, serve_api):
 def search_clips(api, image: bytes) -> dict:
     r = api.post(EVENT, org=ORG, image=image)
     assert r.status_code == 200, r.text
-    rid = r.json()["data"]["request_id"]
-    end = time.monotonic() + 120
-    while True:
-        data = api.get(EVENT, rid, org=ORG).json()["data"]
-        if data["status"] != "processing" or time.monotonic() > end:
-            return data
-        time.sleep(0.25)
+    return api.wait(EVENT, r.json()["data"]["request_id"], org=ORG)["data"]
 
 
 def overlaps(clip: dict, intervals: list[tuple[float, float]]) -> bool:

@@ -68,7 +68,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, log: Path, deadline_s: float
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"moto_server not answering at {url} after {deadline_s:g} s") from None
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval; the deadline above bounds the wait
 
 
 @pytest.fixture(scope="module")
