@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.control import ControlStore
 from app.errors import ApiError
@@ -14,6 +15,8 @@ from app.events import Event, EventStore
 from app.records import RequestRecords
 from app.security import ApiKey, KeyStore
 from pipelines.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class TtlCache:
@@ -46,6 +49,30 @@ class Services:
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: object  # RateLimiter actor handle
     cache: TtlCache
+    searches_since_maintenance: int = 0
+    maintaining: bool = False
+    background: set = field(default_factory=set)
+
+    async def maintain(self) -> None:
+        """Compact and index the control tables (one pass at a time per replica)."""
+        if self.maintaining:
+            return
+        self.maintaining = True
+        try:
+            await asyncio.to_thread(self.control.maintain)
+            self.searches_since_maintenance = 0
+        except Exception:
+            log.exception("control table maintenance failed")
+        finally:
+            self.maintaining = False
+
+    def search_started(self) -> None:
+        """Count writes; maintain in the background every ``maintenance_every_searches``."""
+        self.searches_since_maintenance += 1
+        if self.searches_since_maintenance >= self.settings.api.maintenance_every_searches and not self.maintaining:
+            task = asyncio.get_running_loop().create_task(self.maintain())
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     @classmethod
     def create(cls, settings: Settings, embedder, limiter) -> Services:

@@ -16,7 +16,10 @@ One run, one process, one private local Ray cluster (``ray.init(num_cpus=2)``):
             --get-s seconds per route, --get-rounds interleaved rounds: GET /healthz (no work: the
             Serve proxy + ingress floor), GET Event Details (auth: key lookup, rate-limit actor
             call, event read) and GET /video-clipping/{request_id} of the completed searches
-            (auth + event read + record read).
+            (auth + event read + record read); first each route with one client (--baseline-s),
+            then the reads behind one GET timed alone in this process.
+  growth    record reads on a scratch control store as searches accumulate (--record-growth),
+            then after the app's table maintenance.
   breakdown in-process, after Serve is gone: how long the pieces of one search take alone
             (selfie embedding, the face search, segment planning, cutting each clip).
 
@@ -183,8 +186,8 @@ class CpuMeter:
             return "benchmark process (HTTP client)"
         cmd = proc.cmdline()
         first = cmd[0] if cmd else proc.name()
-        if first.startswith("ray::"):
-            return first.split(" ")[0]
+        if first.startswith("ray::"):  # "ray::ProxyActor.receive_asgi_messages" -> "ray::ProxyActor"
+            return first.split(" ")[0].split(".")[0]
         name = proc.name()
         if "ffmpeg" in name:
             return "ffmpeg"
@@ -553,8 +556,13 @@ def record_growth(counts: list[int], reads: int = 50) -> list[dict]:
             row["start_plus_finish_ms"] = ms(write_s) if added else None
             out.append(row)
             print(f"  record growth: {row}", flush=True)
-        control.table(REQUESTS).optimize()
-        row = {"searches": len(ids), "after_optimize": True, "read_ms": ms(time_reads())}
+        # What the app's periodic maintenance does when it has it (index, compact, prune).
+        maintain = getattr(control, "maintain", None)
+        how = "maintain()" if maintain else "optimize()"
+        t = time.perf_counter()
+        maintain() if maintain else control.table(REQUESTS).optimize()
+        row = {"searches": len(ids), "after": how, "seconds": round(time.perf_counter() - t, 2)}
+        row["read_ms"] = ms(time_reads())
         with contextlib.suppress(Exception):
             row["fragments"] = control.table(REQUESTS).stats()["fragment_stats"]["num_fragments"]
         out.append(row)
@@ -682,16 +690,23 @@ def summarise(result: dict) -> str:
         "\nCPU by process during the GET rounds (cores, mean over rounds; the machine has "
         f"{result['machine']['cpus']}):\n"
     )
+
+    def by_process(r: dict) -> dict[str, float]:  # one row per actor, whatever method it was running
+        merged: dict[str, float] = {}
+        for p, v in r["cpu"]["cores_by_process"].items():
+            merged[p.split(".")[0]] = merged.get(p.split(".")[0], 0.0) + v
+        return merged
+
     procs: list[str] = []
     for route in gets.values():
         for r in route["rounds"]:
-            procs += [p for p in r["cpu"]["cores_by_process"] if p not in procs]
+            procs += [p for p in by_process(r) if p not in procs]
     lines.append("| process | " + " | ".join(gets) + " |")
     lines.append("|---" * (len(gets) + 1) + "|")
     for p in procs:
         cells = []
         for route in gets.values():
-            vals = [r["cpu"]["cores_by_process"].get(p, 0.0) for r in route["rounds"]]
+            vals = [by_process(r).get(p, 0.0) for r in route["rounds"]]
             cells.append(f"{statistics.fmean(vals):.2f}")
         if max(float(c) for c in cells) >= 0.02:
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
@@ -707,7 +722,11 @@ def summarise(result: dict) -> str:
         )
         lines.append("|---|---|---|---|---|")
         for row in growth:
-            label = f"{row['searches']} after optimize()" if row.get("after_optimize") else str(row["searches"])
+            label = (
+                f"{row['searches']} after {row['after']} ({row['seconds']} s)"
+                if row.get("after")
+                else str(row["searches"])
+            )
             lines.append(
                 f"| {label} | {row.get('version', '–')} | {row.get('fragments', '–')} | {row['read_ms']} "
                 f"| {row.get('start_plus_finish_ms') or '–'} |"

@@ -58,7 +58,7 @@ class _MediaProgress:
 def ensure_ray(settings: Settings) -> None:
     if not ray.is_initialized():
         ray.init(
-            address=settings.ray.address or None,
+            address=settings.ray.address or "local",
             num_cpus=settings.ray.num_cpus if not settings.ray.address else None,
             include_dashboard=False,
             log_to_driver=True,
@@ -170,8 +170,21 @@ def fit_to_available(idx: IndexSettings, available_cpus: float) -> IndexSettings
     )
 
 
+def settled_free_cpus(need: float, wait_s: float = 1.0) -> float:
+    """Free CPUs, giving Ray's resource view a moment to catch up with tasks just finished
+    (it lags ~0.1 s behind, e.g. right after the probe tasks)."""
+    deadline = time.monotonic() + wait_s
+    free = ray.available_resources().get("CPU", 0.0)
+    while free < need and time.monotonic() < deadline:
+        time.sleep(0.05)  # poll interval; bounded by the deadline
+        free = ray.available_resources().get("CPU", 0.0)
+    return free
+
+
 def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
-    total, free = ray.cluster_resources(), ray.available_resources()
+    idx0 = settings.index
+    need = idx0.decode_num_cpus + idx0.detect.num_cpus + idx0.embed.num_cpus
+    total, free = ray.cluster_resources(), {"CPU": settled_free_cpus(need)}
     idx = fit_to_available(settings.index, free.get("CPU", 0.0))
     (det_min, det_max), (emb_min, emb_max) = pool_sizes(
         min(total.get("CPU", 1.0), free.get("CPU", 0.0) or total.get("CPU", 1.0)),

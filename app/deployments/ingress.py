@@ -65,7 +65,7 @@ class ApiIngress:
                     log.warning("failed %d overdue searches", n)
                 if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
                     last_maintenance = time.monotonic()
-                    await asyncio.to_thread(self.services.control.maintain)
+                    await self.services.maintain()
             except Exception:
                 log.exception("overdue sweep or table maintenance failed")
 

@@ -102,6 +102,7 @@ async def search_by_selfie(request: Request, services: Services) -> JSONResponse
 
     try:
         record = await asyncio.to_thread(services.records.start, record)
+        services.search_started()
     except Exception as exc:
         log.exception("could not record search %s", request_id)
         raise ApiError(500, f"The search could not be recorded: {exc}", "record_failed") from None
