@@ -71,3 +71,25 @@ def test_contract_payload_shapes():
         "message": "Video clipping completed",
         "data": {"request_id": "r", "status": "completed", "videos": [item], "error": None, "clip_errors": []},
     }
+
+
+def test_every_n_searches_trigger_background_maintenance(tmp_path):
+    import asyncio
+
+    from app.services import Services
+    from pipelines.config import load_settings
+
+    settings = load_settings(None, data_dir=str(tmp_path), api={"maintenance_every_searches": 2})
+    services = Services.create(settings, embedder=None, limiter=None)
+    services.records.start(SearchRecord(str(uuid.uuid4()), 1, 1, PROCESSING, "", "p", None))
+
+    async def two_searches() -> None:
+        services.search_started()
+        assert not services.background
+        services.search_started()
+        assert len(services.background) == 1
+        await asyncio.gather(*services.background)
+
+    asyncio.run(two_searches())
+    assert services.searches_since_maintenance == 0
+    assert any(ix.columns == ["request_id"] for ix in services.control.table(REQUESTS).list_indices())
