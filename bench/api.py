@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from machine import cpu_model, loadavg
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -70,10 +71,6 @@ HIGH_LIMITS = {"post_per_minute": 1e6, "post_burst": 100_000, "get_per_minute": 
 
 
 # --------------------------------------------------------------------------- small helpers
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def wait_for_load(max_load: float, max_wait_s: float, poll_s: float = 10.0) -> dict:
     """Wait until the 1-minute load average is at most ``max_load``; returns what was seen."""
     started = time.monotonic()
@@ -89,17 +86,6 @@ def wait_for_load(max_load: float, max_wait_s: float, poll_s: float = 10.0) -> d
         "start": seen[-1],
         "polls": seen,
     }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def git_state() -> dict:

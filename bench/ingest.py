@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from machine import cpu_model, loadavg
 
 VARIANTS = ("decode", "models", "naive", "pipeline")
 WIDTH, HEIGHT = 1280, 720
@@ -74,21 +75,6 @@ def system_busy_s() -> float:
 def children_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def video_meta_path(video: Path) -> Path:
