@@ -52,6 +52,16 @@ class Services:
     searches_since_maintenance: int = 0
     maintaining: bool = False
     background: set = field(default_factory=set)
+    _face_store: object | None = None
+
+    def face_store(self):
+        """The event faces store, opened once per replica (it checks for new commits on read)."""
+        if self._face_store is None:
+            from pipelines.models import pack_info
+            from pipelines.store import FaceStore
+
+            self._face_store = FaceStore.from_settings(self.settings, pack_info(self.settings.models.pack))
+        return self._face_store
 
     async def maintain(self) -> None:
         """Compact and index the control tables (one pass at a time per replica)."""

@@ -111,13 +111,11 @@ async def search_by_selfie(request: Request, services: Services) -> JSONResponse
 
 async def dispatch(services: Services, event: Event, record: SearchRecord, vector: np.ndarray) -> str:
     """``no_matches`` at once when no video face is above the threshold, else start the job."""
-    from pipelines.store import FaceStore
-
     settings = services.settings
     threshold = event_threshold(services, event)
 
     def any_video_match() -> bool:
-        store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+        store = services.face_store()
         return bool(
             store.search(event.org_id, event.event_id, vector, min_similarity=threshold, limit=1, media_type="video")
         )
