@@ -7,16 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
-from pipelines.config import Settings, load_settings
+from app.config import AppSettings, load_app_settings
 
 log = logging.getLogger("facereel")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> AppSettings:
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return load_settings(args.config, **overrides)
+    return load_app_settings(args.config, **overrides)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -45,7 +45,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed and not report.indexed and not report.skipped else 0
 
 
-def search_selfie(settings: Settings, org: int, event: int, selfie: Path, top: int, threshold: float | None):
+def search_selfie(settings: AppSettings, org: int, event: int, selfie: Path, top: int, threshold: float | None):
     """(hits, threshold used, selfie embedding): shared by search-faces and the demo."""
     from pipelines.models import load_pack
     from pipelines.models.registry import match_threshold

@@ -6,9 +6,8 @@ messages, clip items and clip error items, and the error responses.
 
 from __future__ import annotations
 
+import math
 from typing import Any
-
-from pipelines.clip import clip_window_hms
 
 PROCESSING = "processing"
 COMPLETED = "completed"
@@ -29,6 +28,23 @@ STATUS_MESSAGES = {
     FAILED: "Video clip search failed before any clips could be generated.",
 }
 NO_USABLE_SEGMENT = "no usable segment"
+
+
+def format_hms(seconds: float) -> str:
+    """``HH:MM:SS`` of ``seconds``, rounded down; hours grow past two digits when needed."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
+    total = math.floor(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def clip_window_hms(start_s: float, end_s: float) -> tuple[str, str]:
+    """A window as whole seconds that cover it: start rounded down, end rounded up."""
+    if end_s < start_s:
+        raise ValueError(f"end_s ({end_s}) is before start_s ({start_s})")
+    return format_hms(start_s), format_hms(math.ceil(end_s))
 
 
 def envelope(message: str, data: Any, response_type: str = "success") -> dict:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import cv2
 import httpx
 
-from pipelines.config import Settings
+from app.config import AppSettings
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ DEMO_ORG, DEMO_EVENT = 1, 1
 BACKOFF_S = (3, 5, 10, 15)
 
 
-def build_demo_media(out: Path, settings: Settings) -> tuple[Path, tuple[float, float]]:
+def build_demo_media(out: Path, settings: AppSettings) -> tuple[Path, tuple[float, float]]:
     """Write the demo event's media into ``out``; returns the selfie path and its person's interval."""
     from pipelines.models import load_pack
     from pipelines.synthetic import (
@@ -50,7 +50,7 @@ def build_demo_media(out: Path, settings: Settings) -> tuple[Path, tuple[float, 
     return selfie, pan.visible_interval(person)
 
 
-def ensure_demo_event(settings: Settings) -> str:
+def ensure_demo_event(settings: AppSettings) -> str:
     """Demo org and event (created once) and a fresh API key; returns the key."""
     from app.control import ControlStore
     from app.events import EventStore
@@ -79,20 +79,20 @@ def poll(client: httpx.Client, url: str, headers: dict[str, str], limit_s: float
     return body
 
 
-def run_demo(settings: Settings, out: Path, keep_serving: bool = False) -> int:
+def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> int:
     from ray import serve
 
-    from app.main import absolute_paths, build_app
+    from app.main import build_api
     from pipelines.index import ensure_ray, index_event
 
-    settings = absolute_paths(settings)
+    settings = settings.pinned()
     print(f"1/5 building a synthetic event in {out}/ from face photos shipped in pip packages")
     selfie, (start, end) = build_demo_media(out, settings)
     print("2/5 starting a local Ray cluster and the facereel Serve application")
     ensure_ray(settings)
     port = urlparse(settings.api.public_base_url).port or 8000
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings.model_dump()), name="facereel", route_prefix="/")
+    serve.run(build_api(settings), name="facereel", route_prefix="/")
     key = ensure_demo_event(settings)
     print(f"3/5 indexing the event (store: {settings.store_uri})")
     report = index_event(settings, DEMO_ORG, DEMO_EVENT, [str(out / "event")])

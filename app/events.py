@@ -6,8 +6,19 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from app.config import AppSettings
 from app.control import EVENTS, ORGS, ControlStore
-from pipelines.config import SegmentSettings, Settings
+from pipelines.config import SegmentSettings
+from pipelines.models.registry import match_threshold
+
+
+@dataclass(frozen=True)
+class SearchRules:
+    """What a search of one event runs with: defaults with the event's overrides applied."""
+
+    threshold: float
+    segments: SegmentSettings
+    output_root: str
 
 
 @dataclass(frozen=True)
@@ -25,10 +36,15 @@ class Event:
     output_uri: str | None
     created_at: datetime
 
-    def segment_rules(self, defaults: SegmentSettings) -> SegmentSettings:
-        return defaults.model_copy(update=self.segments) if self.segments else defaults
+    def search_rules(self, settings: AppSettings) -> SearchRules:
+        """The one place where event overrides meet the defaults."""
+        return SearchRules(
+            threshold=match_threshold(settings.models) if self.match_threshold is None else self.match_threshold,
+            segments=SegmentSettings.model_validate({**settings.segments.model_dump(), **self.segments}),
+            output_root=self.output_location(settings),
+        )
 
-    def output_location(self, settings: Settings) -> str:
+    def output_location(self, settings: AppSettings) -> str:
         return self.output_uri or settings.output_root
 
     def details(self) -> dict:
@@ -121,13 +137,6 @@ class EventStore:
             "output_uri": output_uri,
             "created_at": datetime.now(UTC),
         }
-        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
-        return _event(row)
-
-    def update_event(self, event: Event, **changes) -> Event:
-        row = {**event.__dict__, **changes}
-        segments = row.pop("segments")
-        row["segments_json"] = json.dumps(segments) if segments else None
         self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
         return _event(row)
 

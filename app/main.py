@@ -1,29 +1,25 @@
-"""The Serve application: ``serve run serve_config.yaml`` or ``build_app({...})`` from Python."""
+"""The Serve application: ``serve run serve_config.yaml``, or ``build_api(settings)`` from Python."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ray.serve import Application
 
+from app.config import AppSettings, load_app_settings
 from app.deployments.embedder import SelfieEmbedder
 from app.deployments.ingress import ApiIngress
-from pipelines.config import Settings, load_settings
 
 
-def absolute_paths(settings: Settings) -> Settings:
-    """Replicas may start in another working directory: pin relative local paths now."""
-    update = {"data_dir": str(Path(settings.data_dir).expanduser().resolve())}
-    return settings.model_copy(update=update)
+def build_api(settings: AppSettings) -> Application:
+    """The deployment graph for settings already loaded: they reach every replica as they are."""
+    settings = settings.pinned()
+    return ApiIngress.bind(settings, SelfieEmbedder.bind(settings))
 
 
 def build_app(args: dict | None = None) -> Application:
-    """Application builder. ``args``: ``config`` (YAML path) plus any top-level overrides."""
+    """Application builder for ``serve run``: ``config`` (YAML path) plus top-level overrides.
+
+    The environment is read here, once, in the process that builds the application.
+    """
     args = dict(args or {})
     config = args.pop("config", None)
-    settings = absolute_paths(load_settings(config, **args))
-    data = settings.model_dump()
-    return ApiIngress.bind(data, SelfieEmbedder.bind(data))
-
-
-app = build_app
+    return build_api(load_app_settings(config, **args))

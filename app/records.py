@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from app.contract import FAILED, PROCESSING
+from app.contract import FAILED, PROCESSING, TERMINAL
 from app.control import REQUESTS, ControlStore
+from pipelines.store import sql_str
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
 
@@ -79,19 +80,26 @@ class SearchRecord:
         )
 
 
+def is_past(deadline: datetime | None) -> bool:
+    return deadline is not None and deadline < datetime.now(UTC)
+
+
 class RequestRecords:
     def __init__(self, control: ControlStore, deadline_s: float) -> None:
         self.control = control
         self.deadline = timedelta(seconds=deadline_s)
 
+    def read(self, request_id: str) -> SearchRecord | None:
+        """The stored record as it is."""
+        rows = self.control.rows(REQUESTS, f"request_id = {sql_str(str(uuid.UUID(request_id)))}", 1)
+        return SearchRecord.from_row(rows[0]) if rows else None
+
     def get(self, request_id: str) -> SearchRecord | None:
-        rows = self.control.rows(REQUESTS, f"request_id = '{uuid.UUID(request_id)}'", 1)
-        if not rows:
-            return None
-        record = SearchRecord.from_row(rows[0])
-        if record.status == PROCESSING and record.deadline_at is not None and record.deadline_at < datetime.now(UTC):
+        """The record, failed first when it is processing past its deadline."""
+        record = self.read(request_id)
+        if record is not None and record.status == PROCESSING and is_past(record.deadline_at):
             self.fail_overdue(record)
-            record = self.get(request_id) or record
+            record = self.read(request_id) or record
         return record
 
     def start(self, record: SearchRecord, status: str = PROCESSING) -> SearchRecord:
@@ -117,6 +125,8 @@ class RequestRecords:
         hits: int = 0,
     ) -> bool:
         """Record a job's outcome; False when the record has moved on to a newer job."""
+        if status not in TERMINAL:
+            raise ValueError(f"a job ends in a terminal status, not {status!r}")
         current = self.get(request_id)
         if current is None or current.job_id != job_id:
             return False
@@ -126,7 +136,7 @@ class RequestRecords:
         current.error = error
         current.hits = hits
         current.updated_at = datetime.now(UTC)
-        self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=f"target.job_id = '{job_id}'")
+        self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=f"target.job_id = {sql_str(job_id)}")
         return True
 
     def fail_overdue(self, record: SearchRecord) -> None:
@@ -134,13 +144,13 @@ class RequestRecords:
             REQUESTS,
             ["request_id"],
             [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
-            only_if=f"target.job_id = '{record.job_id}' AND target.status = '{PROCESSING}'",
+            only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
         )
 
     def sweep_overdue(self) -> int:
         """Fail every search processing past its deadline; returns how many."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        rows = self.control.rows(REQUESTS, f"status = '{PROCESSING}' AND deadline_at < timestamp '{now}'")
+        rows = self.control.rows(REQUESTS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
         for row in rows:
             self.fail_overdue(SearchRecord.from_row(row))
         return len(rows)

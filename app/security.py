@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.control import API_KEYS, ControlStore
+from pipelines.store import sql_str
 
 KEY_PREFIX = "frk_"
 
@@ -51,14 +52,14 @@ class KeyStore:
         return key, ApiKey(key_id, int(org_id), row["event_id"], name, True)
 
     def deactivate(self, key_id: str) -> None:
-        rows = self.control.rows(API_KEYS, f"key_id = '{key_id}'", 1)
+        rows = self.control.rows(API_KEYS, f"key_id = {sql_str(key_id)}", 1)
         if not rows:
             raise ValueError(f"no API key {key_id}")
         self.control.upsert(API_KEYS, ["key_id"], [{**rows[0], "active": False}])
 
     def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)
-        rows = self.control.rows(API_KEYS, f"key_hash = '{digest}'", 1)
+        rows = self.control.rows(API_KEYS, f"key_hash = {sql_str(digest)}", 1)
         if not rows or not hmac.compare_digest(rows[0]["key_hash"], digest):
             return None
         r = rows[0]

@@ -9,12 +9,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from app.config import AppSettings
 from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
 from app.records import RequestRecords
 from app.security import ApiKey, KeyStore
-from pipelines.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TtlCache:
 
 @dataclass
 class Services:
-    settings: Settings
+    settings: AppSettings
     control: ControlStore
     events: EventStore
     keys: KeyStore
@@ -63,6 +63,15 @@ class Services:
             self._face_store = FaceStore.from_settings(self.settings, pack_info(self.settings.models.pack))
         return self._face_store
 
+    async def clip_storage(self, org_id: int, event_id: int):
+        """The output storage holding an event's clips (None for an unknown event)."""
+        from pipelines.storage import OutputStorage
+
+        event = await asyncio.to_thread(self.events.get, org_id, event_id)
+        if event is None:
+            return None
+        return OutputStorage(event.output_location(self.settings), self.settings.store.storage_options)
+
     async def maintain(self) -> None:
         """Compact and index the control tables (one pass at a time per replica)."""
         if self.maintaining:
@@ -76,6 +85,21 @@ class Services:
         finally:
             self.maintaining = False
 
+    async def sweep_forever(self) -> None:
+        """Fail searches whose worker vanished, even if nobody polls them; keep tables lean."""
+        api = self.settings.api
+        last_maintenance = time.monotonic()
+        while True:
+            await asyncio.sleep(api.sweep_interval_s)
+            try:
+                if n := await asyncio.to_thread(self.records.sweep_overdue):
+                    log.warning("failed %d overdue searches", n)
+                if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
+                    last_maintenance = time.monotonic()
+                    await self.maintain()
+            except Exception:
+                log.exception("overdue sweep or table maintenance failed")
+
     def search_started(self) -> None:
         """Count writes; maintain in the background every ``maintenance_every_searches``."""
         self.searches_since_maintenance += 1
@@ -85,7 +109,7 @@ class Services:
             task.add_done_callback(self.background.discard)
 
     @classmethod
-    def create(cls, settings: Settings, embedder, limiter) -> Services:
+    def create(cls, settings: AppSettings, embedder, limiter) -> Services:
         control = ControlStore(settings.control_uri, settings.store.storage_options)
         return cls(
             settings=settings,

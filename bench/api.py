@@ -8,7 +8,7 @@ One run, one process, one private local Ray cluster (``ray.init(num_cpus=2)``):
             different zooms, speeds and phases, every other one mirrored; six people, most of
             them in most videos), cached in <out>/media. Indexed with pipelines.index.index_event
             into a fresh data_dir; an org, an event and an API key with very high rate limits are
-            created and the Serve app (app.main.build_app) is started on a free 127.0.0.1 port.
+            created and the Serve app (app.main.build_api) is started on a free 127.0.0.1 port.
   post      sequential searches: POST a selfie (a different crop of one of the six people each
             time, cycling), then GET the record every --poll-s until its status leaves
             ``processing``. One unmeasured warm-up search first.
@@ -217,11 +217,11 @@ def t1_face_boxes(out: Path) -> np.ndarray:
     cache = out / "t1_faces.json"
     if cache.is_file():
         return np.asarray(json.loads(cache.read_text()), np.float32)
-    from pipelines.config import load_settings
+    from app.config import load_app_settings
     from pipelines.models import load_pack
     from pipelines.synthetic import insightface_image, read_bgr
 
-    settings = load_settings()
+    settings = load_app_settings()
     pack = load_pack(settings.models.model_copy(update={"det_size": 1280}))
     dets = pack.detector.detect(read_bgr(insightface_image("t1.jpg")))
     if len(dets) != 6:
@@ -559,6 +559,7 @@ def record_growth(counts: list[int], reads: int = 50) -> list[dict]:
 def breakdown(settings, selfie: dict) -> dict:
     """The pieces of one search, in this process, one after another (Serve and Ray are down)."""
     from app.dispatch import SearchJob, plan_windows
+    from app.events import SearchRules
     from pipelines.clip import cut_clip
     from pipelines.match import video_hits
     from pipelines.models import load_pack, pack_info
@@ -580,15 +581,13 @@ def breakdown(settings, selfie: dict) -> dict:
     store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
     out["open_store_ms"] = ms(time.perf_counter() - t)
     t = time.perf_counter()
-    store.search(ORG_ID, EVENT_ID, query.vector, min_similarity=threshold, limit=1, media_type="video")
-    out["any_match_search_ms"] = ms(time.perf_counter() - t)
-    t = time.perf_counter()
     hits = video_hits(store, ORG_ID, EVENT_ID, query.vector, threshold)
     out["all_hits_search_ms"] = ms(time.perf_counter() - t)
     out["hits"] = sum(len(v) for v in hits.values())
-    job = SearchJob(str(uuid.uuid4()), "bench", ORG_ID, EVENT_ID, threshold, settings.segments.model_dump(), "")
+    rules = SearchRules(threshold, settings.segments, "")
+    job = SearchJob(str(uuid.uuid4()), "bench", ORG_ID, EVENT_ID, rules, hits)
     t = time.perf_counter()
-    _, windows, _, media = plan_windows(settings, job, query.vector)
+    windows, _, media = plan_windows(settings, job)
     out["plan_windows_ms"] = ms(time.perf_counter() - t)
     cuts = []
     with tempfile.TemporaryDirectory(prefix="facereel-bench-clip-") as tmp:
@@ -721,7 +720,7 @@ def summarise(result: dict) -> str:
     if b:
         lines.append(
             f"\nBreakdown (person {b['person']}, in-process, sequential): embed selfie {b['embed_selfie_ms']} ms, "
-            f"open face store {b['open_store_ms']} ms, any-match search {b['any_match_search_ms']} ms, "
+            f"open face store {b['open_store_ms']} ms, "
             f"all-hits search {b['all_hits_search_ms']} ms ({b['hits']} hits), plan windows {b['plan_windows_ms']} ms, "
             f"{b['clips']} clips cut in {b['cut_s_total']} s (median {b['cut_s_median']} s per clip)."
         )
@@ -827,18 +826,18 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from app.config import load_app_settings
     from app.control import ControlStore
     from app.events import EventStore
-    from app.main import build_app
+    from app.main import build_api
     from app.security import KeyStore
-    from pipelines.config import load_settings
     from pipelines.index import index_event
 
     run_dir = out / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     port = free_port()
-    settings = load_settings(
+    settings = load_app_settings(
         None,
         data_dir=str(run_dir / "data"),
         ray={"num_cpus": 2},
@@ -887,7 +886,7 @@ def main() -> int:
         headers = {"X-API-Key": api_key}
         t = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(settings.model_dump()), name="facereel", route_prefix="/")
+        serve.run(build_api(settings), name="facereel", route_prefix="/")
         result["serve_start_s"] = round(time.perf_counter() - t, 1)
         print(f"  Serve up on {base} in {result['serve_start_s']} s", flush=True)
 

@@ -14,8 +14,12 @@ displayed at ``start_s``; passing that pts to ffmpeg makes the clip's first fram
 timestamp 0, with the audio cut at the same instant. Stream copy is not used because it can
 only start on a keyframe.
 
-The pure helpers (``format_hms``, ``clip_window_hms``) come first; functions that run
-ffmpeg or touch files are at the end.
+With ``reframe`` (a pipelines/reframe.py ``CropPath``) the clip is cropped to another
+aspect ratio along a path that follows a face; the path's times are source times and are
+shifted here so that they match the output's ``t``, which starts at 0 on the first frame.
+
+The pure helpers come first; functions that run ffmpeg or touch files are at the end.
+(The contract's HH:MM:SS strings are formatted in app/contract.py.)
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import imageio_ffmpeg
 
 from pipelines.config import ClipSettings
 from pipelines.media import is_remote, open_binary
+from pipelines.reframe import CropPath
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 # ``frame.time`` (a float) always selects that very frame. Far below any real frame period.
 EDGE_TOLERANCE_S = 1e-4
 STDERR_TAIL_CHARS = 300
+# libx264 with yuv420p needs even dimensions; this crops at most one pixel.
+EVEN_CROP = "crop=trunc(iw/2)*2:trunc(ih/2)*2"
 
 
 class ClipError(Exception):
@@ -68,23 +75,6 @@ class ClipInfo:
 
 # ---------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def format_hms(seconds: float) -> str:
-    """``HH:MM:SS`` of ``seconds``, rounded down; hours grow past two digits when needed."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"seconds must be finite and >= 0, got {seconds!r}")
-    total = math.floor(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-def clip_window_hms(start_s: float, end_s: float) -> tuple[str, str]:
-    """A window as whole seconds that cover it: start rounded down, end rounded up."""
-    if end_s < start_s:
-        raise ValueError(f"end_s ({end_s}) is before start_s ({start_s})")
-    return format_hms(start_s), format_hms(math.ceil(end_s))
 
 
 def _ffmpeg_time(seconds: float) -> str:
@@ -119,7 +109,14 @@ def _validate_window(start_s: float, end_s: float, poster_s: float) -> None:
 
 
 def _cut_command(
-    ffmpeg_exe: str, source: str, start_s: float, duration_s: float, has_audio: bool, out: Path, s: ClipSettings
+    ffmpeg_exe: str,
+    source: str,
+    start_s: float,
+    duration_s: float,
+    has_audio: bool,
+    out: Path,
+    s: ClipSettings,
+    video_filter: str = EVEN_CROP,
 ) -> list[str]:
     audio = ["-map", "0:a:0", "-c:a", s.audio_codec, "-b:a", s.audio_bitrate] if has_audio else ["-an"]
     return [
@@ -131,8 +128,9 @@ def _cut_command(
         # base) are dropped; the caller subtracts EDGE_TOLERANCE_S to exclude end_s itself.
         "-t", _ffmpeg_time(duration_s),
         "-map", "0:v:0", *audio, "-sn", "-dn", "-map_metadata", "-1",
-        # libx264 with yuv420p needs even dimensions; this crops at most one pixel.
-        "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+        # Even dimensions for libx264/yuv420p, or a reframing crop (even by construction)
+        # whose x/y expressions ffmpeg evaluates per frame with t = 0 at the first frame.
+        "-vf", video_filter,
         # Keep source timing (variable frame rate phones) without duplicating frames.
         "-fps_mode", "vfr",
         "-c:v", s.video_codec, "-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p",
@@ -140,11 +138,14 @@ def _cut_command(
     ]  # fmt: skip
 
 
-def _poster_command(ffmpeg_exe: str, source: str, at_s: float, out: Path, s: ClipSettings) -> list[str]:
+def _poster_command(
+    ffmpeg_exe: str, source: str, at_s: float, out: Path, s: ClipSettings, video_filter: str | None = None
+) -> list[str]:
+    vf = ["-vf", video_filter] if video_filter else []
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-seek_timestamp", "1", "-ss", _ffmpeg_time(at_s), "-i", source,
-        "-map", "0:v:0", "-frames:v", "1", "-q:v", str(s.poster_quality),
+        "-map", "0:v:0", *vf, "-frames:v", "1", "-q:v", str(s.poster_quality),
         "-update", "1", "-f", "image2", "-c:v", "mjpeg", str(out),
     ]  # fmt: skip
 
@@ -157,6 +158,7 @@ def _poster_command(ffmpeg_exe: str, source: str, at_s: float, out: Path, s: Cli
 class _Source:
     has_audio: bool
     end_s: float  # end of the video in the source timeline
+    size: tuple[int, int]  # coded width, height (what PyAV decodes, so what faces are found in)
 
 
 def _inspect_source(path: str) -> _Source:
@@ -174,7 +176,8 @@ def _inspect_source(path: str) -> _Source:
                 end = (container.start_time or 0) / av.time_base + container.duration / av.time_base
             else:
                 end = math.inf
-            return _Source(has_audio=bool(container.streams.audio), end_s=end)
+            size = (stream.codec_context.width, stream.codec_context.height)
+            return _Source(has_audio=bool(container.streams.audio), end_s=end, size=size)
     except ClipError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -304,9 +307,14 @@ def cut_clip(
     poster_s: float,
     settings: ClipSettings,
     storage_options: dict | None = None,
+    *,
+    reframe: CropPath | None = None,
 ) -> ClipInfo:
     """Cut ``[start_s, end_s)`` (source presentation times) into an H.264/AAC MP4 with
     +faststart, plus a JPEG poster of the frame on screen at ``poster_s``.
+
+    ``reframe`` crops clip and poster along a path planned for this source (its
+    ``source_size`` must be the video's size; ValueError otherwise); None keeps the frame.
 
     Outputs appear atomically (temporary sibling, then os.replace) and only when both were
     made. A window reaching past the end of the source gives a shorter clip; one starting
@@ -321,6 +329,8 @@ def cut_clip(
     started = time.monotonic()
     with _local_copy(source_uri, storage_options) as local:
         source = _inspect_source(local)
+        if reframe is not None and tuple(reframe.source_size) != source.size:
+            raise ValueError(f"reframe path is for a {reframe.source_size} source, the video is {source.size}")
         if start_s >= source.end_s:
             raise ClipError(f"window starts at {start_s:.3f} s, after the end of the video ({source.end_s:.3f} s)", 422)
         try:
@@ -339,13 +349,18 @@ def cut_clip(
             out.parent.mkdir(parents=True, exist_ok=True)
         tmp_mp4, tmp_poster = _temp_sibling(out_mp4), _temp_sibling(out_poster)
         try:
+            # The output's t is 0 at first_pts (input -ss resets timestamps): shift the path.
+            video_filter = reframe.ffmpeg_filter(offset_s=first_pts) if reframe is not None else EVEN_CROP
+            poster_filter = reframe.static_filter(poster_pts) if reframe is not None else None
             _run_ffmpeg(
-                _cut_command(ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings),
+                _cut_command(ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter),
                 "clip",
                 settings.timeout_s,
             )
             _run_ffmpeg(
-                _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings), "poster", settings.timeout_s
+                _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter),
+                "poster",
+                settings.timeout_s,
             )
             info = probe_clip(tmp_mp4)
             if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:

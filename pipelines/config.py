@@ -3,14 +3,15 @@
 Values come from, highest priority first: environment variables
 (``FACEREEL_<SECTION>__<FIELD>``, e.g. ``FACEREEL_DECODE__SAMPLE_FPS=4``), a YAML
 file (``--config``, ``$FACEREEL_CONFIG`` or ``./facereel.yaml``), then the defaults
-below, which work on a laptop with no GPU and no network.
+below, which work on a laptop with no GPU and no network. The online side adds its
+``api`` section in app/config.py (``AppSettings``); unknown sections are ignored here.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field
@@ -124,35 +125,6 @@ class ClipSettings(BaseModel):
     num_cpus: float = Field(default=0.5, gt=0.0)
 
 
-class ApiSettings(BaseModel):
-    """The HTTP service (Ray Serve). Replicas and resources live in serve_config.yaml."""
-
-    # Clip URLs are <public_base_url>/media/<key>; in the default setup the API serves them.
-    public_base_url: str = "http://127.0.0.1:8000"
-    # Orgs, events, API keys and search requests (LanceDB; local path or s3://).
-    control_uri: str = ""
-    # Where clips go unless an event names its own output location.
-    output_root: str = ""
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    # A search still processing after this long is failed (its worker is presumed lost).
-    request_deadline_s: float = Field(default=600.0, gt=0.0)
-    # How often each ingress replica sweeps for overdue searches.
-    sweep_interval_s: float = Field(default=30.0, gt=0.0)
-    # How long a replica may reuse an API key or event it has read (a revoked key or a
-    # toggled feature takes effect within this time). 0 disables the cache.
-    auth_cache_s: float = Field(default=5.0, ge=0.0)
-    # How often control tables are compacted, indexed and pruned of old versions, and after
-    # how many searches started by a replica (each search adds table versions and fragments;
-    # point reads slow from ~4 ms at 20 searches to ~130 ms at 1,000 without it).
-    maintenance_interval_s: float = Field(default=600.0, gt=0.0)
-    maintenance_every_searches: int = Field(default=100, ge=1)
-    # Token buckets per API key, shared by all replicas: sustained rate and burst.
-    post_per_minute: float = Field(default=30.0, gt=0.0)
-    post_burst: int = Field(default=10, ge=1)
-    get_per_minute: float = Field(default=600.0, gt=0.0)
-    get_burst: int = Field(default=100, ge=1)
-
-
 class RaySettings(BaseModel):
     # Empty: start a private local cluster; "auto" joins a running one, ray://... a remote one.
     address: str = ""
@@ -169,7 +141,6 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     segments: SegmentSettings = SegmentSettings()
     clip: ClipSettings = ClipSettings()
-    api: ApiSettings = ApiSettings()
     ray: RaySettings = RaySettings()
 
     @classmethod
@@ -188,17 +159,17 @@ class Settings(BaseSettings):
     def store_uri(self) -> str:
         return self.store.uri or str(Path(self.data_dir) / "lancedb")
 
-    @property
-    def control_uri(self) -> str:
-        return self.api.control_uri or str(Path(self.data_dir) / "control")
 
-    @property
-    def output_root(self) -> str:
-        return self.api.output_root or str(Path(self.data_dir) / "outputs")
+S = TypeVar("S", bound=Settings)
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Settings from ``path`` (or $FACEREEL_CONFIG, or ./facereel.yaml when present)."""
+def load_settings(path: str | os.PathLike[str] | None = None, settings_cls: type[S] = Settings, **overrides: Any) -> S:
+    """Settings from ``path`` (or $FACEREEL_CONFIG, or ./facereel.yaml when present).
+
+    Call this once per process tree (CLI, Serve application builder) and pass the object
+    on: it pickles as it is, so Ray workers keep the driver's values even when their own
+    ``FACEREEL_*`` environment differs.
+    """
     chosen = path or os.environ.get("FACEREEL_CONFIG")
     if chosen is None and Path("facereel.yaml").is_file():
         chosen = "facereel.yaml"
@@ -209,4 +180,4 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         if not isinstance(data, dict):
             raise ValueError(f"{chosen}: expected a mapping at the top level")
     data.update(overrides)
-    return Settings(**data)
+    return settings_cls(**data)

@@ -17,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipelines.media import open_binary
+from pipelines.media import MediaSource, open_binary
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,28 @@ class Chunk:
     end_s: float
     first_sample: int  # index on the sampling grid of the first sample this chunk owns
     end_sample: int  # exclusive
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of decode work, from planning to decode: a chunk of a video, or a photo."""
+
+    source: MediaSource
+    probe: MediaProbe
+    chunk_index: int
+    chunk: Chunk  # a photo is one chunk holding one sample
+
+
+def plan_work(probed: list[tuple[MediaSource, MediaProbe]], sample_fps: float, chunk_s: float) -> list[WorkItem]:
+    """Decode work for probed media: one item per video chunk, one per photo."""
+    items = []
+    for source, probe in probed:
+        if source.media_type == "photo":
+            chunks = [Chunk(0.0, 0.0, 0, 1)]
+        else:
+            chunks = plan_chunks(probe.start_s, probe.duration_s, sample_fps, chunk_s, probe.fps)
+        items.extend(WorkItem(source, probe, i, chunk) for i, chunk in enumerate(chunks))
+    return items
 
 
 @dataclass(frozen=True)

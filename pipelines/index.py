@@ -21,7 +21,7 @@ import pyarrow as pa
 import ray
 
 from pipelines.config import IndexSettings, PoolSettings, Settings
-from pipelines.decode import plan_chunks, probe_photo, probe_video
+from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
 from pipelines.media import MediaSource, list_media
 from pipelines.models import pack_info
 from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_batches
@@ -47,7 +47,7 @@ class IndexReport:
 @dataclass
 class _MediaProgress:
     source: MediaSource
-    probe: dict
+    probe: MediaProbe | None  # None when probing failed
     chunks_total: int
     chunks_done: int = 0
     frames: int = 0
@@ -99,49 +99,14 @@ def pool_sizes(
 
 
 @ray.remote(num_cpus=0.25)
-def _probe(source: MediaSource, storage_options: dict | None) -> dict:
+def _probe(source: MediaSource, storage_options: dict | None) -> MediaProbe | str:
+    """The media's probe, or the error that makes this file fail alone."""
     try:
-        probe = (
-            probe_photo(source.uri, storage_options)
-            if source.media_type == "photo"
-            else probe_video(source.uri, storage_options)
-        )
-        return {"ok": True, **probe.__dict__}
-    except Exception as exc:  # a corrupt file fails alone
-        return {"ok": False, "error": f"probe failed: {type(exc).__name__}: {exc}"}
-
-
-def _work_items(progress: dict[str, _MediaProgress], settings: Settings) -> list[dict]:
-    items = []
-    for key, mp in progress.items():
-        if mp.source.media_type == "photo":
-            chunks = [(0.0, 0.0, 0, 1)]
-        else:
-            planned = plan_chunks(
-                mp.probe["start_s"],
-                mp.probe["duration_s"],
-                settings.decode.sample_fps,
-                settings.decode.chunk_s,
-                mp.probe["fps"],
-            )
-            chunks = [(c.start_s, c.end_s, c.first_sample, c.end_sample) for c in planned]
-        mp.chunks_total = len(chunks)
-        for i, (start, end, first, last) in enumerate(chunks):
-            items.append(
-                {
-                    "media_key": key,
-                    "uri": mp.source.uri,
-                    "media_type": mp.source.media_type,
-                    "chunk_index": i,
-                    "chunk_start_s": float(start),
-                    "chunk_end_s": float(end),
-                    "first_sample": int(first),
-                    "end_sample": int(last),
-                    "origin_s": float(mp.probe["start_s"]),
-                    "video_fps": float(mp.probe["fps"]),
-                }
-            )
-    return items
+        if source.media_type == "photo":
+            return probe_photo(source.uri, storage_options)
+        return probe_video(source.uri, storage_options)
+    except Exception as exc:
+        return f"probe failed: {type(exc).__name__}: {exc}"
 
 
 def fit_to_available(idx: IndexSettings, available_cpus: float) -> IndexSettings:
@@ -181,7 +146,7 @@ def settled_free_cpus(need: float, wait_s: float = 1.0) -> float:
     return free
 
 
-def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
+def build_dataset(items: list[WorkItem], settings: Settings) -> ray.data.Dataset:
     idx0 = settings.index
     need = idx0.decode_num_cpus + idx0.detect.num_cpus + idx0.embed.num_cpus
     total, free = ray.cluster_resources(), {"CPU": settled_free_cpus(need)}
@@ -203,6 +168,7 @@ def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
     # Small blocks keep the stream moving: by default Ray merges a decoder's batches into
     # ~128 MiB blocks (dozens of frames) before detection can start.
     ctx.target_max_block_size = idx.block_mb * 1024 * 1024
+    # Non-dict items land in one object column, "item": the WorkItem travels as it is.
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         decode_batches,
@@ -214,22 +180,18 @@ def build_dataset(items: list[dict], settings: Settings) -> ray.data.Dataset:
             "storage_options": settings.store.storage_options or None,
         },
     )
-    ds = ds.map_batches(
-        DetectAlign,
-        batch_size=idx.detect.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=det_min, max_size=det_max),
-        num_cpus=idx.detect.num_cpus,
-        num_gpus=idx.detect.num_gpus,
-        fn_constructor_kwargs={"models_cfg": pool_models_cfg(idx.detect)},
-    )
-    ds = ds.map_batches(
-        Embed,
-        batch_size=idx.embed.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=emb_min, max_size=emb_max),
-        num_cpus=idx.embed.num_cpus,
-        num_gpus=idx.embed.num_gpus,
-        fn_constructor_kwargs={"models_cfg": pool_models_cfg(idx.embed)},
-    )
+    for stage, pool, (lo, hi) in (
+        (DetectAlign, idx.detect, (det_min, det_max)),
+        (Embed, idx.embed, (emb_min, emb_max)),
+    ):
+        ds = ds.map_batches(
+            stage,
+            batch_size=pool.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+            num_cpus=pool.num_cpus,
+            num_gpus=pool.num_gpus,
+            fn_constructor_kwargs={"models_cfg": pool_models_cfg(pool)},
+        )
     return ds
 
 
@@ -305,9 +267,10 @@ def index_event(
         p = mp.probe
         return {
             "org_id": org_id, "event_id": event_id, "media_key": mp.source.media_key, "uri": mp.source.uri,
-            "media_type": mp.source.media_type, "status": status, "start_s": p.get("start_s"), "duration_s": p.get("duration_s"), "fps": p.get("fps"),
-            "width": p.get("width"), "height": p.get("height"), "codec": p.get("codec"), "size_bytes": mp.source.size_bytes,
-            "face_count": mp.faces, "error": error or None, "model_pack": info.name,
+            "media_type": mp.source.media_type, "status": status,
+            "start_s": p and p.start_s, "duration_s": p and p.duration_s, "fps": p and p.fps,
+            "width": p and p.width, "height": p and p.height, "codec": p and p.codec,
+            "size_bytes": mp.source.size_bytes, "face_count": mp.faces, "error": error or None, "model_pack": info.name,
         }  # fmt: skip
 
     opts = settings.store.storage_options or None
@@ -315,15 +278,20 @@ def index_event(
     progress: dict[str, _MediaProgress] = {}
     early_failures = []
     for source, probe in zip(todo, probes, strict=True):
-        mp = _MediaProgress(source, probe if probe["ok"] else {}, 0)
-        if probe["ok"]:
-            progress[source.media_key] = mp
+        if isinstance(probe, str):
+            early_failures.append(media_row(_MediaProgress(source, None, 0), MEDIA_FAILED, probe))
+            report.failed[source.media_key] = probe
         else:
-            early_failures.append(media_row(mp, MEDIA_FAILED, probe["error"]))
-            report.failed[source.media_key] = probe["error"]
+            progress[source.media_key] = _MediaProgress(source, probe, 0)
     store.record_media(early_failures)
 
-    items = _work_items(progress, settings)
+    items = plan_work(
+        [(mp.source, mp.probe) for mp in progress.values() if mp.probe is not None],
+        settings.decode.sample_fps,
+        settings.decode.chunk_s,
+    )
+    for item in items:
+        progress[item.source.media_key].chunks_total += 1
     total_chunks = len(items)
     chunks_done = 0
     pending: list[pa.Table] = []

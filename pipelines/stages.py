@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.decode import Chunk, MediaProbe, SampledFrame, load_photo, sample_video
+from pipelines.decode import SampledFrame, WorkItem, load_photo, sample_video
 from pipelines.models import load_pack
 from pipelines.models.base import ALIGNED_SIZE, filter_detections
 
@@ -26,12 +26,12 @@ PASS_COLUMNS = ("kind", "media_key", "media_type", "timestamp_s", "frame_index",
 DECODE_BATCH = 8
 
 
-def _frame_batch(item: dict, frames: list) -> dict[str, np.ndarray]:
+def _frame_batch(item: WorkItem, frames: list[SampledFrame]) -> dict[str, np.ndarray]:
     n = len(frames)
     return {
         "kind": np.array([KIND_FRAME] * n),
-        "media_key": np.array([item["media_key"]] * n),
-        "media_type": np.array([item["media_type"]] * n),
+        "media_key": np.array([item.source.media_key] * n),
+        "media_type": np.array([item.source.media_type] * n),
         "timestamp_s": np.array([f.timestamp_s for f in frames], np.float64),
         "frame_index": np.array([f.frame_index for f in frames], np.int64),
         "error": np.array([""] * n),
@@ -40,13 +40,13 @@ def _frame_batch(item: dict, frames: list) -> dict[str, np.ndarray]:
     }
 
 
-def _end_batch(item: dict, frames: int, error: str) -> dict[str, np.ndarray]:
+def _end_batch(item: WorkItem, frames: int, error: str) -> dict[str, np.ndarray]:
     return {
         "kind": np.array([KIND_END]),
-        "media_key": np.array([item["media_key"]]),
-        "media_type": np.array([item["media_type"]]),
+        "media_key": np.array([item.source.media_key]),
+        "media_type": np.array([item.source.media_type]),
         "timestamp_s": np.zeros(1, np.float64),
-        "frame_index": np.full(1, item["chunk_index"], np.int64),
+        "frame_index": np.full(1, item.chunk_index, np.int64),
         "error": np.array([error]),
         "frames": np.array([frames], np.int64),
         "image": np.zeros((1, 2, 2, 3), np.uint8),
@@ -54,21 +54,18 @@ def _end_batch(item: dict, frames: int, error: str) -> dict[str, np.ndarray]:
 
 
 def decode_chunk(
-    item: dict, sample_fps: float, thread_type: str, storage_options: dict | None
+    item: WorkItem, sample_fps: float, thread_type: str, storage_options: dict | None
 ) -> Iterator[dict[str, np.ndarray]]:
     """Frames of one work item (a video chunk or a photo), then its end marker."""
     count, error = 0, ""
+    uri = item.source.uri
     try:
-        if item["media_type"] == "photo":
-            yield _frame_batch(item, [SampledFrame(0.0, 0, load_photo(item["uri"], storage_options))])
+        if item.source.media_type == "photo":
+            yield _frame_batch(item, [SampledFrame(0.0, 0, load_photo(uri, storage_options))])
             count = 1
         else:
-            probe = MediaProbe(0.0, float(item["video_fps"]), 0, 0, "", float(item["origin_s"]))
-            chunk = Chunk(
-                item["chunk_start_s"], item["chunk_end_s"], int(item["first_sample"]), int(item["end_sample"])
-            )
             pending = []
-            for frame in sample_video(item["uri"], probe, chunk, sample_fps, thread_type, storage_options):
+            for frame in sample_video(uri, item.probe, item.chunk, sample_fps, thread_type, storage_options):
                 pending.append(frame)
                 count += 1
                 if len(pending) >= DECODE_BATCH:
@@ -77,7 +74,7 @@ def decode_chunk(
             if pending:
                 yield _frame_batch(item, pending)
     except Exception as exc:  # recorded on the media row; other media go on
-        log.warning("decoding %s failed: %s", item["uri"], exc)
+        log.warning("decoding %s failed: %s", uri, exc)
         error = f"decode failed: {type(exc).__name__}: {exc}"
     yield _end_batch(item, count, error)
 
@@ -85,10 +82,8 @@ def decode_chunk(
 def decode_batches(
     batch: dict[str, np.ndarray], sample_fps: float, thread_type: str, storage_options: dict | None
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data entry point: one input row per chunk (batch_size=1)."""
-    keys = list(batch.keys())
-    for i in range(len(batch[keys[0]])):
-        item = {k: batch[k][i] for k in keys}
+    """Ray Data entry point: rows hold one ``WorkItem`` each (column "item", batch_size=1)."""
+    for item in batch["item"]:
         yield from decode_chunk(item, sample_fps, thread_type, storage_options)
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.config import Settings, load_settings
+from app.config import AppSettings, load_app_settings
 from pipelines.models import ModelPack, load_pack
 from pipelines.models.base import Detections
 from pipelines.synthetic import (
@@ -38,9 +38,9 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory, cache_dir) -> Settings:
+def settings(tmp_path_factory, cache_dir) -> AppSettings:
     data_dir = tmp_path_factory.mktemp("facereel-data")
-    return load_settings(None, data_dir=str(data_dir), models={"cache_dir": str(cache_dir)}, ray={"num_cpus": 2})
+    return load_app_settings(None, data_dir=str(data_dir), models={"cache_dir": str(cache_dir)}, ray={"num_cpus": 2})
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def _quiet_env():
 @dataclass
 class ServeApi:
     base_url: str
-    settings: Settings
+    settings: AppSettings
     control: object  # app.control.ControlStore
 
     def restart(self) -> None:
@@ -132,16 +132,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_serve(settings: Settings) -> None:
+def start_serve(settings: AppSettings) -> None:
     from urllib.parse import urlparse
 
     from ray import serve
 
-    from app.main import build_app
+    from app.main import build_api
 
     port = urlparse(settings.api.public_base_url).port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings.model_dump()), name="facereel", route_prefix="/")
+    serve.run(build_api(settings), name="facereel", route_prefix="/")
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import shutil
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import av
 import cv2
@@ -241,7 +240,7 @@ def test_rate_limit_is_429_with_retry_after(api, serve_api):
 
 
 # ---- the six statuses by real scenarios -----------------------------------------------
-def test_completed_clip_is_a_real_mp4_of_the_person(api, synthetic_event, pack):
+def test_completed_clip_is_a_real_mp4_of_the_person(api, synthetic_event, pack, tmp_path):
     person = 4
     selfie = person_selfie(synthetic_event, person)
     r = api.post(EVENT_ID, image=selfie)
@@ -261,7 +260,7 @@ def test_completed_clip_is_a_real_mp4_of_the_person(api, synthetic_event, pack):
 
     download = api.http.get(clip["video_url"])
     assert download.status_code == 200 and download.headers["content-type"] == "video/mp4"
-    local = Path(pytest.importorskip("tempfile").mkdtemp()) / "clip.mp4"
+    local = tmp_path / "clip.mp4"
     local.write_bytes(download.content)
     info = probe_clip(local)
     assert abs(info.duration_s - (clip["end_seconds"] - clip["start_seconds"])) < 0.5
@@ -369,7 +368,8 @@ def test_media_route_refuses_paths_outside_clips(api):
         f"/media/7/42/clips/{uuid.uuid4()}/..%2F..%2Fx.mp4",
         f"/media/7/42/clips/{uuid.uuid4()}/{uuid.uuid4()}.mp4",
     ):
-        assert api.http.get(api.base + path).status_code in (400, 404)
+        r = api.http.get(api.base + path)
+        assert (r.status_code, r.json()["data"]["code"]) == (404, "not_found"), path
 
 
 def test_records_survive_a_serve_restart(api, serve_api, synthetic_event):
@@ -381,3 +381,29 @@ def test_records_survive_a_serve_restart(api, serve_api, synthetic_event):
     after = api.get(EVENT_ID, rid)
     assert after.status_code == 200 and after.json() == before
     assert api.http.get(before["data"]["videos"][0]["video_url"]).status_code == 200
+
+
+# ---- settings cross process boundaries as the driver built them ------------------------
+def test_a_replica_with_other_env_still_uses_the_drivers_settings(api, serve_api, synthetic_event):
+    """A replica whose FACEREEL_* environment says "ignore every face" keeps the driver's values."""
+    import ray
+    from ray import serve
+
+    from app.config import load_app_settings
+    from app.deployments.embedder import SelfieEmbedder
+
+    env = {"env_vars": {"FACEREEL_MODELS__MIN_FACE_PX": "100000"}}
+
+    @ray.remote(num_cpus=0, runtime_env=env)
+    def settings_read_there() -> int:
+        return load_app_settings(None).models.min_face_px
+
+    assert ray.get(settings_read_there.remote()) == 100000  # the env is there, and would win if re-read
+    deployment = SelfieEmbedder.options(name="EnvCheckEmbedder", ray_actor_options={"num_cpus": 0, "runtime_env": env})
+    handle = serve.run(deployment.bind(serve_api.settings), name="envcheck", route_prefix=None)
+    try:
+        result = handle.embed.remote(person_selfie(synthetic_event, 2)).result(timeout_s=60)
+    finally:
+        serve.delete("envcheck")
+    assert serve_api.settings.models.min_face_px == 20
+    assert result["ok"] and result["model_pack"] == "yunet-sface"  # with 100000 px, no face would pass

@@ -14,35 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.clip import ClipError, ClipInfo, clip_window_hms, cut_clip, format_hms, probe_clip
+from pipelines.clip import ClipError, ClipInfo, cut_clip, probe_clip
 from pipelines.config import ClipSettings
 
 SETTINGS = ClipSettings()
-
-
-# --- pure helpers ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("seconds", "expected"),
-    [(0, "00:00:00"), (59.999, "00:00:59"), (61.0, "00:01:01"), (3661.5, "01:01:01"), (360_000, "100:00:00")],
-)
-def test_format_hms_floors(seconds, expected):
-    assert format_hms(seconds) == expected
-
-
-@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
-def test_format_hms_rejects_bad_input(bad):
-    with pytest.raises(ValueError):
-        format_hms(bad)
-
-
-def test_clip_window_hms_floors_start_and_ceils_end():
-    assert clip_window_hms(12.3, 17.01) == ("00:00:12", "00:00:18")
-    assert clip_window_hms(12.0, 17.0) == ("00:00:12", "00:00:17")
-    assert clip_window_hms(3599.5, 3600.2) == ("00:59:59", "01:00:01")
-    with pytest.raises(ValueError):
-        clip_window_hms(5.0, 4.0)
 
 
 # --- media helpers ---------------------------------------------------------------------

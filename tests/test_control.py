@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import pytest
 
-from app.contract import COMPLETED, PROCESSING, clip_item, result_payload
+from app.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
 from app.control import REQUESTS, ControlStore
 from app.ratelimit import Bucket, take
 from app.records import RequestRecords, SearchRecord
@@ -76,10 +77,10 @@ def test_contract_payload_shapes():
 def test_every_n_searches_trigger_background_maintenance(tmp_path):
     import asyncio
 
+    from app.config import load_app_settings
     from app.services import Services
-    from pipelines.config import load_settings
 
-    settings = load_settings(None, data_dir=str(tmp_path), api={"maintenance_every_searches": 2})
+    settings = load_app_settings(None, data_dir=str(tmp_path), api={"maintenance_every_searches": 2})
     services = Services.create(settings, embedder=None, limiter=None)
     services.records.start(SearchRecord(str(uuid.uuid4()), 1, 1, PROCESSING, "", "p", None))
 
@@ -93,3 +94,41 @@ def test_every_n_searches_trigger_background_maintenance(tmp_path):
     asyncio.run(two_searches())
     assert services.searches_since_maintenance == 0
     assert any(ix.columns == ["request_id"] for ix in services.control.table(REQUESTS).list_indices())
+
+
+# --- the contract's HH:MM:SS times
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0, "00:00:00"), (59.999, "00:00:59"), (61.0, "00:01:01"), (3661.5, "01:01:01"), (360_000, "100:00:00")],
+)
+def test_format_hms_floors(seconds, expected):
+    assert format_hms(seconds) == expected
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_format_hms_rejects_bad_input(bad):
+    with pytest.raises(ValueError):
+        format_hms(bad)
+
+
+def test_clip_window_hms_floors_start_and_ceils_end():
+    assert clip_window_hms(12.3, 17.01) == ("00:00:12", "00:00:18")
+    assert clip_window_hms(12.0, 17.0) == ("00:00:12", "00:00:17")
+    assert clip_window_hms(3599.5, 3600.2) == ("00:59:59", "01:00:01")
+    with pytest.raises(ValueError):
+        clip_window_hms(5.0, 4.0)
+
+
+def test_settings_pickle_without_rereading_the_environment(monkeypatch, tmp_path):
+    import pickle
+
+    from app.config import load_app_settings
+
+    settings = load_app_settings(None, data_dir=str(tmp_path), decode={"sample_fps": 3.0})
+    monkeypatch.setenv("FACEREEL_DECODE__SAMPLE_FPS", "7")
+    monkeypatch.setenv("FACEREEL_API__MAX_UPLOAD_BYTES", "2048")
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings and copy.decode.sample_fps == 3.0 and copy.api.max_upload_bytes == 10 * 1024 * 1024
+    assert load_app_settings(None).decode.sample_fps == 7.0  # what re-reading would have given

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from pipelines.config import PoolSettings
+from pipelines.decode import Chunk, MediaProbe, WorkItem, plan_work, probe_video
 from pipelines.index import index_event, pool_sizes
+from pipelines.media import MediaSource
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
 from pipelines.selfie import embed_selfie
@@ -129,10 +131,11 @@ def test_a_store_refuses_another_model_pack(indexed_event, settings):
 
 
 def test_stages_turn_a_video_chunk_into_embedded_faces(settings, synthetic_event):
-    item = {
-        "media_key": "k", "uri": str(synthetic_event.pan.path), "media_type": "video", "chunk_index": 0,
-        "chunk_start_s": 0.0, "chunk_end_s": 2.0, "first_sample": 0, "end_sample": 4, "origin_s": 0.0, "video_fps": 10.0,
-    }  # fmt: skip
+    path = synthetic_event.pan.path
+    probe = probe_video(str(path))
+    source = MediaSource(str(path), "k", "video", path.stat().st_size)
+    (item, *_) = plan_work([(source, probe)], sample_fps=2.0, chunk_s=2.0)
+    assert item.chunk == Chunk(0.0, 2.0, 0, 4) and item.probe == probe
     batches = list(decode_chunk(item, 2.0, "AUTO", None))
     assert batches[-1]["kind"].tolist() == [KIND_END] and batches[-1]["frames"][0] == 4
     frames = batches[0]
@@ -144,18 +147,8 @@ def test_stages_turn_a_video_chunk_into_embedded_faces(settings, synthetic_event
 
 
 def test_decode_errors_become_an_end_marker(tmp_path):
-    item = {
-        "media_key": "gone",
-        "uri": str(tmp_path / "missing.mp4"),
-        "media_type": "video",
-        "chunk_index": 0,
-        "chunk_start_s": 0.0,
-        "chunk_end_s": 1.0,
-        "first_sample": 0,
-        "end_sample": 2,
-        "origin_s": 0.0,
-        "video_fps": 25.0,
-    }
+    source = MediaSource(str(tmp_path / "missing.mp4"), "gone", "video", 0)
+    item = WorkItem(source, MediaProbe(1.0, 25.0, 64, 64, "h264", 0.0), 0, Chunk(0.0, 1.0, 0, 2))
     (end,) = list(decode_chunk(item, 2.0, "AUTO", None))
     assert end["kind"][0] == KIND_END and end["frames"][0] == 0
     assert "decode failed" in end["error"][0] and "missing.mp4" in end["error"][0]
@@ -181,4 +174,5 @@ def test_stage_cpus_shrink_to_fit_what_other_work_leaves():
     small = fit_to_available(idx, 1.25)  # e.g. a Serve app holds 0.75 of 2 CPUs
     need = small.decode_num_cpus + small.detect.num_cpus + small.embed.num_cpus
     assert need <= 1.25 and small.decode_num_cpus > small.detect.num_cpus > 0
-    pool_sizes(1.25, 0, small.decode_num_cpus, small.detect, small.embed)  # schedulable: no error
+    # One decode task and one actor per pool fit together (the pools' maxima stay within budget).
+    assert pool_sizes(1.25, 0, small.decode_num_cpus, small.detect, small.embed) == ((1, 1), (1, 1))

@@ -171,14 +171,18 @@ def test_insightface_pack_missing_directory_is_a_clear_error(tmp_path):
         pack_info("nope")
 
 
-def test_insightface_pack_wiring_with_stand_in_files(tmp_path, cache_dir):
-    """The pack's files are found and loaded through InsightFace's model_zoo.
+def test_insightface_pack_wiring_with_stand_in_files(tmp_path, cache_dir, pack):
+    """The pack's files are found, loaded through InsightFace's model_zoo, and our ArcFace
+    wrapper embeds with them.
 
-    No InsightFace weights ship anywhere we may use offline, so the stand-in files are
-    our converted SFace (recognition: 112x112 input) under buffalo_s's names; loading
-    proves the discovery, providers and ArcFace wrapper, not SCRFD's accuracy.
+    No InsightFace weights ship anywhere we may use offline, so the stand-in recognition
+    file is our converted SFace under buffalo_s's name. InsightFace reads its input
+    normalisation from the graph, so the wrapper must reproduce SFace's own embeddings;
+    SCRFD's accuracy is not tested.
     """
     from insightface.model_zoo import model_zoo
+
+    from pipelines.models.insightface_pack import ArcFaceEmbedder
 
     pack_dir = tmp_path / "buffalo_s"
     pack_dir.mkdir()
@@ -188,6 +192,15 @@ def test_insightface_pack_wiring_with_stand_in_files(tmp_path, cache_dir):
     assert det.name == "det_500m.onnx"
     model = model_zoo.get_model(str(rec), providers=["CPUExecutionProvider"], download=False)
     assert type(model).__name__ == "ArcFaceONNX"
+    model.prepare(-1)
+    wrapper = ArcFaceEmbedder(model)
+    image = read_bgr(insightface_image("t1.jpg"))
+    crops = pack.align_all(image, pack.detector.detect(image))
+    got = wrapper.embed(crops)
+    assert wrapper.dim == 128 and got.shape == (6, 128)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * pack.embedder.embed(crops)).sum(axis=1).min() > 0.9999
+    assert wrapper.embed(crops[:0]).shape == (0, 128)
 
 
 def test_thresholds_and_env_overrides(monkeypatch, tmp_path):

@@ -15,10 +15,10 @@ log = logging.getLogger(__name__)
 # Defaults match serve_config.yaml, so the Python entry point schedules the same way.
 @serve.deployment(name="SelfieEmbedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class SelfieEmbedder:
-    def __init__(self, settings_data: dict) -> None:
+    def __init__(self, settings: Settings) -> None:
         from pipelines.models import load_pack
 
-        self.settings = Settings(**settings_data)
+        self.settings = settings  # built by the driver; never re-read from this replica's env
         self.pack = load_pack(self.settings.models)
 
     def _embed(self, data: bytes) -> dict:

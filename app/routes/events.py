@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from app.contract import envelope
-from app.services import Services
+from app.routes.common import API, authorize
 
 
-async def event_details(request: Request, services: Services) -> JSONResponse:
-    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
-    _, event = await services.authorize(request.headers.get("x-api-key"), org_id, event_id, "get")
+async def event_details(request: Request) -> JSONResponse:
+    event = await authorize(request, "get")
     return JSONResponse(envelope("Event details retrieved", event.details()))
+
+
+def routes() -> list[Route]:
+    return [Route(API, event_details, methods=["GET"])]

@@ -4,28 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from app.errors import ApiError
-from app.services import Services, parse_request_id
-from pipelines.storage import OutputStorage, StorageError
+from app.routes.common import services_of
+from app.services import parse_request_id
+from pipelines.storage import StorageError
 
 FILE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(mp4|jpg)$")
 MEDIA_TYPES = {"mp4": "video/mp4", "jpg": "image/jpeg"}
+CHUNK_BYTES = 1 << 16
 
 
-async def clip_file(request: Request, services: Services) -> Response:
+def chunks_then_close(fh: BinaryIO) -> Iterator[bytes]:
+    """The file in chunks; closed when the response ends, however it ends."""
+    with fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            yield chunk
+
+
+async def clip_file(request: Request) -> Response:
+    services = services_of(request)
     org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
     request_id = parse_request_id(request.path_params["request_id"])
     name = request.path_params["name"]
     if not FILE_NAME.match(name):
         raise ApiError(404, "No such clip.", "not_found")
-    event = await asyncio.to_thread(services.events.get, org_id, event_id)
-    if event is None:
+    storage = await services.clip_storage(org_id, event_id)
+    if storage is None:
         raise ApiError(404, "No such clip.", "not_found")
-    storage = OutputStorage(event.output_location(services.settings), services.settings.store.storage_options)
     key = f"{org_id}/{event_id}/clips/{request_id}/{name}"
     media_type = MEDIA_TYPES[name.rsplit(".", 1)[1]]
     try:
@@ -36,4 +48,10 @@ async def clip_file(request: Request, services: Services) -> Response:
         fh = await asyncio.to_thread(storage.open, key)
     except StorageError:
         raise ApiError(404, "No such clip.", "not_found") from None
-    return StreamingResponse(iter(lambda: fh.read(1 << 16), b""), media_type=media_type)
+    return StreamingResponse(chunks_then_close(fh), media_type=media_type)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/media/{org_id:int}/{event_id:int}/clips/{request_id}/{name}", clip_file, methods=["GET", "HEAD"]),
+    ]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pipelines.models import insightface_pack, yunet_sface
 from pipelines.models.base import ModelPack, PackInfo
 
-DEFAULT_PACK = "yunet-sface"
-
 
 def pack_info(name: str) -> PackInfo:
     """Name, version, dimension and default threshold, without loading any model."""

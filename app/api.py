@@ -1,0 +1,104 @@
+"""The HTTP application: a Starlette app that the ApiIngress deployment serves.
+
+Routes come from one module per resource (app/routes/); errors are rendered once, in
+the contract's envelope: ``ApiError`` by its status and code, Starlette's own 404/405,
+and anything unexpected as a 500. The overdue sweep runs for the app's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.contract import error_body
+from app.errors import ApiError
+from app.routes import events, media, video_clipping
+from app.search.video_clipping import VideoClippingSearch
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {404: ("Not found.", "not_found"), 405: ("Method not allowed.", "method_not_allowed")}
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's routing errors (unknown path, wrong method) in the API envelope."""
+    assert isinstance(exc, HTTPException)
+    message, code = HTTP_CODES.get(exc.status_code, (str(exc.detail), "http_error"))
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # Starlette joins a set: make it stable
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+    return JSONResponse(error_body(message, code), status_code=exc.status_code, headers=headers)
+
+
+class InternalErrors:
+    """Any unexpected exception becomes the enveloped 500 (logged once, not re-raised)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = JSONResponse(error_body("Internal server error.", "internal_error"), status_code=500)
+            await response(scope, receive, send)
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_api(services: Services) -> Starlette:
+    """The app for one ingress replica; routes reach the services through ``app.state``."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.get_running_loop().create_task(services.sweep_forever())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+
+    app = Starlette(
+        routes=[
+            *events.routes(),
+            *video_clipping.routes(),
+            *media.routes(),
+            Route("/healthz", health, methods=["GET"]),
+        ],
+        middleware=[Middleware(InternalErrors)],
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.video_clipping = VideoClippingSearch(services)
+    return app
