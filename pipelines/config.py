@@ -99,6 +99,57 @@ class StoreSettings(BaseModel):
     read_consistency_s: float = Field(default=0.0, ge=0.0)
 
 
+class TrackSettings(BaseModel):
+    """How faces of adjacent samples link into tracks (one video at a time)."""
+
+    # A track closes when no face has linked to it for longer than this: 1.5 s is 3 sample
+    # periods at 2 fps, so up to 2 missed detections (occlusion, blink of blur) are bridged.
+    max_gap_s: float = Field(default=1.5, gt=0.0)
+    # Overlap of the face box with the track's motion-predicted box needed for an IoU link.
+    min_iou: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Cosine to the track (best of its last face and its mean) needed alongside the overlap.
+    # Below the 0.40 match threshold: linking is 1:1 between adjacent samples and the box must
+    # overlap too, so a profile that resembles its neighbour only moderately still links.
+    min_link_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # Without box overlap (fast motion, swapped places, missed samples), a link needs this
+    # cosine and a centre within ``max_center_jump`` face sizes (sqrt of box area).
+    strong_link_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    max_center_jump: float = Field(default=3.0, gt=0.0)
+    # Link score = similarity + iou_weight * IoU; the greedy 1:1 assignment takes the best first.
+    iou_weight: float = Field(default=1.0, ge=0.0)
+    # Hellinger distance between frame signatures above which a sample starts a new shot.
+    # Same-shot changes (small pan, +30 brightness) measure <= 0.25, unrelated images >= 0.8.
+    cut_threshold: float = Field(default=0.4, gt=0.0, le=1.0)
+    # Track evidence = quality-weighted mean of the best k face similarities: more than one
+    # face so a single lucky impostor frame does not carry a track, few enough that a mostly
+    # profile track with a short frontal moment still matches.
+    best_k: int = Field(default=3, ge=1)
+    # Face quality (size x sharpness x detector score) saturates at these: SFace aligns to
+    # 112x112, so ~80 px faces keep the detail it uses; variance of the Laplacian of the
+    # aligned crop is several hundred when sharp, ~40 blurred by 1 px, 100 counts as sharp.
+    full_quality_face_px: float = Field(default=80.0, gt=0.0)
+    full_quality_sharpness: float = Field(default=100.0, gt=0.0)
+
+
+class MatchSettings(BaseModel):
+    """How a person is found among an event's faces (per-event threshold overrides apply)."""
+
+    # "tracks": a track whose best faces pass the threshold lends the match to all of its
+    # faces (profiles, small faces); "faces": every face on its own, as a baseline.
+    mode: Literal["tracks", "faces"] = "tracks"
+    # Faces at least this similar to a reference are fetched as candidates; their tracks are
+    # then scored whole. Well below the threshold, above most different-person pairs.
+    candidate_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
+    # Query expansion: faces matched this far above the threshold become extra references
+    # (at most ``expansion_refs``, best first) for a second pass.
+    expansion: bool = True
+    expansion_margin: float = Field(default=0.10, ge=0.0, le=1.0)
+    expansion_refs: int = Field(default=8, ge=0)
+    # A face found only through an expanded reference must still be this similar to one of
+    # the person's own photos: stops the expansion drifting to someone else.
+    expansion_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
+
+
 class SegmentSettings(BaseModel):
     """How matched timestamps of one video become one clip window (per-event overridable)."""
 
@@ -139,6 +190,8 @@ class Settings(BaseSettings):
     decode: DecodeSettings = DecodeSettings()
     index: IndexSettings = IndexSettings()
     store: StoreSettings = StoreSettings()
+    tracks: TrackSettings = TrackSettings()
+    match: MatchSettings = MatchSettings()
     segments: SegmentSettings = SegmentSettings()
     clip: ClipSettings = ClipSettings()
     ray: RaySettings = RaySettings()

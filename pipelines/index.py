@@ -20,11 +20,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from pipelines.config import IndexSettings, PoolSettings, Settings
+from pipelines.config import IndexSettings, PoolSettings, Settings, TrackSettings
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
+from pipelines.linking import VideoTracks
 from pipelines.media import MediaSource, list_media
 from pipelines.models import pack_info
+from pipelines.models.base import PackInfo
 from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_batches
+from pipelines.tracks import NO_TRACK, SIGNATURE_DIM, face_quality
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +171,17 @@ def build_dataset(items: list[WorkItem], settings: Settings) -> ray.data.Dataset
     # Small blocks keep the stream moving: by default Ray merges a decoder's batches into
     # ~128 MiB blocks (dozens of frames) before detection can start.
     ctx.target_max_block_size = idx.block_mb * 1024 * 1024
-    # Non-dict items land in one object column, "item": the WorkItem travels as it is.
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    # Batches reach the writer in input order: a video's frames arrive in time order for
+    # track linking, and a chunk's end marker after all of its faces.
+    ctx.execution_options.preserve_order = True
+    # Rows carry positions; the WorkItems themselves travel as they are, with the decode function.
+    ds = ray.data.from_items([{"work": i} for i in range(len(items))], override_num_blocks=max(1, len(items)))
     ds = ds.map_batches(
         decode_batches,
         batch_size=1,
         num_cpus=idx.decode_num_cpus,
         fn_kwargs={
+            "work": items,
             "sample_fps": settings.decode.sample_fps,
             "thread_type": settings.decode.thread_type,
             "storage_options": settings.store.storage_options or None,
@@ -196,9 +203,15 @@ def build_dataset(items: list[WorkItem], settings: Settings) -> ray.data.Dataset
 
 
 def face_rows(
-    batch: dict[str, np.ndarray], org_id: int, event_id: int, pack_name: str, pack_version: str, dim: int
-) -> pa.Table:
-    """Face rows of one pipeline batch as an Arrow table in the faces schema's column order."""
+    batch: dict[str, np.ndarray],
+    org_id: int,
+    event_id: int,
+    pack: PackInfo,
+    tracks: TrackSettings,
+) -> tuple[pa.Table, np.ndarray]:
+    """Face rows of one pipeline batch as an Arrow table in the faces schema's column order
+    (``track_id`` still unset), and each row's frame signature for the linker."""
+    dim = pack.dim
     sel = batch["kind"] == KIND_FACE
     n = int(sel.sum())
     keys = batch["media_key"][sel]
@@ -212,7 +225,13 @@ def face_rows(
     def fixed(arr: np.ndarray, width: int) -> pa.FixedSizeListArray:
         return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr, np.float32).reshape(-1)), width)
 
-    return pa.table(
+    quality = [
+        face_quality(
+            px, det, sharp, full_face_px=tracks.full_quality_face_px, full_sharpness=tracks.full_quality_sharpness
+        )
+        for px, det, sharp in zip(batch["face_px"][sel], batch["det_score"][sel], batch["sharpness"][sel], strict=True)
+    ]
+    table = pa.table(
         {
             "face_id": pa.array(face_ids, pa.string()),
             "org_id": pa.array(np.full(n, org_id, np.int64)),
@@ -225,11 +244,14 @@ def face_rows(
             "landmarks": fixed(np.asarray(batch["landmarks"][sel]).reshape(n, 10), 10),
             "det_score": pa.array(batch["det_score"][sel].astype(np.float32)),
             "face_px": pa.array(batch["face_px"][sel].astype(np.float32)),
+            "track_id": pa.array(np.full(n, NO_TRACK, np.int64)),
+            "quality": pa.array(np.asarray(quality, np.float32)),
             "vector": fixed(np.asarray(batch["vector"][sel]).reshape(n, dim), dim),
-            "model_pack": pa.array([pack_name] * n, pa.string()),
-            "model_version": pa.array([pack_version] * n, pa.string()),
+            "model_pack": pa.array([pack.name] * n, pa.string()),
+            "model_version": pa.array([pack.version] * n, pa.string()),
         }
     )
+    return table, np.asarray(batch["signature"][sel], np.float32).reshape(n, SIGNATURE_DIM)
 
 
 def index_event(
@@ -303,15 +325,22 @@ def index_event(
             store.add_faces(pa.concat_tables(pending))
         pending, pending_rows = [], 0
 
+    def write(faces: pa.Table | None, tracks: pa.Table) -> None:
+        nonlocal pending_rows
+        if faces is not None:
+            pending.append(faces)
+            pending_rows += faces.num_rows
+        store.add_tracks(tracks)  # a track's faces may still be pending: searches join by id, not order
+
     if items:
         ds = build_dataset(items, settings)
+        linking = VideoTracks(settings.tracks, org_id, event_id, info)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             if len(batch["kind"]) == 0:
                 continue
-            faces = face_rows(batch, org_id, event_id, info.name, info.version, info.dim)
+            faces, signatures = face_rows(batch, org_id, event_id, info, settings.tracks)
             if faces.num_rows:
-                pending.append(faces)
-                pending_rows += faces.num_rows
+                linking.add(faces, signatures)
                 for key, count in zip(
                     *np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True),
                     strict=True,
@@ -320,12 +349,14 @@ def index_event(
             finished = []
             for i in np.flatnonzero(batch["kind"] == KIND_END):
                 mp = progress[str(batch["media_key"][i])]
+                write(*linking.end_chunk(mp.source.media_key))
                 mp.chunks_done += 1
                 mp.frames += int(batch["frames"][i])
                 if batch["error"][i]:
                     mp.errors.append(str(batch["error"][i]))
                 chunks_done += 1
                 if mp.chunks_done == mp.chunks_total:
+                    write(None, linking.end_media(mp.source.media_key))
                     finished.append(mp)
             if pending_rows >= settings.index.write_batch_rows or finished:
                 flush()  # faces are stored before their media is marked indexed

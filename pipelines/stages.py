@@ -16,6 +16,7 @@ import numpy as np
 from pipelines.decode import SampledFrame, WorkItem, load_photo, sample_video
 from pipelines.models import load_pack
 from pipelines.models.base import ALIGNED_SIZE, filter_detections
+from pipelines.tracks import SIGNATURE_DIM, crop_sharpness, frame_signature
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ KIND_FRAME, KIND_FACE, KIND_END = "frame", "face", "end"
 PASS_COLUMNS = ("kind", "media_key", "media_type", "timestamp_s", "frame_index", "error", "frames")
 # Frames per yielded decode batch: small, so memory stays bounded per task.
 DECODE_BATCH = 8
+# Per-face columns stacked into 2-D+ arrays, with their dtypes.
+STACKED = {"bbox": np.float32, "landmarks": np.float32, "signature": np.float32, "crop": np.uint8}
 
 
 def _frame_batch(item: WorkItem, frames: list[SampledFrame]) -> dict[str, np.ndarray]:
@@ -80,11 +83,15 @@ def decode_chunk(
 
 
 def decode_batches(
-    batch: dict[str, np.ndarray], sample_fps: float, thread_type: str, storage_options: dict | None
+    batch: dict[str, np.ndarray],
+    work: list[WorkItem],
+    sample_fps: float,
+    thread_type: str,
+    storage_options: dict | None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data entry point: rows hold one ``WorkItem`` each (column "item", batch_size=1)."""
-    for item in batch["item"]:
-        yield from decode_chunk(item, sample_fps, thread_type, storage_options)
+    """Ray Data entry point: rows name a ``WorkItem`` of ``work`` by position (batch_size=1)."""
+    for i in batch["work"]:
+        yield from decode_chunk(work[int(i)], sample_fps, thread_type, storage_options)
 
 
 def _empty_faces() -> dict[str, np.ndarray]:
@@ -100,12 +107,18 @@ def _empty_faces() -> dict[str, np.ndarray]:
         "landmarks": np.zeros((0, 10), np.float32),
         "det_score": np.zeros(0, np.float32),
         "face_px": np.zeros(0, np.float32),
+        "sharpness": np.zeros(0, np.float32),
+        "signature": np.zeros((0, SIGNATURE_DIM), np.float32),
         "crop": np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8),
     }
 
 
 class DetectAlign:
-    """Actor: frames in, small aligned face crops out (whole frames stop here)."""
+    """Actor: frames in, small aligned face crops out (whole frames stop here).
+
+    What tracking needs from the whole frame is computed here too: each face row carries
+    its crop's sharpness and its frame's colour signature (for shot cuts).
+    """
 
     def __init__(self, models_cfg) -> None:
         self.pack = load_pack(models_cfg)
@@ -116,25 +129,27 @@ class DetectAlign:
         rows: dict[str, list] = {k: [] for k in _empty_faces()}
         for i in range(len(batch["kind"])):
             if batch["kind"][i] != KIND_FRAME:
-                self._append(rows, batch, i, None, None, None, None)
+                self._append(rows, batch, i, None, None, None, None, None)
                 continue
             image = np.asarray(batch["image"][i])
             dets = filter_detections(self.pack.detector.detect(image), self.min_score, self.min_face_px)
+            if not len(dets):
+                continue
             crops = self.pack.align_all(image, dets)
+            signature = frame_signature(image)
             for j in range(len(dets)):
-                self._append(rows, batch, i, dets.boxes[j], dets.landmarks[j], dets.scores[j], crops[j])
+                self._append(rows, batch, i, dets.boxes[j], dets.landmarks[j], dets.scores[j], crops[j], signature)
         if not rows["kind"]:
             return _empty_faces()
-        out = {k: np.array(v) for k, v in rows.items() if k not in ("bbox", "landmarks", "crop")}
-        out["bbox"] = np.stack(rows["bbox"]).astype(np.float32)
-        out["landmarks"] = np.stack(rows["landmarks"]).astype(np.float32)
-        out["crop"] = np.stack(rows["crop"]).astype(np.uint8)
-        out["det_score"] = out["det_score"].astype(np.float32)
-        out["face_px"] = out["face_px"].astype(np.float32)
+        out = {k: np.array(v) for k, v in rows.items() if k not in STACKED}
+        for col, dtype in STACKED.items():
+            out[col] = np.stack(rows[col]).astype(dtype)
+        for col in ("det_score", "face_px", "sharpness"):
+            out[col] = out[col].astype(np.float32)
         return out
 
     @staticmethod
-    def _append(rows: dict[str, list], batch, i: int, box, landmarks, score, crop) -> None:
+    def _append(rows: dict[str, list], batch, i: int, box, landmarks, score, crop, signature) -> None:
         for col in PASS_COLUMNS:
             rows[col].append(batch[col][i])
         if box is None:  # marker row
@@ -142,6 +157,8 @@ class DetectAlign:
             rows["landmarks"].append(np.zeros(10, np.float32))
             rows["det_score"].append(0.0)
             rows["face_px"].append(0.0)
+            rows["sharpness"].append(0.0)
+            rows["signature"].append(np.zeros(SIGNATURE_DIM, np.float32))
             rows["crop"].append(np.zeros((ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8))
             return
         rows["kind"][-1] = KIND_FACE
@@ -149,6 +166,8 @@ class DetectAlign:
         rows["landmarks"].append(landmarks.reshape(10))
         rows["det_score"].append(float(score))
         rows["face_px"].append(float(min(box[2] - box[0], box[3] - box[1])))
+        rows["sharpness"].append(crop_sharpness(crop))
+        rows["signature"].append(signature)
         rows["crop"].append(crop)
 
 

@@ -1,7 +1,8 @@
 """LanceDB store: connection, every table schema, writes, search, index upkeep.
 
-One ``faces`` table (one row per detected face, all orgs and events) and one ``media``
-table (one row per indexed source). The faces table remembers which model pack filled
+One ``faces`` table (one row per detected face, all orgs and events), one ``tracks``
+table (one row per face track, pipelines/tracks.py) and one ``media`` table (one row per
+indexed source). The faces table remembers which model pack filled
 it; a store is bound to one pack, so mixing embeddings is impossible.
 """
 
@@ -19,6 +20,7 @@ import pyarrow as pa
 from lancedb.index import BTree
 
 from pipelines.models.base import PackInfo
+from pipelines.tracks import NO_TRACK
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ warnings.filterwarnings("ignore", message="lancedb fork support is experimental"
 
 FACES = "faces"
 MEDIA = "media"
+TRACKS = "tracks"
 PACK_META_KEY = b"facereel.model_pack"
 VERSION_META_KEY = b"facereel.model_version"
 
@@ -48,6 +51,8 @@ def faces_schema(pack: PackInfo) -> pa.Schema:
             pa.field("landmarks", pa.list_(pa.float32(), 10)),
             pa.field("det_score", pa.float32()),
             pa.field("face_px", pa.float32()),  # shorter side of the bbox
+            pa.field("track_id", pa.int64()),  # per media key (pipelines/tracks.py); NO_TRACK for photos
+            pa.field("quality", pa.float32()),  # size x sharpness x detector score, in [0, 1]
             pa.field("vector", pa.list_(pa.float32(), pack.dim)),
             pa.field("model_pack", pa.string()),
             pa.field("model_version", pa.string()),
@@ -55,6 +60,28 @@ def faces_schema(pack: PackInfo) -> pa.Schema:
         metadata={PACK_META_KEY: pack.name.encode(), VERSION_META_KEY: pack.version.encode()},
     )
 
+
+def tracks_schema(pack: PackInfo) -> pa.Schema:
+    """One row per face track: a person's consecutive faces in one shot of one video."""
+    return pa.schema(
+        [
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),
+            pa.field("media_key", pa.string()),
+            pa.field("track_id", pa.int64()),
+            pa.field("start_s", pa.float64()),
+            pa.field("end_s", pa.float64()),
+            pa.field("faces", pa.int64()),
+            pa.field("best_face_id", pa.string()),
+            pa.field("best_quality", pa.float32()),
+            pa.field("vector", pa.list_(pa.float32(), pack.dim)),  # quality-weighted mean, unit norm
+        ]
+    )
+
+
+# Columns added to the faces table after it was first released: (name, SQL default).
+FACE_COLUMNS_ADDED = {"track_id": f"CAST({NO_TRACK} AS BIGINT)", "quality": "CAST(0.5 AS FLOAT)"}
+FACE_COLUMNS = ["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox", "track_id", "quality"]
 
 MEDIA_SCHEMA = pa.schema(
     [
@@ -101,6 +128,8 @@ class FaceHit:
     frame_index: int
     bbox: tuple[float, float, float, float]
     similarity: float
+    track_id: int = NO_TRACK
+    quality: float = 0.0
 
 
 class FaceStore:
@@ -128,7 +157,9 @@ class FaceStore:
         self.ann_refine_factor = ann_refine_factor
         self.faces = self._open_or_create(FACES, faces_schema(pack))
         self.media = self._open_or_create(MEDIA, MEDIA_SCHEMA)
+        self.tracks = self._open_or_create(TRACKS, tracks_schema(pack))
         self._check_pack()
+        self._add_new_face_columns()
 
     @classmethod
     def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
@@ -161,6 +192,16 @@ class FaceStore:
                 f"but the configured model pack is {self.pack.name} ({self.pack.version}); "
                 "use the same pack or another store.uri"
             )
+
+    def _add_new_face_columns(self) -> None:
+        """A store written before tracks existed gains the columns (no track, middling quality);
+        re-indexing its media fills them properly."""
+        missing = {k: v for k, v in FACE_COLUMNS_ADDED.items() if k not in self.faces.schema.names}
+        if missing:
+            log.warning(
+                "faces table at %s predates %s: added; re-index media to build tracks", self.uri, sorted(missing)
+            )
+            self.faces.add_columns(missing)
 
     # ---- media -----------------------------------------------------------------
     def media_rows(self, org_id: int, event_id: int) -> list[dict]:
@@ -202,11 +243,23 @@ class FaceStore:
         if table.num_rows:
             self.faces.add(table.cast(self.faces.schema))
 
+    def add_tracks(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.tracks.add(table.cast(self.tracks.schema))
+
     def delete_media_faces(self, org_id: int, event_id: int, media_keys: Sequence[str]) -> None:
-        """Remove faces of media about to be (re)indexed, so a retry never duplicates rows."""
+        """Remove faces and tracks of media about to be (re)indexed, so a retry never duplicates rows."""
         for start in range(0, len(media_keys), 500):
             keys = ", ".join(sql_str(k) for k in media_keys[start : start + 500])
-            self.faces.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
+            for table in (self.faces, self.tracks):
+                table.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
+
+    def track_faces(self, org_id: int, event_id: int, media_key: str, track_ids: Sequence[int]) -> pa.Table:
+        """Every face of the given tracks of one video, with vectors, in time order."""
+        ids = ", ".join(str(int(t)) for t in sorted(set(track_ids)))
+        where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)} AND track_id IN ({ids})"
+        table = self.faces.search().where(where).select([*FACE_COLUMNS, "vector"]).limit(None).to_arrow()
+        return table.sort_by("timestamp_s")
 
     def count_faces(self, org_id: int | None = None, event_id: int | None = None) -> int:
         if org_id is None or event_id is None:
@@ -237,7 +290,7 @@ class FaceStore:
             self.faces.search(vector, vector_column_name="vector")
             .distance_type("cosine")
             .where(where, prefilter=True)
-            .select(["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox", "_distance"])
+            .select([*FACE_COLUMNS, "_distance"])
         )
         if self._has_vector_index():
             query = query.nprobes(self.ann_nprobes).refine_factor(self.ann_refine_factor)
@@ -255,6 +308,8 @@ class FaceStore:
                 r["frame_index"],
                 tuple(r["bbox"]),
                 1.0 - r["_distance"],
+                r["track_id"] if r["track_id"] is not None else NO_TRACK,
+                r["quality"] or 0.0,
             )
             for r in rows
         ]
@@ -267,6 +322,7 @@ class FaceStore:
         """Compact small fragments left by streaming appends and refresh indices."""
         self.faces.optimize()
         self.media.optimize()
+        self.tracks.optimize()
 
     def ensure_indices(self) -> None:
         """Scalar index for event filters; a vector index once the table is large enough."""

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+
+from pipelines.config import TrackSettings
 
 FaceRef = str | int
+NO_TRACK = -1  # a face linked to no track: photos, and faces indexed before tracks existed
 
 # Face quality saturates here: SFace aligns to 112x112, so faces of ~80 px and more keep almost
 # all the detail it uses; smaller faces are upsampled and blur.
@@ -38,35 +40,7 @@ _SIG_SAT_BINS = 4
 _SIG_VAL_BINS = 4
 _SIG_VAL_WEIGHT = 0.25  # brightness changes within a shot (flashes, exposure) should not look like cuts
 _SIG_SAMPLES_SHORT_SIDE = 48
-
-
-class TrackSettings(BaseModel):
-    """How faces of adjacent samples link into tracks (one video at a time)."""
-
-    # A track closes when no face has linked to it for longer than this: 1.5 s is 3 sample
-    # periods at 2 fps, so up to 2 missed detections (occlusion, blink of blur) are bridged.
-    max_gap_s: float = Field(default=1.5, gt=0.0)
-    # Overlap of the face box with the track's motion-predicted box needed for an IoU link.
-    min_iou: float = Field(default=0.2, ge=0.0, le=1.0)
-    # Cosine to the track (best of its last face and its mean) needed alongside the overlap.
-    # Below the 0.40 match threshold: linking is 1:1 between adjacent samples and the box must
-    # overlap too, so a profile that resembles its neighbour only moderately still links.
-    min_link_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
-    # Without box overlap (fast motion, swapped places, missed samples), a link needs this
-    # cosine and a centre within ``max_center_jump`` face sizes (sqrt of box area).
-    strong_link_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
-    max_center_jump: float = Field(default=3.0, gt=0.0)
-    # Link score = similarity + iou_weight * IoU; the greedy 1:1 assignment takes the best first.
-    iou_weight: float = Field(default=1.0, ge=0.0)
-    # Hellinger distance between frame signatures above which a sample starts a new shot.
-    # Same-shot changes (small pan, +30 brightness) measure <= 0.25, unrelated images >= 0.8.
-    cut_threshold: float = Field(default=0.4, gt=0.0, le=1.0)
-    # Track evidence = quality-weighted mean of the best k face similarities: more than one
-    # face so a single lucky impostor frame does not carry a track, few enough that a mostly
-    # profile track with a short frontal moment still matches.
-    best_k: int = Field(default=3, ge=1)
-    full_quality_face_px: float = Field(default=FULL_QUALITY_FACE_PX, gt=0.0)
-    full_quality_sharpness: float = Field(default=FULL_QUALITY_SHARPNESS, gt=0.0)
+SIGNATURE_DIM = _SIG_HUE_BINS * _SIG_SAT_BINS + _SIG_VAL_BINS
 
 
 # --- face quality ---------------------------------------------------------------------------

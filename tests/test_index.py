@@ -176,3 +176,21 @@ def test_stage_cpus_shrink_to_fit_what_other_work_leaves():
     assert need <= 1.25 and small.decode_num_cpus > small.detect.num_cpus > 0
     # One decode task and one actor per pool fit together (the pools' maxima stay within budget).
     assert pool_sizes(1.25, 0, small.decode_num_cpus, small.detect, small.embed) == ((1, 1), (1, 1))
+
+
+def test_pan_faces_link_into_one_track_per_person(store, pack, synthetic_event):
+    """Each person crosses the pan once: their matched faces share one track, and the
+    tracks table accounts for every face of the video."""
+    key = synthetic_event.pan.path.name
+    where = f"org_id = {EVENT_ORG} AND event_id = {EVENT_ID} AND media_key = '{key}'"
+    faces = store.faces.search().where(where).select(["track_id"]).limit(None).to_arrow()
+    tracks = store.tracks.search().where(where).limit(None).to_arrow()
+    face_tracks = faces.column("track_id").to_pylist()
+    assert min(face_tracks) >= 0  # every video face is on a track
+    assert sorted(set(face_tracks)) == sorted(tracks.column("track_id").to_pylist())
+    assert sum(tracks.column("faces").to_pylist()) == faces.num_rows
+    for person in range(6):
+        hits = store.search(EVENT_ORG, EVENT_ID, selfie_vector(pack, synthetic_event, person), 0.4, None, "video")
+        assert len({h.track_id for h in hits if h.media_key == key}) == 1, person
+    photo = store.faces.search().where(f"media_key = '{synthetic_event.photo.name}'").limit(None).to_arrow()
+    assert set(photo.column("track_id").to_pylist()) == {-1}  # photos are not tracked
