@@ -89,6 +89,27 @@ def cmd_media(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipelines.eval_runner import DEFAULT_EXCLUDE, run_evaluation
+    from pipelines.evaluate import format_table, overall
+
+    settings = _settings(args)
+    if not args.data_dir:  # keep the evaluation's index apart from the product's
+        settings = settings.model_copy(update={"data_dir": str(Path(".facereel-eval"))})
+    modes = ("faces", "tracks") if args.mode == "both" else (args.mode,)
+    print(f"evaluating {args.set} (index in {settings.store_uri}; modes: {', '.join(modes)})")
+    report = run_evaluation(settings, Path(args.set), modes, args.max_photos, tuple(args.exclude or DEFAULT_EXCLUDE))
+    for identity, photos in sorted(report.photos_failed.items()):
+        print(f"  no usable face in {identity}: {', '.join(photos)}")
+    before = report.scores.get("faces") if len(modes) == 2 else None
+    after = report.scores[modes[-1]]
+    print(f"\ncoverage per identity ({'per-face -> tracks + expansion' if before else modes[-1]}):")
+    print(format_table(after, before))
+    wrong = overall(after).wrong_segments
+    print(f"\nwrong-person segments: {wrong}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -183,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", type=int, required=True)
     p.add_argument("--event", type=int, required=True)
     p.set_defaults(func=cmd_media)
+
+    p = sub.add_parser("eval", help="coverage per identity on a labelled set (video_truth.csv, labels.csv)")
+    p.add_argument("set", nargs="?", default="../shared/data/faces", help="the labelled set's folder")
+    p.add_argument("--mode", choices=["faces", "tracks", "both"], default="both", help="matching to score")
+    p.add_argument("--max-photos", type=int, default=3, help="reference photos per identity")
+    p.add_argument("--exclude", action="append", help="glob of reference photos to skip (repeatable)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="synthetic event: index it, serve the API, search it with a selfie over HTTP")
     p.add_argument("--dir", default="demo-data", help="where the synthetic media and clips are written")

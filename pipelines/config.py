@@ -120,10 +120,6 @@ class TrackSettings(BaseModel):
     # Hellinger distance between frame signatures above which a sample starts a new shot.
     # Same-shot changes (small pan, +30 brightness) measure <= 0.25, unrelated images >= 0.8.
     cut_threshold: float = Field(default=0.4, gt=0.0, le=1.0)
-    # Track evidence = quality-weighted mean of the best k face similarities: more than one
-    # face so a single lucky impostor frame does not carry a track, few enough that a mostly
-    # profile track with a short frontal moment still matches.
-    best_k: int = Field(default=3, ge=1)
     # Face quality (size x sharpness x detector score) saturates at these: SFace aligns to
     # 112x112, so ~80 px faces keep the detail it uses; variance of the Laplacian of the
     # aligned crop is several hundred when sharp, ~40 blurred by 1 px, 100 counts as sharp.
@@ -140,6 +136,10 @@ class MatchSettings(BaseModel):
     # Faces at least this similar to a reference are fetched as candidates; their tracks are
     # then scored whole. Well below the threshold, above most different-person pairs.
     candidate_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
+    # Track evidence = quality-weighted mean of the best k face similarities: more than one
+    # face so a single lucky impostor frame does not carry a track, few enough that a mostly
+    # profile track with a short frontal moment still matches.
+    best_k: int = Field(default=3, ge=1)
     # Query expansion: faces matched this far above the threshold become extra references
     # (at most ``expansion_refs``, best first) for a second pass.
     expansion: bool = True
@@ -148,6 +148,13 @@ class MatchSettings(BaseModel):
     # A face found only through an expanded reference must still be this similar to one of
     # the person's own photos: stops the expansion drifting to someone else.
     expansion_floor: float = Field(default=0.25, ge=-1.0, le=1.0)
+    # Other people of the event as "not me" references: clear tracks (best face quality at
+    # least ``competitor_min_quality``, two faces or more) that are clearly someone else (no
+    # more than ``competitor_max_similarity`` to the photos). A track that one of them
+    # explains better than the photos do is not the person: profiles resemble many people.
+    competitors: bool = True
+    competitor_min_quality: float = Field(default=0.5, ge=0.0, le=1.0)
+    competitor_max_similarity: float = Field(default=0.25, ge=-1.0, le=1.0)
 
 
 class SegmentSettings(BaseModel):
@@ -160,6 +167,9 @@ class SegmentSettings(BaseModel):
     padding_s: float = Field(default=1.0, ge=0.0)
     min_clip_s: float = Field(default=3.0, gt=0.0)
     max_clip_s: float = Field(default=20.0, gt=0.0)
+    # A reported segment reaches this far past its first and last hit: half the sampling
+    # period at the default 2 fps, since a sample stands for the time around it.
+    edge_s: float = Field(default=0.25, ge=0.0)
 
 
 class ClipSettings(BaseModel):

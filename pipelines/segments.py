@@ -1,9 +1,10 @@
-"""From matched timestamps to one clip window per source video (pure functions).
+"""From matched timestamps to segments and clip windows per source video (pure functions).
 
 Per video: sort hits by time, merge hits closer than ``max_gap_s`` into segments,
 drop segments with fewer than ``min_hits``, rank by support then similarity, and
 turn the best one into a window: padded, at least ``min_clip_s`` and at most
 ``max_clip_s`` long (the densest part when too long), clamped to the video.
+``ranked_segments`` reports every usable segment of every video (the alternatives).
 """
 
 from __future__ import annotations
@@ -131,3 +132,42 @@ def rank_windows(windows: dict[str, ClipWindow]) -> list[tuple[str, ClipWindow]]
     return sorted(
         windows.items(), key=lambda kv: (kv[1].support, kv[1].mean_similarity, kv[1].best_similarity), reverse=True
     )
+
+
+@dataclass(frozen=True)
+class RankedSegment:
+    """One usable segment as reported: where the person is seen, and how strongly."""
+
+    media_key: str
+    start_s: float
+    end_s: float
+    matched_frames: int
+    best_similarity: float
+    score: float  # sum of the hits' similarities: more and stronger evidence ranks higher
+
+
+def ranked_segments(
+    hits: dict[str, list[TimedHit]], bounds: dict[str, tuple[float, float]], rules: SegmentSettings
+) -> list[RankedSegment]:
+    """Every usable segment of every video, best first.
+
+    A segment reaches ``edge_s`` past its first and last hit (a sample stands for the time
+    around it), clamped to the video's ``bounds`` (start, end).
+    """
+    out = []
+    for key, timed in hits.items():
+        video_start, video_end = bounds.get(key, (0.0, float("inf")))
+        for seg in group_segments(timed, rules.max_gap_s):
+            if seg.support < rules.min_hits:
+                continue
+            out.append(
+                RankedSegment(
+                    media_key=key,
+                    start_s=max(video_start, seg.start_s - rules.edge_s),
+                    end_s=min(video_end, seg.end_s + rules.edge_s),
+                    matched_frames=seg.support,
+                    best_similarity=seg.best.similarity,
+                    score=sum(h.similarity for h in seg.hits),
+                )
+            )
+    return sorted(out, key=lambda r: (r.score, r.best_similarity, -r.start_s), reverse=True)

@@ -254,6 +254,19 @@ class FaceStore:
             for table in (self.faces, self.tracks):
                 table.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
 
+    def video_tracks(self, org_id: int, event_id: int, media_key: str) -> pa.Table:
+        where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}"
+        return self.tracks.search().where(where).limit(None).to_arrow()
+
+    def face_vectors(self, face_ids: Sequence[str]) -> list[list[float]]:
+        """Vectors of the given faces, in the order given."""
+        if not face_ids:
+            return []
+        ids = ", ".join(sql_str(f) for f in face_ids)
+        rows = self.faces.search().where(f"face_id IN ({ids})").select(["face_id", "vector"]).limit(None).to_arrow()
+        by_id = dict(zip(rows.column("face_id").to_pylist(), rows.column("vector").to_pylist(), strict=True))
+        return [by_id[f] for f in face_ids]
+
     def track_faces(self, org_id: int, event_id: int, media_key: str, track_ids: Sequence[int]) -> pa.Table:
         """Every face of the given tracks of one video, with vectors, in time order."""
         ids = ", ".join(str(int(t)) for t in sorted(set(track_ids)))
