@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.decode import SampledFrame, WorkItem, load_photo, sample_video
+from pipelines.detect import detect_faces
 from pipelines.models import load_pack
 from pipelines.models.base import ALIGNED_SIZE, filter_detections
 from pipelines.tracks import SIGNATURE_DIM, crop_sharpness, frame_signature
@@ -124,6 +125,7 @@ class DetectAlign:
         self.pack = load_pack(models_cfg)
         self.min_score = models_cfg.det_score_threshold
         self.min_face_px = models_cfg.min_face_px
+        self.mode, self.det_size = models_cfg.detect_mode, models_cfg.det_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: dict[str, list] = {k: [] for k in _empty_faces()}
@@ -132,7 +134,8 @@ class DetectAlign:
                 self._append(rows, batch, i, None, None, None, None, None)
                 continue
             image = np.asarray(batch["image"][i])
-            dets = filter_detections(self.pack.detector.detect(image), self.min_score, self.min_face_px)
+            found = detect_faces(self.pack.detector, image, self.mode, self.det_size)
+            dets = filter_detections(found, self.min_score, self.min_face_px)
             if not len(dets):
                 continue
             crops = self.pack.align_all(image, dets)
