@@ -78,11 +78,55 @@ def start_payload(request_id: str, status: str) -> dict:
     return envelope(message, {"status": status, "request_id": request_id})
 
 
+SEGMENT_FIELDS = (
+    "segment_id",
+    "source_video_key",
+    "start_seconds",
+    "end_seconds",
+    "matched_frames",
+    "best_similarity",
+    "score",
+    "clipped",
+)
+
+
+def segment_item(segment: dict) -> dict:
+    """A ranked segment as clients see it (the record also keeps its track ids)."""
+    return {name: segment[name] for name in SEGMENT_FIELDS}
+
+
+def extra_clip_item(clip_id: str, status: str, item: dict, error: str | None) -> dict:
+    """A clip asked for after the search: what was asked, its status, and the clip once cut."""
+    return {"clip_id": clip_id, "status": status, **item, "error": error}
+
+
 def result_payload(
-    request_id: str, status: str, videos: list[dict], error: str | None, clip_errors: list[dict]
+    request_id: str,
+    status: str,
+    videos: list[dict],
+    error: str | None,
+    clip_errors: list[dict],
+    segments: list[dict] | None = None,
+    clips: list[dict] | None = None,
 ) -> dict:
-    """GET response for any status."""
+    """GET response for any status: the contract's fields, plus every ranked segment and the
+    clips asked for after the search."""
     return envelope(
         STATUS_MESSAGES[status],
-        {"request_id": request_id, "status": status, "videos": videos, "error": error, "clip_errors": clip_errors},
+        {
+            "request_id": request_id,
+            "status": status,
+            "videos": videos,
+            "error": error,
+            "clip_errors": clip_errors,
+            "segments": [segment_item(s) for s in segments or []],
+            "clips": clips or [],
+        },
+    )
+
+
+def clip_started_payload(request_id: str, clip_id: str) -> dict:
+    return envelope(
+        "Clip started. Poll the search's GET for its status.",
+        {"status": PROCESSING, "request_id": request_id, "clip_id": clip_id},
     )

@@ -18,6 +18,7 @@ ORGS = "orgs"
 EVENTS = "events"
 API_KEYS = "api_keys"
 REQUESTS = "search_requests"
+EXTRA_CLIPS = "extra_clips"
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -57,12 +58,30 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("event_id", pa.int64()),
             pa.field("status", pa.string()),
             pa.field("job_id", pa.string()),  # the attempt allowed to write results
-            pa.field("selfie_embedding", pa.binary()),  # float32 bytes; null when none
+            pa.field("selfie_embedding", pa.binary()),  # float32 bytes of (selfies x dim); null when none
+            pa.field("embedding_dim", pa.int64()),  # dim of the vectors in selfie_embedding / negatives
+            pa.field("negative_embedding", pa.binary()),  # "not me" references, float32 (n x dim)
             pa.field("model_pack", pa.string()),
             pa.field("selfie_json", pa.string()),  # bbox, score, faces found
             pa.field("hits", pa.int64()),
             pa.field("videos_json", pa.string()),
             pa.field("clip_errors_json", pa.string()),
+            pa.field("segments_json", pa.string()),  # ranked segments of the last run
+            pa.field("error", pa.string()),
+            pa.field("created_at", TS),
+            pa.field("updated_at", TS),
+            pa.field("deadline_at", TS),
+        ]
+    ),
+    EXTRA_CLIPS: pa.schema(
+        [
+            pa.field("clip_id", pa.string()),
+            pa.field("request_id", pa.string()),
+            pa.field("org_id", pa.int64()),
+            pa.field("event_id", pa.int64()),
+            pa.field("search_job_id", pa.string()),  # the search run whose segments it cuts
+            pa.field("status", pa.string()),  # processing | completed | clip_failed | failed
+            pa.field("item_json", pa.string()),  # what was asked, and the clip once cut
             pa.field("error", pa.string()),
             pa.field("created_at", TS),
             pa.field("updated_at", TS),
@@ -72,7 +91,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 # The column each table is read by: indexed once the table has rows.
-LOOKUP_COLUMNS = {REQUESTS: "request_id", API_KEYS: "key_hash", EVENTS: "event_id"}
+LOOKUP_COLUMNS = {REQUESTS: "request_id", API_KEYS: "key_hash", EVENTS: "event_id", EXTRA_CLIPS: "request_id"}
 
 
 class ControlStore:
@@ -85,11 +104,22 @@ class ControlStore:
         for name, schema in SCHEMAS.items():
             if name in existing:
                 self.tables[name] = self.db.open_table(name)
+                self._add_missing_columns(name)
             else:
                 try:
                     self.tables[name] = self.db.create_table(name, schema=schema)
                 except ValueError:  # another process created it first
                     self.tables[name] = self.db.open_table(name)
+
+    def _add_missing_columns(self, name: str) -> None:
+        """Tables written by an older release gain new columns as nulls."""
+        table = self.tables[name]
+        missing = [f for f in SCHEMAS[name] if f.name not in table.schema.names]
+        if missing:
+            try:
+                table.add_columns(missing)
+            except Exception:  # another replica added them first
+                self.tables[name] = self.db.open_table(name)
 
     def maintain(self, keep_versions_s: float = 3600.0) -> None:
         """Index lookup columns, compact small fragments, drop versions older than an hour.

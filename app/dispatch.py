@@ -1,9 +1,10 @@
-"""Search jobs as Ray tasks: segment the hits -> one clipping task per source video.
+"""Search jobs as Ray tasks: segment the matches -> one clipping task per source video.
 
-Matching happened once, in the search service (app/search/); the job carries its hits
-and the event's resolved rules. ``run_search`` owns the request record until it writes
-a terminal status; every failure path ends in one (the deadline sweep covers a worker
-that dies outright).
+Matching happened once, in the search service (app/search/); the job carries its matches
+and the event's resolved rules. ``run_search`` owns the request record until it writes a
+terminal status; every failure path ends in one (the deadline sweep covers a worker that
+dies outright). ``run_extra_clip`` cuts one more clip of a finished search (reselect,
+other aspect ratios) and records it the same way.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from app.contract import (
     clip_item,
 )
 from app.events import SearchRules
-from pipelines.segments import ClipWindow, TimedHit, best_window, rank_windows
+from pipelines.match import FaceMatch, timed_hits
+from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
 
 log = logging.getLogger(__name__)
+
+SEGMENT_NAMESPACE = uuid.UUID("0b5c8a52-51c4-4f57-9a3e-7d1c2f0e8a61")
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,24 @@ class SearchJob:
     org_id: int
     event_id: int
     rules: SearchRules
-    hits: dict[str, list[TimedHit]]  # per source video, from pipelines.match.video_hits
+    matches: dict[str, list[FaceMatch]]  # per source video, from pipelines.match.find_person
 
 
-def clip_key(job: SearchJob, clip_id: str, ext: str) -> str:
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to cut: where from, which window, in which shape, and under which key."""
+
+    org_id: int
+    event_id: int
+    request_id: str
+    output_root: str
+    media: dict  # the media row (uri, size, start, duration)
+    window: ClipWindow
+    aspect: str = "source"  # "source", "9:16", "1:1"
+    faces: tuple[tuple[float, float, float, float, float], ...] = ()  # (t, x1, y1, x2, y2) to follow
+
+
+def clip_key(job: ClipJob, clip_id: str, ext: str) -> str:
     return f"{job.org_id}/{job.event_id}/clips/{job.request_id}/{clip_id}.{ext}"
 
 
@@ -54,20 +72,24 @@ def clip_url(settings: AppSettings, key: str) -> str:
     return f"{settings.api.public_base_url.rstrip('/')}/media/{key}"
 
 
-@ray.remote(max_retries=0)
-def cut_one_clip(settings: AppSettings, job: SearchJob, media: dict, window: ClipWindow) -> dict:
-    """Cut one window; returns a clip item or a clip error item (never raises)."""
+def cut(settings: AppSettings, job: ClipJob) -> dict:
+    """Cut one window; returns {"video": clip item} or {"error": clip error item} (never raises)."""
     from pipelines.clip import ClipError, cut_clip
+    from pipelines.reframe import plan_crop_path
     from pipelines.storage import OutputStorage
 
-    key = media["media_key"]
+    key, window = job.media["media_key"], job.window
     clip_id = str(uuid.uuid4())
-    storage = OutputStorage(job.rules.output_root, settings.store.storage_options)
+    storage = OutputStorage(job.output_root, settings.store.storage_options)
     try:
+        reframe = None
+        if job.aspect != "source":
+            size = (int(job.media["width"]), int(job.media["height"]))
+            reframe = plan_crop_path(list(job.faces), size, job.aspect, window.start_s, window.end_s)
         with tempfile.TemporaryDirectory(prefix="facereel-clip-") as tmp:
             mp4, jpg = Path(tmp) / f"{clip_id}.mp4", Path(tmp) / f"{clip_id}.jpg"
             info = cut_clip(
-                media["uri"],
+                job.media["uri"],
                 window.start_s,
                 window.end_s,
                 mp4,
@@ -75,6 +97,7 @@ def cut_one_clip(settings: AppSettings, job: SearchJob, media: dict, window: Cli
                 window.poster_s,
                 settings.clip,
                 settings.store.storage_options or None,
+                reframe=reframe,
             )
             storage.put(mp4, clip_key(job, clip_id, "mp4"))
             storage.put(jpg, clip_key(job, clip_id, "jpg"))
@@ -96,58 +119,101 @@ def cut_one_clip(settings: AppSettings, job: SearchJob, media: dict, window: Cli
             duration_seconds=round(info.duration_s, 3),
             matched_frames=window.support,
             best_similarity=round(window.best_similarity, 4),
+            aspect=job.aspect,
+            width=info.width,
+            height=info.height,
         )
     }
 
 
-def plan_windows(settings: AppSettings, job: SearchJob) -> tuple[dict[str, ClipWindow], list[str], dict[str, dict]]:
-    """(window per video, videos without a usable window, media rows)."""
-    from pipelines.models import pack_info
-    from pipelines.store import FaceStore
+@ray.remote(max_retries=0)
+def cut_one_clip(settings: AppSettings, job: ClipJob) -> dict:
+    return cut(settings, job)
 
-    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
-    windows: dict[str, ClipWindow] = {}
-    unusable: list[str] = []
-    media: dict[str, dict] = {}
-    for key, timed in job.hits.items():
-        row = store.media_row(job.org_id, job.event_id, key)
-        if row is None:
-            unusable.append(key)
-            continue
-        media[key] = row
-        start = row["start_s"] or 0.0
-        window = best_window(timed, start, start + (row["duration_s"] or 0.0), job.rules.segments)
-        if window is None:
-            unusable.append(key)
-        else:
-            windows[key] = window
-    return windows, unusable, media
+
+def video_bounds(row: dict) -> tuple[float, float]:
+    start = row["start_s"] or 0.0
+    return start, start + (row["duration_s"] or 0.0)
+
+
+def segment_items(job: SearchJob, segments: list[RankedSegment]) -> list[dict]:
+    """Ranked segments as recorded: the contract's alternatives plus the tracks they hold
+    (for "not me" feedback and reframing)."""
+    items = []
+    for seg in segments:
+        inside = [m.track_id for m in job.matches.get(seg.media_key, []) if seg.start_s <= m.timestamp_s <= seg.end_s]
+        items.append(
+            {
+                "segment_id": str(
+                    uuid.uuid5(SEGMENT_NAMESPACE, f"{job.job_id}/{seg.media_key}/{seg.start_s:.3f}/{seg.end_s:.3f}")
+                ),
+                "source_video_key": seg.media_key,
+                "start_seconds": round(seg.start_s, 3),
+                "end_seconds": round(seg.end_s, 3),
+                "matched_frames": seg.matched_frames,
+                "best_similarity": round(seg.best_similarity, 4),
+                "score": round(seg.score, 4),
+                "clipped": False,
+                "track_ids": sorted(set(inside)),
+            }
+        )
+    return items
+
+
+def faces_to_follow(matches: list[FaceMatch], window: ClipWindow) -> tuple[tuple[float, ...], ...]:
+    """The person's face boxes in the window, one per sample (the most similar face)."""
+    best: dict[float, FaceMatch] = {}
+    for m in matches:
+        near = window.start_s - 1.0 <= m.timestamp_s <= window.end_s + 1.0
+        if near and (m.timestamp_s not in best or m.similarity > best[m.timestamp_s].similarity):
+            best[m.timestamp_s] = m
+    return tuple((t, *best[t].bbox) for t in sorted(best))
 
 
 def execute_search(settings: AppSettings, job: SearchJob) -> dict:
     """The whole job; returns the terminal outcome as keyword arguments for ``finish``."""
+    from pipelines.models import pack_info
     from pipelines.storage import OutputStorage, StorageError
+    from pipelines.store import FaceStore
 
-    n_hits = sum(len(v) for v in job.hits.values())
-    windows, unusable, media = plan_windows(settings, job)
+    hits = timed_hits(job.matches)
+    n_hits = sum(len(v) for v in hits.values())
     if n_hits == 0:
         return {"status": NO_MATCHES}
+    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+    media = {key: row for key in hits if (row := store.media_row(job.org_id, job.event_id, key)) is not None}
+    bounds = {key: video_bounds(row) for key, row in media.items()}
+    rules = job.rules.segments
+    segments = segment_items(job, ranked_segments({k: v for k, v in hits.items() if k in media}, bounds, rules))
+    windows = {key: w for key in media if (w := best_window(hits[key], *bounds[key], rules)) is not None}
     if not windows:
+        unusable = sorted(set(hits) - set(windows))
         return {
             "status": NO_SEGMENTS,
             "hits": n_hits,
-            "clip_errors": [clip_error(k, NO_USABLE_SEGMENT) for k in sorted(unusable)],
+            "segments": segments,
+            "clip_errors": [clip_error(k, NO_USABLE_SEGMENT) for k in unusable],
         }
     try:
         OutputStorage(job.rules.output_root, settings.store.storage_options).check_writable()
     except StorageError as exc:
-        return {"status": FAILED, "hits": n_hits, "error": str(exc)}
-    ranked = rank_windows(windows)
+        return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
     clip_task = cut_one_clip.options(num_cpus=settings.clip.num_cpus)
-    results = ray.get([clip_task.remote(settings, job, media[key], window) for key, window in ranked])
+    ranked = rank_windows(windows)
+    clip_jobs = [
+        ClipJob(job.org_id, job.event_id, job.request_id, job.rules.output_root, media[key], window)
+        for key, window in ranked
+    ]
+    results = ray.get([clip_task.remote(settings, clip) for clip in clip_jobs])
+    for (key, window), result in zip(ranked, results, strict=True):
+        for seg in segments:
+            overlaps = seg["start_seconds"] < window.end_s and seg["end_seconds"] > window.start_s
+            if seg["source_video_key"] == key and overlaps and "video" in result:
+                seg["clipped"] = True
     videos = [r["video"] for r in results if "video" in r]
     errors = [r["error"] for r in results if "error" in r]
-    return {"status": CLIP_FAILED if errors else COMPLETED, "hits": n_hits, "videos": videos, "clip_errors": errors}
+    status = CLIP_FAILED if errors else COMPLETED
+    return {"status": status, "hits": n_hits, "videos": videos, "clip_errors": errors, "segments": segments}
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -166,3 +232,22 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
         outcome = {"status": FAILED, "error": f"internal error while searching: {type(exc).__name__}: {exc}"}
     records.finish(job.request_id, job.job_id, **outcome)
     return outcome["status"]
+
+
+@ray.remote(max_retries=0)
+def run_extra_clip(settings: AppSettings, clip_id: str, job: ClipJob) -> str:
+    """Cut one requested clip and record it (``completed`` or ``clip_failed``, never left processing)."""
+    from app.control import ControlStore
+    from app.records import ExtraClips
+
+    clips = ExtraClips(ControlStore(settings.control_uri, settings.store.storage_options), 0)
+    try:
+        result = cut(settings, job)
+    except Exception as exc:  # cut() reports clip errors itself; this is a bug's last stop
+        log.error("extra clip %s failed: %s", clip_id, traceback.format_exc())
+        result = {"error": clip_error(job.media["media_key"], f"internal error: {type(exc).__name__}: {exc}")}
+    if "video" in result:
+        clips.finish(clip_id, COMPLETED, video=result["video"])
+        return COMPLETED
+    clips.finish(clip_id, CLIP_FAILED, error=result["error"]["error"])
+    return CLIP_FAILED

@@ -15,10 +15,22 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from app.contract import FAILED, PROCESSING, TERMINAL
-from app.control import REQUESTS, ControlStore
+from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
 from pipelines.store import sql_str
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
+
+
+def vectors_bytes(vectors: np.ndarray | None) -> bytes | None:
+    return None if vectors is None else np.ascontiguousarray(np.atleast_2d(vectors), np.float32).tobytes()
+
+
+def bytes_vectors(data: bytes | None, dim: int | None) -> np.ndarray | None:
+    """Stored float32 bytes back to (n, dim); records from before ``embedding_dim`` hold one vector."""
+    if data is None:
+        return None
+    flat = np.frombuffer(data, np.float32).copy()
+    return flat.reshape(-1, dim) if dim else flat.reshape(1, -1)
 
 
 @dataclass
@@ -29,11 +41,13 @@ class SearchRecord:
     status: str
     job_id: str
     model_pack: str | None
-    embedding: np.ndarray | None
+    embedding: np.ndarray | None  # (selfies, dim): one row per uploaded selfie
     selfie: dict = field(default_factory=dict)
     hits: int = 0
     videos: list[dict] = field(default_factory=list)
     clip_errors: list[dict] = field(default_factory=list)
+    negatives: np.ndarray | None = None  # (n, dim) "not me" references from feedback
+    segments: list[dict] = field(default_factory=list)  # ranked segments of the last run
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -46,12 +60,15 @@ class SearchRecord:
             "event_id": self.event_id,
             "status": self.status,
             "job_id": self.job_id,
-            "selfie_embedding": None if self.embedding is None else np.asarray(self.embedding, np.float32).tobytes(),
+            "selfie_embedding": vectors_bytes(self.embedding),
+            "embedding_dim": None if self.embedding is None else int(np.atleast_2d(self.embedding).shape[1]),
+            "negative_embedding": vectors_bytes(self.negatives),
             "model_pack": self.model_pack,
             "selfie_json": json.dumps(self.selfie),
             "hits": self.hits,
             "videos_json": json.dumps(self.videos),
             "clip_errors_json": json.dumps(self.clip_errors),
+            "segments_json": json.dumps(self.segments),
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -60,7 +77,7 @@ class SearchRecord:
 
     @classmethod
     def from_row(cls, r: dict) -> SearchRecord:
-        emb = r["selfie_embedding"]
+        dim = r.get("embedding_dim")
         return cls(
             request_id=r["request_id"],
             org_id=r["org_id"],
@@ -68,11 +85,13 @@ class SearchRecord:
             status=r["status"],
             job_id=r["job_id"],
             model_pack=r["model_pack"],
-            embedding=None if emb is None else np.frombuffer(emb, np.float32).copy(),
+            embedding=bytes_vectors(r["selfie_embedding"], dim),
             selfie=json.loads(r["selfie_json"] or "{}"),
             hits=r["hits"] or 0,
             videos=json.loads(r["videos_json"] or "[]"),
             clip_errors=json.loads(r["clip_errors_json"] or "[]"),
+            negatives=bytes_vectors(r.get("negative_embedding"), dim),
+            segments=json.loads(r.get("segments_json") or "[]"),
             error=r["error"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
@@ -108,6 +127,7 @@ class RequestRecords:
         record.job_id = uuid.uuid4().hex
         record.status = status
         record.videos, record.clip_errors, record.error, record.hits = [], [], None, 0
+        record.segments = []
         record.created_at = record.created_at or now
         record.updated_at = now
         record.deadline_at = now + self.deadline
@@ -123,6 +143,7 @@ class RequestRecords:
         clip_errors: list[dict] | None = None,
         error: str | None = None,
         hits: int = 0,
+        segments: list[dict] | None = None,
     ) -> bool:
         """Record a job's outcome; False when the record has moved on to a newer job."""
         if status not in TERMINAL:
@@ -135,6 +156,7 @@ class RequestRecords:
         current.clip_errors = clip_errors or []
         current.error = error
         current.hits = hits
+        current.segments = segments or []
         current.updated_at = datetime.now(UTC)
         self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=f"target.job_id = {sql_str(job_id)}")
         return True
@@ -154,3 +176,66 @@ class RequestRecords:
         for row in rows:
             self.fail_overdue(SearchRecord.from_row(row))
         return len(rows)
+
+
+@dataclass
+class ExtraClip:
+    """A clip asked for after a search (reselect, another aspect ratio): its own status."""
+
+    clip_id: str
+    request_id: str
+    org_id: int
+    event_id: int
+    search_job_id: str
+    status: str
+    item: dict  # what was asked (segment, times, aspect) and, once cut, the clip item
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, r: dict) -> ExtraClip:
+        fields = {k: v for k, v in r.items() if k != "item_json"}
+        return cls(**fields, item=json.loads(r["item_json"] or "{}"))
+
+
+class ExtraClips:
+    def __init__(self, control: ControlStore, deadline_s: float) -> None:
+        self.control = control
+        self.deadline = timedelta(seconds=deadline_s)
+
+    def start(self, clip: ExtraClip) -> ExtraClip:
+        now = datetime.now(UTC)
+        clip.status, clip.created_at, clip.updated_at, clip.deadline_at = PROCESSING, now, now, now + self.deadline
+        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
+        return clip
+
+    def finish(self, clip_id: str, status: str, video: dict | None = None, error: str | None = None) -> None:
+        rows = self.control.rows(EXTRA_CLIPS, f"clip_id = {sql_str(clip_id)}", 1)
+        if not rows:
+            return
+        clip = ExtraClip.from_row(rows[0])
+        clip.status, clip.error, clip.updated_at = status, error, datetime.now(UTC)
+        if video is not None:
+            clip.item = {**clip.item, **video}
+        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
+
+    def of_request(self, request_id: str) -> list[ExtraClip]:
+        """The request's extra clips, oldest first; one processing past its deadline reads as failed."""
+        rows = self.control.rows(EXTRA_CLIPS, f"request_id = {sql_str(request_id)}")
+        clips = sorted((ExtraClip.from_row(r) for r in rows), key=lambda c: c.created_at or datetime.min)
+        for clip in clips:
+            if clip.status == PROCESSING and is_past(clip.deadline_at):
+                self.finish(clip.clip_id, FAILED, error=OVERDUE_CLIP_ERROR)
+                clip.status, clip.error = FAILED, OVERDUE_CLIP_ERROR
+        return clips
+
+
+OVERDUE_CLIP_ERROR = "The clip was not cut before its deadline; its worker was lost. Ask for it again."
+
+
+def _clip_row(clip: ExtraClip) -> dict:
+    row = {k: v for k, v in clip.__dict__.items() if k != "item"}
+    row["item_json"] = json.dumps(clip.item)
+    return row

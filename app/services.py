@@ -13,7 +13,7 @@ from app.config import AppSettings
 from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
-from app.records import RequestRecords
+from app.records import ExtraClips, RequestRecords
 from app.security import ApiKey, KeyStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Services:
     events: EventStore
     keys: KeyStore
     records: RequestRecords
+    extra_clips: ExtraClips
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: object  # RateLimiter actor handle
     cache: TtlCache
@@ -117,6 +118,7 @@ class Services:
             events=EventStore(control),
             keys=KeyStore(control),
             records=RequestRecords(control, settings.api.request_deadline_s),
+            extra_clips=ExtraClips(control, settings.api.request_deadline_s),
             embedder=embedder,
             limiter=limiter,
             cache=TtlCache(settings.api.auth_cache_s),

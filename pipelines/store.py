@@ -258,6 +258,15 @@ class FaceStore:
         where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}"
         return self.tracks.search().where(where).limit(None).to_arrow()
 
+    def track_vectors(self, org_id: int, event_id: int, media_key: str, track_ids: Sequence[int]) -> np.ndarray:
+        """The embeddings of the given tracks of one video, (n, dim)."""
+        if not track_ids:
+            return np.zeros((0, self.pack.dim), np.float32)
+        ids = ", ".join(str(int(t)) for t in sorted(set(track_ids)))
+        where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)} AND track_id IN ({ids})"
+        rows = self.tracks.search().where(where).select(["vector"]).limit(None).to_arrow()
+        return np.asarray(rows.column("vector").to_pylist(), np.float32).reshape(-1, self.pack.dim)
+
     def face_vectors(self, face_ids: Sequence[str]) -> list[list[float]]:
         """Vectors of the given faces, in the order given."""
         if not face_ids:

@@ -25,7 +25,10 @@ from tests.conftest import EVENT_ID, EVENT_ORG
 
 POLL_INTERVAL_S = 0.25
 ENVELOPE = {"responseType", "message", "data"}
-RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors"}
+RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors", "segments", "clips"}
+SEGMENT_KEYS = {
+    "segment_id", "source_video_key", "start_seconds", "end_seconds", "matched_frames", "best_similarity", "score", "clipped"
+}  # fmt: skip
 CLIP_KEYS = {"uuid", "video_url", "source_video_key", "start_time", "end_time"}
 CLIP_ERROR_KEYS = {"video_key", "error", "status_code"}
 
@@ -133,6 +136,10 @@ def assert_result_shape(body: dict, status: str) -> dict:
             assert len(item[field]) == 8 and item[field][2] == ":" and item[field][5] == ":"
     for err in data["clip_errors"]:
         assert set(err) == CLIP_ERROR_KEYS
+    for seg in data["segments"]:
+        assert set(seg) == SEGMENT_KEYS and seg["start_seconds"] < seg["end_seconds"]
+    scores = [s["score"] for s in data["segments"]]
+    assert scores == sorted(scores, reverse=True)  # ranked
     return data
 
 

@@ -26,7 +26,7 @@ def test_a_stale_job_cannot_overwrite_a_newer_search(tmp_path):
     assert records.finish(rid, second.job_id, COMPLETED, hits=3)
     got = records.get(rid)
     assert got.status == COMPLETED and got.hits == 3
-    assert np.array_equal(got.embedding, np.ones(128, np.float32))
+    assert np.array_equal(got.embedding, np.ones((1, 128), np.float32))
 
 
 def test_maintenance_indexes_and_compacts_without_changing_reads(tmp_path):
@@ -70,7 +70,15 @@ def test_contract_payload_shapes():
     assert body == {
         "responseType": "success",
         "message": "Video clipping completed",
-        "data": {"request_id": "r", "status": "completed", "videos": [item], "error": None, "clip_errors": []},
+        "data": {
+            "request_id": "r",
+            "status": "completed",
+            "videos": [item],
+            "error": None,
+            "clip_errors": [],
+            "segments": [],
+            "clips": [],
+        },
     }
 
 

@@ -1,5 +1,6 @@
-"""Video Clipping Search: POST search-by-selfie, GET {request_id}. Parsing and rendering only;
-the rules live in app/search/video_clipping.py."""
+"""Video Clipping Search: POST search-by-selfie, GET {request_id}, POST {request_id}/feedback
+("not me"), POST {request_id}/clips (another clip). Parsing and rendering only; the rules
+live in app/search/video_clipping.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.contract import result_payload, start_payload
+from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
 from app.routes.common import API, authorize
-from app.search.video_clipping import VideoClippingSearch
+from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
 
 # Multipart framing around the file; a body this much over the limit is refused unread.
@@ -22,31 +23,40 @@ def search_of(request: Request) -> VideoClippingSearch:
     return request.app.state.video_clipping
 
 
-async def read_form(request: Request, max_upload_bytes: int) -> tuple[bytes | None, str | None]:
-    """(selfie bytes or None, request_id text or None) from the multipart form."""
+async def read_form(request: Request, max_upload_bytes: int, max_files: int) -> tuple[list[bytes], str | None]:
+    """(selfie files' bytes, request_id text or None) from the multipart form."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_upload_bytes + FORM_OVERHEAD_BYTES:
+    if declared.isdigit() and int(declared) > max_files * (max_upload_bytes + FORM_OVERHEAD_BYTES):
         raise ApiError(413, f"The selfie is larger than {max_upload_bytes} bytes.", "file_too_large")
     try:
-        form = await request.form(max_files=1, max_fields=4)
+        # One file more than allowed, so that too many is a clear 400 rather than a parse error.
+        form = await request.form(max_files=max_files + 1, max_fields=4)
     except Exception as exc:
         raise ApiError(
             400, f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).", "invalid_form"
         ) from None
-    upload, raw_id = form.get("file"), form.get("request_id")
-    if isinstance(upload, str) or (raw_id is not None and not isinstance(raw_id, str)):
+    uploads, raw_id = form.getlist("file"), form.get("request_id")
+    if any(isinstance(u, str) for u in uploads) or (raw_id is not None and not isinstance(raw_id, str)):
         raise ApiError(400, "'file' must be a file upload and 'request_id' a text field.", "invalid_form")
     # One byte past the limit is enough for the service to say 413.
-    data = await upload.read(max_upload_bytes + 1) if isinstance(upload, UploadFile) else None
-    return data, raw_id or None
+    files = [await u.read(max_upload_bytes + 1) for u in uploads if isinstance(u, UploadFile)]
+    return files, raw_id or None
+
+
+async def read_json(request: Request) -> object:
+    try:
+        return await request.json()
+    except Exception:
+        raise ApiError(400, "Expected a JSON body.", "invalid_body") from None
 
 
 async def search_by_selfie(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     search = search_of(request)
     search.require_enabled(event)
-    selfie, raw_id = await read_form(request, search.settings.api.max_upload_bytes)
-    request_id, status = await search.start(event, selfie, raw_id)
+    api = search.settings.api
+    selfies, raw_id = await read_form(request, api.max_upload_bytes, api.max_selfies)
+    request_id, status = await search.start(event, selfies, raw_id)
     return JSONResponse(start_payload(request_id, status))
 
 
@@ -55,14 +65,44 @@ async def get_result(request: Request) -> JSONResponse:
     event = await authorize(request, "get")
     search = search_of(request)
     search.require_enabled(event)
-    record = await search.result(event, request_id)
+    record, clips = await search.result(event, request_id)
+    extra = [extra_clip_item(c.clip_id, c.status, c.item, c.error) for c in clips]
     return JSONResponse(
-        result_payload(record.request_id, record.status, record.videos, record.error, record.clip_errors)
+        result_payload(
+            record.request_id, record.status, record.videos, record.error, record.clip_errors, record.segments, extra
+        )
     )
+
+
+async def feedback(request: Request) -> JSONResponse:
+    """{"not_me": [segment_id, ...]}: those segments are someone else; the search reruns."""
+    request_id = parse_request_id(request.path_params["request_id"])
+    event = await authorize(request, "post")
+    search = search_of(request)
+    search.require_enabled(event)
+    body = await read_json(request)
+    not_me = body.get("not_me") if isinstance(body, dict) else None
+    if not isinstance(not_me, list) or not not_me or not all(isinstance(s, str) for s in not_me):
+        raise ApiError(400, 'Send {"not_me": [segment_id, ...]}.', "invalid_body")
+    status = await search.feedback(event, request_id, not_me)
+    return JSONResponse(start_payload(request_id, status))
+
+
+async def add_clip(request: Request) -> JSONResponse:
+    """{"segment_id"} or {"source_video_key", "start_seconds", "end_seconds"}, plus "aspect"
+    ("source", "9:16", "1:1") and "max_duration_s"."""
+    request_id = parse_request_id(request.path_params["request_id"])
+    event = await authorize(request, "post")
+    search = search_of(request)
+    search.require_enabled(event)
+    clip_id = await search.add_clip(event, request_id, ClipRequest.parse(await read_json(request)))
+    return JSONResponse(clip_started_payload(request_id, clip_id))
 
 
 def routes() -> list[Route]:
     return [
         Route(f"{API}/video-clipping/search-by-selfie", search_by_selfie, methods=["POST"]),
         Route(f"{API}/video-clipping/{{request_id}}", get_result, methods=["GET"]),
+        Route(f"{API}/video-clipping/{{request_id}}/feedback", feedback, methods=["POST"]),
+        Route(f"{API}/video-clipping/{{request_id}}/clips", add_clip, methods=["POST"]),
     ]

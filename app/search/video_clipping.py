@@ -1,30 +1,38 @@
-"""Video Clipping search: a selfie in, clips of the moments that person appears in out.
+"""Video Clipping search: selfies in, clips of the moments that person appears in out.
 
 The service owns the whole request: the upload rules, embedding (SelfieEmbedder),
 the record, matching (once, here: its result decides ``no_matches`` at once and is
-handed to the job), and dispatching the segment+clip job (app/dispatch.py).
+handed to the job), dispatching the segment+clip job (app/dispatch.py), "not me"
+feedback (negative references, then a rerun) and extra clips of a finished search.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import uuid
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.contract import FAILED, NO_MATCHES, PROCESSING
-from app.dispatch import SearchJob, run_search
+from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_MATCHES, NO_SEGMENTS, PROCESSING
+from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, run_search, video_bounds
 from app.errors import ApiError
 from app.events import Event
-from app.records import SearchRecord
+from app.records import ExtraClip, SearchRecord
 from app.search.requests import claim_request_id, get_record, record_end, record_start
 from app.services import Services
-from pipelines.match import video_hits
+from pipelines.match import FaceMatch, References, find_person
 from pipelines.models import pack_info
+from pipelines.segments import ClipWindow
 
 log = logging.getLogger(__name__)
 
 JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+ASPECTS = ("source", "9:16", "1:1")
+# A search whose segments can be cut again.
+FINISHED_WITH_SEGMENTS = (COMPLETED, CLIP_FAILED, NO_SEGMENTS)
 
 
 def check_selfie_bytes(data: bytes, max_bytes: int) -> None:
@@ -35,6 +43,59 @@ def check_selfie_bytes(data: bytes, max_bytes: int) -> None:
         raise ApiError(413, f"The selfie is larger than {max_bytes} bytes.", "file_too_large")
     if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
         raise ApiError(400, "The selfie must be a JPEG or PNG image.", "unsupported_file_type")
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """POST .../clips: a segment of the last run, or a video and times; the clip's shape."""
+
+    segment_id: str | None = None
+    source_video_key: str | None = None
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    aspect: str = "source"
+    max_duration_s: float | None = None
+
+    @classmethod
+    def parse(cls, body: object) -> ClipRequest:
+        if not isinstance(body, dict):
+            raise ApiError(400, "Send a JSON object.", "invalid_body")
+        unknown = set(body) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ApiError(400, f"Unknown fields: {', '.join(sorted(unknown))}.", "invalid_body")
+        try:
+            req = cls(
+                segment_id=_opt(body, "segment_id", str),
+                source_video_key=_opt(body, "source_video_key", str),
+                start_seconds=_opt(body, "start_seconds", float),
+                end_seconds=_opt(body, "end_seconds", float),
+                aspect=_opt(body, "aspect", str) or "source",
+                max_duration_s=_opt(body, "max_duration_s", float),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, str(exc), "invalid_body") from None
+        if req.aspect not in ASPECTS:
+            raise ApiError(400, f"aspect must be one of {', '.join(ASPECTS)}.", "invalid_aspect")
+        if (req.segment_id is None) == (req.source_video_key is None):
+            raise ApiError(400, "Send either a segment_id or a source_video_key with times.", "invalid_body")
+        if req.source_video_key is not None and (req.start_seconds is None or req.end_seconds is None):
+            raise ApiError(400, "A source_video_key needs start_seconds and end_seconds.", "invalid_body")
+        if req.max_duration_s is not None and req.max_duration_s <= 0:
+            raise ApiError(400, "max_duration_s must be positive.", "invalid_body")
+        return req
+
+
+def _opt(body: dict, name: str, kind: type) -> object:
+    value = body.get(name)
+    if value is None:
+        return None
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number.")
+        return float(value)
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be a {kind.__name__}.")
+    return value
 
 
 class VideoClippingSearch:
@@ -51,32 +112,40 @@ class VideoClippingSearch:
                 "feature_disabled",
             )
 
-    async def start(self, event: Event, selfie: bytes | None, raw_request_id: str | None) -> tuple[str, str]:
+    # ---- a search ---------------------------------------------------------------------
+    async def start(self, event: Event, selfies: list[bytes], raw_request_id: str | None) -> tuple[str, str]:
         """Start (or rerun) a search; (request_id, ``processing`` or ``no_matches``)."""
-        if selfie is None and not raw_request_id:
+        if not selfies and not raw_request_id:
             raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
+        if len(selfies) > self.settings.api.max_selfies:
+            raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
         request_id, existing = await claim_request_id(
-            self.services, event.org_id, event.event_id, raw_request_id, selfie is not None
+            self.services, event.org_id, event.event_id, raw_request_id, bool(selfies)
         )
-        if selfie is not None:
-            record = await self.with_selfie(event, request_id, existing, selfie)
+        if selfies:
+            record = await self.with_selfies(event, request_id, existing, selfies)
         else:
             record = self.with_stored_selfie(existing)
         record = await record_start(self.services, record)
         return request_id, await self.dispatch(event, record)
 
-    async def with_selfie(
-        self, event: Event, request_id: str, existing: SearchRecord | None, selfie: bytes
+    async def with_selfies(
+        self, event: Event, request_id: str, existing: SearchRecord | None, selfies: list[bytes]
     ) -> SearchRecord:
-        check_selfie_bytes(selfie, self.settings.api.max_upload_bytes)
-        embedded = await self.services.embedder.embed.remote(selfie)
-        if not embedded["ok"]:
-            raise ApiError(400, embedded["message"], embedded["code"])
+        for data in selfies:
+            check_selfie_bytes(data, self.settings.api.max_upload_bytes)
+        embedded = await asyncio.gather(*(self.services.embedder.embed.remote(data) for data in selfies))
+        for i, result in enumerate(embedded):
+            if not result["ok"]:
+                which = f" (file {i + 1} of {len(selfies)})" if len(selfies) > 1 else ""
+                raise ApiError(400, result["message"] + which, result["code"])
         record = existing or SearchRecord(
-            request_id, event.org_id, event.event_id, PROCESSING, "", embedded["model_pack"], None
+            request_id, event.org_id, event.event_id, PROCESSING, "", embedded[0]["model_pack"], None
         )
-        record.embedding = np.asarray(embedded["vector"], np.float32)
-        record.model_pack, record.selfie = embedded["model_pack"], embedded["selfie"]
+        record.embedding = np.stack([np.asarray(r["vector"], np.float32) for r in embedded])
+        record.model_pack = embedded[0]["model_pack"]
+        record.selfie = embedded[0]["selfie"] | {"selfies": len(embedded)}
+        record.negatives = None  # new photos: earlier "not me" answers were about other matches
         return record
 
     def with_stored_selfie(self, existing: SearchRecord | None) -> SearchRecord:
@@ -92,22 +161,29 @@ class VideoClippingSearch:
             )
         return existing
 
+    def match(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
+        rules = event.search_rules(self.settings)
+        dim = record.embedding.shape[1]
+        negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
+        refs = References(record.embedding, negatives)
+        store = self.services.face_store()
+        return find_person(store, event.org_id, event.event_id, refs, rules.threshold, self.settings.match)
+
     async def dispatch(self, event: Event, record: SearchRecord) -> str:
         """Match once; ``no_matches`` at once without video hits, else start the job."""
-        rules = event.search_rules(self.settings)
         try:
-            hits = await asyncio.to_thread(
-                video_hits,
-                self.services.face_store(),
-                event.org_id,
-                event.event_id,
-                record.embedding,
-                rules.threshold,
-            )
-            if not hits:
+            matches = await asyncio.to_thread(self.match, event, record)
+            if not matches:
                 await record_end(self.services, record, NO_MATCHES)
                 return NO_MATCHES
-            job = SearchJob(record.request_id, record.job_id, event.org_id, event.event_id, rules, hits)
+            job = SearchJob(
+                record.request_id,
+                record.job_id,
+                event.org_id,
+                event.event_id,
+                event.search_rules(self.settings),
+                matches,
+            )
             run_search.remote(self.settings, job)
         except Exception as exc:
             log.exception("could not start search %s", record.request_id)
@@ -115,5 +191,116 @@ class VideoClippingSearch:
             raise ApiError(500, "The search could not be started; start a new search.", "dispatch_failed") from None
         return PROCESSING
 
-    async def result(self, event: Event, request_id: str) -> SearchRecord:
-        return await get_record(self.services, event.org_id, event.event_id, request_id)
+    async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
+        record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        clips = await asyncio.to_thread(self.services.extra_clips.of_request, request_id)
+        return record, [c for c in clips if c.search_job_id == record.job_id]
+
+    # ---- "not me" ---------------------------------------------------------------------
+    async def feedback(self, event: Event, request_id: str, not_me: list[str]) -> str:
+        """Add the tracks of the given segments as negative references and rerun the search."""
+        record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        if record.status == PROCESSING:
+            raise ApiError(409, "The search is still processing; send feedback once it has finished.", "search_busy")
+        known = {s["segment_id"]: s for s in record.segments}
+        unknown = [s for s in not_me if s not in known]
+        if unknown:
+            raise ApiError(400, f"Unknown segment_id: {', '.join(unknown)}.", "unknown_segment")
+        record = self.with_stored_selfie(record)
+        store = self.services.face_store()
+        vectors = []
+        for segment_id in not_me:
+            seg = known[segment_id]
+            vectors.append(
+                await asyncio.to_thread(
+                    store.track_vectors, event.org_id, event.event_id, seg["source_video_key"], seg["track_ids"]
+                )
+            )
+        dim = record.embedding.shape[1]
+        previous = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
+        record.negatives = np.concatenate([previous, *vectors]).astype(np.float32)
+        record = await record_start(self.services, record)
+        return await self.dispatch(event, record)
+
+    # ---- another clip of a finished search ---------------------------------------------
+    async def add_clip(self, event: Event, request_id: str, req: ClipRequest) -> str:
+        """Validate and start one more clip; returns its clip id (status ``processing``)."""
+        record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        if record.status not in FINISHED_WITH_SEGMENTS:
+            raise ApiError(409, "Clips can be added once the search has finished with segments.", "search_busy")
+        store = self.services.face_store()
+        rules = event.search_rules(self.settings)
+        max_s = req.max_duration_s or rules.segments.max_clip_s
+        if req.segment_id is not None:
+            seg = next((s for s in record.segments if s["segment_id"] == req.segment_id), None)
+            if seg is None:
+                raise ApiError(400, f"Unknown segment_id: {req.segment_id}.", "unknown_segment")
+            key, start, end = seg["source_video_key"], seg["start_seconds"], seg["end_seconds"]
+            track_ids = seg["track_ids"]
+        else:
+            key, start, end = req.source_video_key, req.start_seconds, req.end_seconds
+            track_ids = sorted({t for s in record.segments if s["source_video_key"] == key for t in s["track_ids"]})
+        media = await asyncio.to_thread(store.media_row, event.org_id, event.event_id, key)
+        if media is None or media["media_type"] != "video":
+            raise ApiError(400, f"Unknown source_video_key: {key}.", "unknown_video")
+        video_start, video_end = video_bounds(media)
+        if req.segment_id is None and not (video_start - 1e-3 <= start < end <= video_end + 1e-3):
+            raise ApiError(
+                400,
+                f"start_seconds and end_seconds must satisfy {video_start:.3f} <= start < end <= {video_end:.3f}.",
+                "invalid_times",
+            )
+        window = clip_window(start, end, max_s, video_start, video_end)
+        if req.segment_id is not None:  # what the segment showed of the person
+            window = replace(window, support=seg["matched_frames"], best_similarity=seg["best_similarity"])
+        faces = await asyncio.to_thread(self.person_boxes, event, key, track_ids, window)
+        clip = ExtraClip(
+            clip_id=str(uuid.uuid4()),
+            request_id=request_id,
+            org_id=event.org_id,
+            event_id=event.event_id,
+            search_job_id=record.job_id,
+            status=PROCESSING,
+            item={
+                "segment_id": req.segment_id,
+                "source_video_key": key,
+                "aspect": req.aspect,
+                "start_seconds": round(window.start_s, 3),
+                "end_seconds": round(window.end_s, 3),
+            },
+        )
+        await asyncio.to_thread(self.services.extra_clips.start, clip)
+        job = ClipJob(event.org_id, event.event_id, request_id, rules.output_root, media, window, req.aspect, faces)
+        try:
+            run_extra_clip.options(num_cpus=self.settings.clip.num_cpus).remote(self.settings, clip.clip_id, job)
+        except Exception as exc:
+            log.exception("could not start clip %s", clip.clip_id)
+            await asyncio.to_thread(self.services.extra_clips.finish, clip.clip_id, FAILED, error=str(exc))
+            raise ApiError(500, "The clip could not be started.", "dispatch_failed") from None
+        return clip.clip_id
+
+    def person_boxes(self, event: Event, key: str, track_ids: list[int], window: ClipWindow) -> tuple:
+        """The person's face boxes in the window, from the matched tracks (for reframing)."""
+        if not track_ids:
+            return ()
+        table = self.services.face_store().track_faces(event.org_id, event.event_id, key, track_ids)
+        matches = [
+            FaceMatch(t, q, tid, tuple(b))
+            for t, q, tid, b in zip(
+                table.column("timestamp_s").to_pylist(),
+                table.column("quality").to_pylist(),
+                table.column("track_id").to_pylist(),
+                table.column("bbox").to_pylist(),
+                strict=True,
+            )
+        ]
+        return faces_to_follow(matches, window)
+
+
+def clip_window(start: float, end: float, max_s: float, video_start: float, video_end: float) -> ClipWindow:
+    """[start, end] within the video, cut to ``max_s`` around its middle."""
+    start, end = max(start, video_start), min(end, video_end)
+    if end - start > max_s:
+        middle = (start + end) / 2
+        start, end = middle - max_s / 2, middle + max_s / 2
+    return ClipWindow(start, end, support=0, best_similarity=0.0, mean_similarity=0.0, poster_s=(start + end) / 2)
