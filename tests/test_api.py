@@ -414,3 +414,122 @@ def test_a_replica_with_other_env_still_uses_the_drivers_settings(api, serve_api
         serve.delete("envcheck")
     assert serve_api.settings.models.min_face_px == 20
     assert result["ok"] and result["model_pack"] == "yunet-sface"  # with 100000 px, no face would pass
+
+
+# ---- several selfies, "not me", extra clips ----------------------------------------------
+def post_files(api: Api, event: int, images: list[bytes], key: str = "main") -> httpx.Response:
+    files = [("file", (f"selfie{i}.jpg", image, "image/jpeg")) for i, image in enumerate(images)]
+    return api.http.post(
+        api.url(event, "/video-clipping/search-by-selfie"), headers={"X-API-Key": api.keys[key]}, files=files
+    )
+
+
+def post_json(api: Api, request_id: str, suffix: str, body: object, key: str = "main", org: int = EVENT_ORG,
+              event: int = EVENT_ID) -> httpx.Response:  # fmt: skip
+    return api.http.post(
+        api.url(event, f"/video-clipping/{request_id}/{suffix}", org), headers={"X-API-Key": api.keys[key]}, json=body
+    )
+
+
+def segment_seconds(data: dict) -> float:
+    return sum(s["end_seconds"] - s["start_seconds"] for s in data["segments"])
+
+
+def completed_search(api: Api, images: list[bytes]) -> dict:
+    r = post_files(api, EVENT_ID, images)
+    assert r.status_code == 200, r.text
+    return assert_result_shape(api.wait(EVENT_ID, r.json()["data"]["request_id"]), "completed")
+
+
+def test_two_selfies_find_at_least_as_much_as_either_alone(api, synthetic_event):
+    pan = synthetic_event.pan
+    one = person_selfie(synthetic_event, 1)
+    other = jpeg(selfie_of(pan.face_boxes[1] / pan.scale, margin=0.4, scale=0.9, flip=False))
+    alone = [segment_seconds(completed_search(api, [image])) for image in (one, other)]
+    both = completed_search(api, [one, other])
+    assert min(alone) > 0 and segment_seconds(both) >= max(alone) - 1e-6
+    assert {s["source_video_key"] for s in both["segments"]} == {pan.path.name}
+
+
+def test_every_selfie_must_show_a_face(api, synthetic_event):
+    blank = jpeg(np.full((240, 320, 3), 127, np.uint8))
+    r = post_files(api, EVENT_ID, [person_selfie(synthetic_event, 1), blank])
+    assert r.status_code == 400 and r.json()["data"]["code"] == "no_face" and "file 2 of 2" in r.json()["message"]
+
+
+def test_not_me_segment_disappears_on_rerun(api, synthetic_event):
+    data = completed_search(api, [person_selfie(synthetic_event, 4)])
+    rid = data["request_id"]
+    (seg, *_) = data["segments"]
+    r = post_json(api, rid, "feedback", {"not_me": [seg["segment_id"]]})
+    assert r.status_code == 200 and r.json()["data"]["request_id"] == rid
+    after = api.wait(EVENT_ID, rid)["data"]
+    assert after["status"] == "no_matches"  # person 4 is seen in one segment only
+    overlapping = [
+        s
+        for s in after["segments"]
+        if s["source_video_key"] == seg["source_video_key"]
+        and s["start_seconds"] < seg["end_seconds"]
+        and s["end_seconds"] > seg["start_seconds"]
+    ]
+    assert overlapping == []
+    again = post_json(api, rid, "feedback", {"not_me": ["no-such-segment"]})
+    assert again.status_code == 400 and again.json()["data"]["code"] == "unknown_segment"
+
+
+def wait_for_clip(api: Api, request_id: str, clip_id: str, deadline_s: float = 120.0) -> dict:
+    end = time.monotonic() + deadline_s
+    while True:
+        data = api.get(EVENT_ID, request_id).json()["data"]
+        clip = next(c for c in data["clips"] if c["clip_id"] == clip_id)
+        if clip["status"] != "processing" or time.monotonic() > end:
+            return clip
+        time.sleep(POLL_INTERVAL_S)
+
+
+@pytest.fixture(scope="module")
+def finished_search(api, synthetic_event) -> dict:
+    return completed_search(api, [person_selfie(synthetic_event, 0)])
+
+
+def test_extra_clip_in_9_16_follows_a_segment(api, synthetic_event, tmp_path):
+    data = completed_search(api, [person_selfie(synthetic_event, 2)])
+    rid, seg = data["request_id"], data["segments"][0]
+    r = post_json(api, rid, "clips", {"segment_id": seg["segment_id"], "aspect": "9:16", "max_duration_s": 6})
+    assert r.status_code == 200 and r.json()["data"]["status"] == "processing"
+    clip = wait_for_clip(api, rid, r.json()["data"]["clip_id"])
+    assert clip["status"] == "completed" and clip["aspect"] == "9:16" and clip["error"] is None
+    assert clip["end_seconds"] - clip["start_seconds"] <= 6.0 + 1e-6
+    local = tmp_path / "vertical.mp4"
+    local.write_bytes(api.http.get(clip["video_url"]).content)
+    info = probe_clip(local)
+    assert abs(info.width / info.height - 9 / 16) < 0.01 and info.height == synthetic_event.pan.height
+    assert abs(info.duration_s - (clip["end_seconds"] - clip["start_seconds"])) < 0.2
+    # The search itself is untouched: its contract fields still hold the best clip per video.
+    assert api.get(EVENT_ID, rid).json()["data"]["videos"] == data["videos"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"segment_id": "nope"}, 400, "unknown_segment"),
+        ({"source_video_key": "pan.mp4", "start_seconds": 10.0, "end_seconds": 99.0}, 400, "invalid_times"),
+        ({"source_video_key": "pan.mp4", "start_seconds": 5.0, "end_seconds": 4.0}, 400, "invalid_times"),
+        ({"source_video_key": "nowhere.mp4", "start_seconds": 1.0, "end_seconds": 2.0}, 400, "unknown_video"),
+        ({"segment_id": "x", "aspect": "4:3"}, 400, "invalid_aspect"),
+        ({"aspect": "1:1"}, 400, "invalid_body"),
+    ],
+)
+def test_bad_clip_requests_are_400(api, finished_search, serve_api, body, status, code):
+    rid = finished_search["request_id"]
+    before = serve_api.control.table("extra_clips").count_rows()
+    r = post_json(api, rid, "clips", body)
+    assert (r.status_code, r.json()["data"]["code"]) == (status, code)
+    assert serve_api.control.table("extra_clips").count_rows() == before
+
+
+def test_another_orgs_request_is_404_for_clips_and_feedback(api, finished_search):
+    rid = finished_search["request_id"]
+    for suffix, body in (("clips", {"segment_id": "x"}), ("feedback", {"not_me": ["x"]})):
+        r = post_json(api, rid, suffix, body, key="other_org", org=OTHER_ORG, event=1)
+        assert (r.status_code, r.json()["data"]["code"]) == (404, "request_not_found")
