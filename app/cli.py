@@ -90,23 +90,31 @@ def cmd_media(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pipelines.eval_runner import DEFAULT_EXCLUDE, run_evaluation
+    from pipelines.eval_runner import DEFAULT_EXCLUDE, compare_modes, run_evaluation
     from pipelines.evaluate import format_table, overall
 
     settings = _settings(args)
     if not args.data_dir:  # keep the evaluation's index apart from the product's
         settings = settings.model_copy(update={"data_dir": str(Path(".facereel-eval"))})
+    variants = compare_modes(settings)
     modes = ("faces", "tracks") if args.mode == "both" else (args.mode,)
+    variants = {mode: variants[mode] for mode in modes}
     print(f"evaluating {args.set} (index in {settings.store_uri}; modes: {', '.join(modes)})")
-    report = run_evaluation(settings, Path(args.set), modes, args.max_photos, tuple(args.exclude or DEFAULT_EXCLUDE))
+    report = run_evaluation(settings, Path(args.set), variants, args.max_photos, tuple(args.exclude or DEFAULT_EXCLUDE))
     for identity, photos in sorted(report.photos_failed.items()):
         print(f"  no usable face in {identity}: {', '.join(photos)}")
-    before = report.scores.get("faces") if len(modes) == 2 else None
-    after = report.scores[modes[-1]]
+    labelled = {s.identity for s in report.scores[modes[-1]] if s.labelled_s > 0}
+    before = [s for s in report.scores["faces"] if s.identity in labelled] if len(modes) == 2 else None
+    after = [s for s in report.scores[modes[-1]] if s.identity in labelled]
     print(f"\ncoverage per identity ({'per-face -> tracks + expansion' if before else modes[-1]}):")
     print(format_table(after, before))
-    wrong = overall(after).wrong_segments
-    print(f"\nwrong-person segments: {wrong}")
+    strangers = [s for s in report.scores[modes[-1]] if s.identity not in labelled]
+    stray = sum(s.segments for s in strangers)
+    print(
+        f"\n{len(strangers)} identities with photos but in no video (no-match queries): {stray} segments, all wrong"
+    )
+    wrong = overall(after).wrong_segments + stray
+    print(f"wrong-person segments: {wrong}")
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.config import Settings
+from pipelines.config import MatchSettings, Settings
 from pipelines.evaluate import IdentityScore, LabelledSet, Segment, score_all
 from pipelines.match import References, find_person, timed_hits
 from pipelines.models import load_pack
@@ -52,13 +52,20 @@ def reference_photos(
     return sorted(usable)[:max_photos]
 
 
+def compare_modes(settings: Settings) -> dict[str, MatchSettings]:
+    """Per-face matching (the baseline) and the configured matching (tracks + expansion)."""
+    return {"faces": settings.match.model_copy(update={"mode": "faces"}), "tracks": settings.match}
+
+
 def run_evaluation(
     settings: Settings,
     root: Path,
-    modes: tuple[str, ...] = ("faces", "tracks"),
+    variants: dict[str, MatchSettings] | None = None,
     max_photos: int = 3,
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE,
 ) -> EvalReport:
+    """Scores per variant of the matching rules (default: ``compare_modes``)."""
+    variants = variants or compare_modes(settings)
     from pipelines.index import index_event
     from pipelines.store import FaceStore
 
@@ -89,12 +96,11 @@ def run_evaluation(
         if vectors:
             refs[identity] = np.stack(vectors)
     scores = {}
-    for mode in modes:
-        rules = settings.match.model_copy(update={"mode": mode})
+    for name, rules in variants.items():
         segments = {}
         for identity, positives in refs.items():
             found = find_person(store, EVAL_ORG, EVAL_EVENT, References(positives), threshold, rules)
             ranked = ranked_segments(timed_hits(found), bounds, settings.segments)
             segments[identity] = [Segment(s.media_key, s.start_s, s.end_s) for s in ranked]
-        scores[mode] = score_all(labelled, segments)
+        scores[name] = score_all(labelled, segments)
     return EvalReport(scores, used, failed, report.seconds)
