@@ -173,28 +173,51 @@ def run_models(video: Path) -> dict:
     t0 = time.perf_counter()
     pack = load_pack(cfg)
     load_s = time.perf_counter() - t0
+    from pipelines.tracks import TrackLinker, crop_sharpness, face_quality, frame_signature, is_shot_cut
+
     batch = settings.index.embed.batch_size
-    det_s = align_s = emb_s = 0.0
+    det_s = align_s = emb_s = track_s = 0.0
     crops: list = []
+    vectors: list = []
+    per_frame: list = []  # (timestamp, boxes, qualities, signature)
     faces = 0
     cpu0, start = own_cpu_s(), time.perf_counter()
     for f in frames:
         t = time.perf_counter()
         dets = filter_detections(pack.detector.detect(f.image), cfg.det_score_threshold, cfg.min_face_px)
         t2 = time.perf_counter()
-        crops.extend(pack.align_all(f.image, dets))
+        aligned = pack.align_all(f.image, dets)
+        crops.extend(aligned)
         t3 = time.perf_counter()
         det_s, align_s = det_s + t2 - t, align_s + t3 - t2
+        # What tracking adds in the detect actor: a frame signature and a sharpness per face.
+        sig = frame_signature(f.image)
+        quality = [
+            face_quality(min(b[2] - b[0], b[3] - b[1]), s, crop_sharpness(c))
+            for b, s, c in zip(dets.boxes, dets.scores, aligned, strict=True)
+        ]
+        per_frame.append((f.timestamp_s, dets.boxes, np.asarray(quality, np.float32), sig))
+        track_s += time.perf_counter() - t3
         faces += len(dets)
         while len(crops) >= batch:
             t = time.perf_counter()
-            pack.embedder.embed(np.stack(crops[:batch]))
+            vectors.extend(pack.embedder.embed(np.stack(crops[:batch])))
             emb_s += time.perf_counter() - t
             crops = crops[batch:]
     if crops:
         t = time.perf_counter()
-        pack.embedder.embed(np.stack(crops))
+        vectors.extend(pack.embedder.embed(np.stack(crops)))
         emb_s += time.perf_counter() - t
+    # What tracking adds in the writer: linking every frame's faces.
+    t = time.perf_counter()
+    linker, prev, used = TrackLinker(settings.tracks, "bench"), None, 0
+    for ts, boxes, quality, sig in per_frame:
+        n = len(boxes)
+        if n:
+            linker.add_frame(ts, boxes, np.stack(vectors[used : used + n]), quality, is_shot_cut(prev, sig, 0.4))
+        prev, used = sig, used + n
+    tracks = len(linker.finish())
+    track_s += time.perf_counter() - t
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,
@@ -211,6 +234,9 @@ def run_models(video: Path) -> dict:
         "embed_s": emb_s,
         "detect_ms_per_frame": 1000 * det_s / max(1, len(frames)),
         "embed_ms_per_face": 1000 * emb_s / max(1, faces),
+        "track_s": track_s,
+        "tracks": tracks,
+        "track_share": track_s / wall,
         "note": f"intra_op_threads={cfg.intra_op_threads}, embed batch {batch}; "
         "peak RSS includes the pre-decoded frames",
     }
@@ -423,6 +449,8 @@ def run_pipeline(video: Path, logs_dir: Path, tag: str) -> dict:
         "frames": report.frames,
         "faces": report.faces,
         "stored_faces": stored,
+        "tracking_s": report.tracking_s,
+        "tracking_share": report.tracking_s / wall,
         "failed": report.failed,
         "video_s": None,
         "cluster_cpus": cpus,
@@ -744,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = env["settings"]["intra_op_threads"]
     default = "the config default" if threads == default_intra_op_threads() else "NOT the default"
     print(f"onnxruntime intra_op_threads = {threads} ({default}) for (b), (d) and every actor of (c)")
+    for variant, key in (("models", "track_share"), ("pipeline", "tracking_share")):
+        shares = [r[key] for r in runs.get(variant, []) if r.get(key) is not None]
+        if shares:
+            where = "signatures, sharpness and linking in (b)" if variant == "models" else "writer-side linking in (c)"
+            print(f"tracking: {statistics.median(shares):.1%} of {variant} time ({where})")
     print(f"load average start {load_start}, end {result['loadavg_end']}; total {result['total_s']:.0f} s")
     result["table_markdown"] = table
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))

@@ -45,6 +45,7 @@ class IndexReport:
     faces: int = 0
     frames: int = 0
     seconds: float = 0.0
+    tracking_s: float = 0.0  # the writer's share of tracking: linking faces into tracks
 
 
 @dataclass
@@ -377,6 +378,7 @@ def index_event(
             if on_progress:
                 on_progress(chunks_done, total_chunks, sum(m.faces for m in progress.values()))
         flush()
+        report.tracking_s = linking.seconds
     store.optimize()
     store.ensure_indices()
     report.seconds = time.monotonic() - started

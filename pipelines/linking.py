@@ -9,7 +9,11 @@ pass over the video; memory holds at most one chunk of face rows per video.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +21,22 @@ import pyarrow as pa
 from pipelines.config import TrackSettings
 from pipelines.models.base import PackInfo
 from pipelines.tracks import NO_TRACK, Track, TrackLinker, is_shot_cut
+
+T = TypeVar("T")
+
+
+def _timed(method: Callable[..., T]) -> Callable[..., T]:
+    """Adds the method's run time to ``self.seconds``."""
+
+    @functools.wraps(method)
+    def wrapper(self: VideoTracks, *args: object) -> T:
+        started = time.perf_counter()
+        try:
+            return method(self, *args)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    return wrapper
 
 
 class VideoTracks:
@@ -31,7 +51,9 @@ class VideoTracks:
         self.linkers: dict[str, TrackLinker] = {}
         self.last_signature: dict[str, np.ndarray] = {}
         self.waiting: dict[str, list[tuple[pa.Table, np.ndarray]]] = defaultdict(list)
+        self.seconds = 0.0  # time spent here, for the index report
 
+    @_timed
     def add(self, faces: pa.Table, signatures: np.ndarray) -> None:
         """Face rows (faces schema; several videos possible) and each row's frame signature."""
         keys = np.asarray(faces.column("media_key").to_numpy(zero_copy_only=False))
@@ -39,6 +61,7 @@ class VideoTracks:
             rows = np.flatnonzero(keys == key)
             self.waiting[str(key)].append((faces.take(pa.array(rows)), signatures[rows]))
 
+    @_timed
     def end_chunk(self, media_key: str) -> tuple[pa.Table | None, pa.Table]:
         """The chunk's face rows with track ids (None when it had none), and tracks closed so far."""
         parts = self.waiting.pop(media_key, [])
@@ -53,6 +76,7 @@ class VideoTracks:
         faces = faces.set_column(column, "track_id", pa.array(track_ids, pa.int64()))
         return faces, self._rows(self._linker(media_key).pop_closed())
 
+    @_timed
     def end_media(self, media_key: str) -> pa.Table:
         """Close the video's remaining tracks."""
         self.waiting.pop(media_key, None)
