@@ -792,6 +792,9 @@ def main() -> int:
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--load-wait-s", type=float, default=300.0)
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument(
+        "--compare-per-face", action="store_true", help="repeat the searches with per-face matching (the baseline)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/api"))
     parser.add_argument("--report-only", action="store_true", help="re-print <out>/results.json as markdown")
     args = parser.parse_args()
@@ -906,6 +909,17 @@ def main() -> int:
         result["searches"] = search_summary(rows, warm)
         result["searches"]["cpu"] = search_cpu
         result["requests_table"] = requests_table_state(settings)
+        if args.compare_per_face:
+            # The same searches with the earlier per-face matching: the baseline of this run.
+            per_face = settings.model_copy(update={"match": settings.match.model_copy(update={"mode": "faces"})})
+            serve.run(build_api(per_face), name="facereel", route_prefix="/")
+            post_phase(base, api_key, all_selfies[: args.warmup_searches], args.poll_s, args.search_timeout_s)
+            result["load_wait_per_face"] = wait_for_load(args.max_load, args.load_wait_s)
+            base_rows = post_phase(
+                base, api_key, all_selfies[args.warmup_searches :], args.poll_s, args.search_timeout_s
+            )
+            result["searches_per_face"] = search_summary(base_rows, [])
+            serve.run(build_api(settings), name="facereel", route_prefix="/")
 
         # ---- GET load ---------------------------------------------------------------------
         print("[5/6] GET load", flush=True)
@@ -955,6 +969,10 @@ def main() -> int:
     clip_median = result["searches"]["clip_duration_s"].get("median")
     per_search = result["searches"]["clip_seconds_per_search_median"]
     term_p50 = result["searches"]["terminal"]["p50_ms"] / 1000
+    if "searches_per_face" in result:
+        faces_p50 = result["searches_per_face"]["terminal"]["p50_ms"] / 1000
+        result["terminal_p50_tracks_vs_per_face"] = round(term_p50 / faces_p50, 3)
+        print(f"POST -> terminal p50: {term_p50:.2f} s by track + expansion, {faces_p50:.2f} s per face", flush=True)
     result["ratios"] = {
         "get_record_vs_healthz_throughput": round(g["GET /video-clipping/{request_id}"]["req_per_s_mean"] / health, 3),
         "event_details_vs_healthz_throughput": round(g["GET Event Details"]["req_per_s_mean"] / health, 3),
