@@ -185,3 +185,23 @@ def test_api_street_face_gets_no_hamilton_clip(real_event, real_api, pack):
     # The face is found where it came from, the street video, and nowhere else.
     assert data["status"] == "completed", data
     assert [v["source_video_key"] for v in data["videos"]] == [Path(STREET).name]
+
+
+# ---- coverage of every labelled moment (facereel eval) --------------------------------
+def test_tracks_and_expansion_cover_the_labelled_moments_without_wrong_people(ray_cluster, settings):
+    """The figures `facereel eval` prints: per-face matching before, tracks + expansion after."""
+    from pipelines.eval_runner import run_evaluation
+    from pipelines.evaluate import overall
+
+    report = run_evaluation(settings, shared_faces_or_skip())
+    before, after = report.scores["faces"], report.scores["tracks"]
+    labelled = {s.identity for s in after if s.labelled_s > 0}
+    assert {"nani", "lin_manuel_miranda", "barack_obama", "elon_musk"} <= labelled
+    total_before = overall([s for s in before if s.identity in labelled])
+    total_after = overall([s for s in after if s.identity in labelled])
+    log.info("coverage %.3f -> %.3f", total_before.coverage, total_after.coverage)
+    assert total_after.coverage >= 0.9 > total_before.coverage
+    assert total_after.wrong_segments == 0
+    assert sum(s.segments for s in after if s.identity not in labelled) == 0  # no-match queries find nobody
+    nani = next(s for s in after if s.identity == "nani")  # the montage: profiles, hugs, cuts
+    assert nani.coverage >= 0.85
