@@ -39,9 +39,7 @@ class EvalReport:
     index_seconds: float
 
 
-def reference_photos(
-    labelled: LabelledSet, identity: str, max_photos: int, exclude: tuple[str, ...]
-) -> list[str]:
+def reference_photos(labelled: LabelledSet, identity: str, max_photos: int, exclude: tuple[str, ...]) -> list[str]:
     """Single-person photos of ``identity`` (a group photo does not say which face is whose)."""
     people_in = Counter(p for paths in labelled.photos.values() for p in paths)
     usable = [
@@ -88,7 +86,9 @@ def run_evaluation(
         for photo in reference_photos(labelled, identity, max_photos, exclude):
             try:
                 image = decode_image_bytes((root / photo).read_bytes())
-                vectors.append(embed_selfie(pack, image, settings.models.det_score_threshold, settings.models.min_face_px).vector)
+                vectors.append(
+                    embed_selfie(pack, image, settings.models.det_score_threshold, settings.models.min_face_px).vector
+                )
                 used.setdefault(identity, []).append(photo)
             except (NoFaceFound, ValueError, OSError) as exc:  # no face, or not a JPEG/PNG
                 log.info("reference %s unusable: %s", photo, exc)
