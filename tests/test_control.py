@@ -140,3 +140,25 @@ def test_settings_pickle_without_rereading_the_environment(monkeypatch, tmp_path
     copy = pickle.loads(pickle.dumps(settings))
     assert copy == settings and copy.decode.sample_fps == 3.0 and copy.api.max_upload_bytes == 10 * 1024 * 1024
     assert load_app_settings(None).decode.sample_fps == 7.0  # what re-reading would have given
+
+
+def test_example_config_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    from app.config import AppSettings, load_app_settings
+
+    example = Path(__file__).resolve().parents[1] / "facereel.example.yaml"
+
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in d.items():
+            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {prefix + k}
+        return out
+
+    defaults = AppSettings().model_dump()
+    assert keys(yaml.safe_load(example.read_text())) == keys(defaults)
+    loaded = load_app_settings(example).model_dump()
+    for section in ("tracks", "match", "segments", "decode", "index", "clip", "api"):
+        assert loaded[section] == defaults[section], section
