@@ -110,9 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(after, before))
     strangers = [s for s in report.scores[modes[-1]] if s.identity not in labelled]
     stray = sum(s.segments for s in strangers)
-    print(
-        f"\n{len(strangers)} identities with photos but in no video (no-match queries): {stray} segments, all wrong"
-    )
+    print(f"\n{len(strangers)} identities with photos but in no video (no-match queries): {stray} segments, all wrong")
     wrong = overall(after).wrong_segments + stray
     print(f"wrong-person segments: {wrong}")
     return 0

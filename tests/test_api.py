@@ -533,3 +533,20 @@ def test_another_orgs_request_is_404_for_clips_and_feedback(api, finished_search
     for suffix, body in (("clips", {"segment_id": "x"}), ("feedback", {"not_me": ["x"]})):
         r = post_json(api, rid, suffix, body, key="other_org", org=OTHER_ORG, event=1)
         assert (r.status_code, r.json()["data"]["code"]) == (404, "request_not_found")
+
+
+def test_a_long_file_name_is_no_reason_to_refuse(api, synthetic_event):
+    """Phones name photos freely; python-multipart's default 4 KiB header line refused these."""
+    for name in ("x" * 5000 + ".jpg", "写真" * 1500 + ".jpg"):
+        r = api.http.post(
+            api.url(EVENT_ID, "/video-clipping/search-by-selfie"),
+            headers={"X-API-Key": api.keys["main"]},
+            files={"file": (name, person_selfie(synthetic_event, 3), "image/jpeg")},
+        )
+        assert r.status_code == 200 and r.json()["data"]["status"] == "processing", r.text[:200]
+
+
+def test_too_many_selfies_is_400(api, serve_api, synthetic_event):
+    n = serve_api.settings.api.max_selfies + 1
+    r = post_files(api, EVENT_ID, [person_selfie(synthetic_event, 3)] * n)
+    assert (r.status_code, r.json()["data"]["code"]) == (400, "too_many_files")

@@ -4,13 +4,13 @@ live in app/search/video_clipping.py."""
 
 from __future__ import annotations
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
+from app.routes import multipart
 from app.routes.common import API, authorize
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
@@ -23,24 +23,16 @@ def search_of(request: Request) -> VideoClippingSearch:
     return request.app.state.video_clipping
 
 
-async def read_form(request: Request, max_upload_bytes: int, max_files: int) -> tuple[list[bytes], str | None]:
+async def read_selfie_form(request: Request, max_upload_bytes: int, max_files: int) -> tuple[list[bytes], str | None]:
     """(selfie files' bytes, request_id text or None) from the multipart form."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_files * (max_upload_bytes + FORM_OVERHEAD_BYTES):
         raise ApiError(413, f"The selfie is larger than {max_upload_bytes} bytes.", "file_too_large")
-    try:
-        # One file more than allowed, so that too many is a clear 400 rather than a parse error.
-        form = await request.form(max_files=max_files + 1, max_fields=4)
-    except Exception as exc:
-        raise ApiError(
-            400, f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).", "invalid_form"
-        ) from None
-    uploads, raw_id = form.getlist("file"), form.get("request_id")
-    if any(isinstance(u, str) for u in uploads) or (raw_id is not None and not isinstance(raw_id, str)):
+    form = await multipart.read_form(request, max_upload_bytes, max_files)
+    if "file" in form.fields or "request_id" in form.files or len(form.fields.get("request_id", [])) > 1:
         raise ApiError(400, "'file' must be a file upload and 'request_id' a text field.", "invalid_form")
-    # One byte past the limit is enough for the service to say 413.
-    files = [await u.read(max_upload_bytes + 1) for u in uploads if isinstance(u, UploadFile)]
-    return files, raw_id or None
+    raw_id = form.fields.get("request_id", [""])[0]
+    return form.files.get("file", []), raw_id or None
 
 
 async def read_json(request: Request) -> object:
@@ -55,7 +47,7 @@ async def search_by_selfie(request: Request) -> JSONResponse:
     search = search_of(request)
     search.require_enabled(event)
     api = search.settings.api
-    selfies, raw_id = await read_form(request, api.max_upload_bytes, api.max_selfies)
+    selfies, raw_id = await read_selfie_form(request, api.max_upload_bytes, api.max_selfies)
     request_id, status = await search.start(event, selfies, raw_id)
     return JSONResponse(start_payload(request_id, status))
 
