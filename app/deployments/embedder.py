@@ -50,6 +50,7 @@ class SelfieEmbedder:
                 "bbox": [round(v, 1) for v in query.bbox],
                 "det_score": round(query.det_score, 4),
                 "faces_found": query.faces_found,
+                "attempt": query.attempt,  # how the face was found: as-is, padded, tiled, rotated-90, ...
             },
         }
 
