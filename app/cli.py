@@ -53,9 +53,8 @@ def search_selfie(settings: AppSettings, org: int, event: int, selfie: Path, top
     from pipelines.store import FaceStore
 
     pack = load_pack(settings.models)
-    query = embed_selfie(
-        pack, decode_image_bytes(selfie.read_bytes()), settings.models.det_score_threshold, settings.models.min_face_px
-    )
+    image = decode_image_bytes(selfie.read_bytes())
+    query = embed_selfie(pack, image, settings.models.det_score_threshold, settings.models.min_face_px, settings.selfie)
     store = FaceStore.from_settings(settings, pack.info)
     thr = match_threshold(settings.models) if threshold is None else threshold
     return store.search(org, event, query.vector, min_similarity=thr, limit=top), thr, query

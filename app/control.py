@@ -22,6 +22,15 @@ EXTRA_CLIPS = "extra_clips"
 
 TS = pa.timestamp("us", tz="UTC")
 
+OWNER = (pa.field("org_id", pa.int64()), pa.field("event_id", pa.int64()))
+# What every job record ends with: its error, when it started, changed, and must be done by.
+LIFECYCLE = (
+    pa.field("error", pa.string()),
+    pa.field("created_at", TS),
+    pa.field("updated_at", TS),
+    pa.field("deadline_at", TS),
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     ORGS: pa.schema([pa.field("org_id", pa.int64()), pa.field("name", pa.string()), pa.field("created_at", TS)]),
     EVENTS: pa.schema(
@@ -54,8 +63,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     REQUESTS: pa.schema(
         [
             pa.field("request_id", pa.string()),
-            pa.field("org_id", pa.int64()),
-            pa.field("event_id", pa.int64()),
+            *OWNER,
             pa.field("status", pa.string()),
             pa.field("job_id", pa.string()),  # the attempt allowed to write results
             pa.field("selfie_embedding", pa.binary()),  # float32 bytes of (selfies x dim); null when none
@@ -67,25 +75,18 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("videos_json", pa.string()),
             pa.field("clip_errors_json", pa.string()),
             pa.field("segments_json", pa.string()),  # ranked segments of the last run
-            pa.field("error", pa.string()),
-            pa.field("created_at", TS),
-            pa.field("updated_at", TS),
-            pa.field("deadline_at", TS),
+            *LIFECYCLE,
         ]
     ),
     EXTRA_CLIPS: pa.schema(
         [
             pa.field("clip_id", pa.string()),
             pa.field("request_id", pa.string()),
-            pa.field("org_id", pa.int64()),
-            pa.field("event_id", pa.int64()),
+            *OWNER,
             pa.field("search_job_id", pa.string()),  # the search run whose segments it cuts
             pa.field("status", pa.string()),  # processing | completed | clip_failed | failed
             pa.field("item_json", pa.string()),  # what was asked, and the clip once cut
-            pa.field("error", pa.string()),
-            pa.field("created_at", TS),
-            pa.field("updated_at", TS),
-            pa.field("deadline_at", TS),
+            *LIFECYCLE,
         ]
     ),
 }

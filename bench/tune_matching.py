@@ -28,18 +28,16 @@ def variants(base):
         "tracks + expansion, no competitors": {"competitors": False},
         "chosen: tracks + expansion + competitors": {},
     }
-    for margin in (0.05, 0.15):
-        grid[f"expansion_margin {margin}"] = {"expansion_margin": margin}
-    for floor in (0.20, 0.30):
-        grid[f"expansion_floor {floor}"] = {"expansion_floor": floor}
-    for floor in (0.20, 0.30):
-        grid[f"candidate_floor {floor}"] = {"candidate_floor": floor}
-    for k in (1, 5):
-        grid[f"best_k {k}"] = {"best_k": k}
-    for q in (0.3, 0.7):
-        grid[f"competitor_min_quality {q}"] = {"competitor_min_quality": q}
-    for s in (0.2, 0.3):
-        grid[f"competitor_max_similarity {s}"] = {"competitor_max_similarity": s}
+    neighbours = {  # one step either way from each chosen value
+        "expansion_margin": (0.05, 0.15),
+        "expansion_floor": (0.20, 0.30),
+        "candidate_floor": (0.20, 0.30),
+        "best_k": (1, 5),
+        "competitor_min_quality": (0.3, 0.7),
+        "competitor_max_similarity": (0.2, 0.3),
+    }
+    for name, values in neighbours.items():
+        grid.update({f"{name} {value}": {name: value} for value in values})
     return {name: base.model_copy(update=update) for name, update in grid.items()}
 
 

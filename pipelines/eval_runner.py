@@ -87,7 +87,9 @@ def run_evaluation(
             try:
                 image = decode_image_bytes((root / photo).read_bytes())
                 vectors.append(
-                    embed_selfie(pack, image, settings.models.det_score_threshold, settings.models.min_face_px).vector
+                    embed_selfie(
+                        pack, image, settings.models.det_score_threshold, settings.models.min_face_px, settings.selfie
+                    ).vector
                 )
                 used.setdefault(identity, []).append(photo)
             except (NoFaceFound, ValueError, OSError) as exc:  # no face, or not a JPEG/PNG

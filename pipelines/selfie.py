@@ -18,10 +18,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipelines.config import SelfieSettings
 from pipelines.models.base import Detections, ModelPack, filter_detections
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "MPO")  # MPO: multi-picture JPEG from some phone cameras
 PAD_GRAY = 128  # border colour of the padded view (see _padded)
+
+
+DEFAULT_OPTIONS = SelfieSettings()
 
 
 class NoFaceFound(ValueError):
@@ -194,13 +198,7 @@ def find_faces(
     image_bgr: np.ndarray,
     min_score: float,
     min_face_px: float,
-    *,
-    pad_frac: float = 0.5,
-    tile_overlap: float = 0.25,
-    confident_score: float = 0.92,
-    rotation_margin: float = 0.02,
-    view_margin: float = 0.1,
-    try_rotations: bool = True,
+    options: SelfieSettings = DEFAULT_OPTIONS,
 ) -> tuple[Detections, str]:
     """Faces in source pixels and the name of the view they were taken from (NoFaceFound if none).
 
@@ -226,25 +224,27 @@ def find_faces(
 
     def upright() -> Iterator[tuple[str, Detections]]:
         yield "as-is", _detect_in(pack, _View("as-is", image_bgr, np.eye(3)), hw, min_score)
-        yield "padded", _detect_in(pack, _padded(image_bgr, pad_frac, det_size), hw, min_score)
+        yield "padded", _detect_in(pack, _padded(image_bgr, options.pad_frac, det_size), hw, min_score)
         if max(hw) > det_size:  # only then does the detector shrink faces
-            tiles = [_View("tiled", t, _translate(x, y)) for x, y, t in _tiles(image_bgr, det_size, tile_overlap)]
+            tiles = [
+                _View("tiled", t, _translate(x, y)) for x, y, t in _tiles(image_bgr, det_size, options.tile_overlap)
+            ]
             yield "tiled", _merge([_detect_in(pack, v, hw, min_score) for v in tiles], nms)
 
     def turned(degrees: int) -> list[tuple[str, Detections]]:
         view = _rotated(image_bgr, degrees)
-        pad = _padded(view.image, pad_frac, det_size)
+        pad = _padded(view.image, options.pad_frac, det_size)
         pad = _View(f"{view.name}-padded", pad.image, view.to_source @ pad.to_source)
         return [(v.name, _detect_in(pack, v, hw, min_score)) for v in (view, pad)]
 
     chosen: list[tuple[str, Detections]] = []
     for name, dets in upright():
         chosen.append((name, dets))
-        if _main_score(dets) >= confident_score:
+        if _main_score(dets) >= options.confident_score:
             break
     best = max(_main_score(d) for _, d in chosen)
-    if try_rotations and best < confident_score:
-        bar = best + rotation_margin if best > 0 else 0.0
+    if options.try_rotations and best < options.confident_score:
+        bar = best + options.rotation_margin if best > 0 else 0.0
         for degrees in (90, 270, 180):
             views = turned(degrees)
             score = max(_main_score(d) for _, d in views)
@@ -257,7 +257,7 @@ def find_faces(
     picked: tuple[str, Detections] | None = None
     for name, dets in chosen:
         sized = filter_detections(dets, min_score, min_face_px)
-        if len(sized) and (picked is None or _main_score(sized) > _main_score(picked[1]) + view_margin):
+        if len(sized) and (picked is None or _main_score(sized) > _main_score(picked[1]) + options.view_margin):
             picked = (name, sized)
     if picked is None:
         raise NoFaceFound("no face found in the image")
@@ -269,31 +269,14 @@ def embed_selfie(
     image_bgr: np.ndarray,
     min_score: float,
     min_face_px: float,
-    *,
-    pad_frac: float = 0.5,
-    tile_overlap: float = 0.25,
-    confident_score: float = 0.92,
-    rotation_margin: float = 0.02,
-    view_margin: float = 0.1,
-    try_rotations: bool = True,
+    options: SelfieSettings = DEFAULT_OPTIONS,
 ) -> SelfieEmbedding:
     """Embed the main face (largest x most confident) of a query photo.
 
     Landmarks are mapped back to the original image and the face is aligned there: the
     similarity transform absorbs any 90-degree turn, and the original keeps full resolution.
     """
-    dets, attempt = find_faces(
-        pack,
-        image_bgr,
-        min_score,
-        min_face_px,
-        pad_frac=pad_frac,
-        tile_overlap=tile_overlap,
-        confident_score=confident_score,
-        rotation_margin=rotation_margin,
-        view_margin=view_margin,
-        try_rotations=try_rotations,
-    )
+    dets, attempt = find_faces(pack, image_bgr, min_score, min_face_px, options)
     best = pick_main_face(dets)
     crop = pack.align(image_bgr, dets.landmarks[best])
     vector = pack.embedder.embed(crop[None])[0]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.config import SelfieSettings
 from pipelines.models.base import Detections, ModelPack, filter_detections
 from pipelines.selfie import NoFaceFound, SelfieEmbedding, decode_image_bytes, embed_selfie, pick_main_face
 from pipelines.synthetic import insightface_image, read_bgr, selfie_of
@@ -33,8 +34,8 @@ def thresholds(settings) -> tuple[float, float]:
     return settings.models.det_score_threshold, settings.models.min_face_px
 
 
-def embed(pack, image: np.ndarray, thresholds, **kw) -> SelfieEmbedding:
-    return embed_selfie(pack, image, *thresholds, **kw)
+def embed(pack, image: np.ndarray, thresholds, options: SelfieSettings | None = None) -> SelfieEmbedding:
+    return embed_selfie(pack, image, *thresholds, options or SelfieSettings())
 
 
 def found_without_fallbacks(pack, image: np.ndarray, thresholds) -> Detections:
@@ -247,7 +248,7 @@ def test_tight_face_crop_is_found_and_matches_the_video(pack, thresholds, hamilt
 def without_rotations(pack, image: np.ndarray, thresholds) -> np.ndarray | None:
     """The embedding found without the rotation fallback (None: no face)."""
     try:
-        return embed(pack, image, thresholds, try_rotations=False).vector
+        return embed(pack, image, thresholds, SelfieSettings(try_rotations=False)).vector
     except NoFaceFound:
         return None
 

@@ -33,9 +33,8 @@ class SelfieEmbedder:
                 "message": f"the file is not a readable JPEG or PNG image ({exc})",
             }
         try:
-            query = embed_selfie(
-                self.pack, image, self.settings.models.det_score_threshold, self.settings.models.min_face_px
-            )
+            models = self.settings.models
+            query = embed_selfie(self.pack, image, models.det_score_threshold, models.min_face_px, self.settings.selfie)
         except NoFaceFound:
             return {
                 "ok": False,
