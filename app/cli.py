@@ -260,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not args.verbose:
-        logging.getLogger("ray").setLevel(logging.WARNING)
+    if not args.verbose:  # library chatter (Ray, HTTP clients) only with -v
+        for name in ("ray", "httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as exc:

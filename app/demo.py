@@ -91,8 +91,10 @@ def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> in
     print("2/5 starting a local Ray cluster and the facereel Serve application")
     ensure_ray(settings)
     port = urlparse(settings.api.public_base_url).port or 8000
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_api(settings), name="facereel", route_prefix="/")
+    # Serve's INFO lines (replica starts, every request) only with -v: the demo prints its own progress.
+    quiet = {"log_level": "DEBUG" if logging.getLogger("facereel").isEnabledFor(logging.DEBUG) else "WARNING"}
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
+    serve.run(build_api(settings), name="facereel", route_prefix="/", logging_config=quiet)
     key = ensure_demo_event(settings)
     print(f"3/5 indexing the event (store: {settings.store_uri})")
     report = index_event(settings, DEMO_ORG, DEMO_EVENT, [str(out / "event")])
