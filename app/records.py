@@ -221,6 +221,14 @@ class ExtraClips:
             clip.item = {**clip.item, **video}
         self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
 
+    def sweep_overdue(self) -> int:
+        """Fail every extra clip processing past its deadline; returns how many."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        rows = self.control.rows(EXTRA_CLIPS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
+        for row in rows:
+            self.finish(row["clip_id"], FAILED, error=OVERDUE_CLIP_ERROR)
+        return len(rows)
+
     def of_request(self, request_id: str) -> list[ExtraClip]:
         """The request's extra clips, oldest first; one processing past its deadline reads as failed."""
         rows = self.control.rows(EXTRA_CLIPS, f"request_id = {sql_str(request_id)}")

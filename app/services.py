@@ -95,6 +95,8 @@ class Services:
             try:
                 if n := await asyncio.to_thread(self.records.sweep_overdue):
                     log.warning("failed %d overdue searches", n)
+                if n := await asyncio.to_thread(self.extra_clips.sweep_overdue):
+                    log.warning("failed %d overdue clips", n)
                 if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
                     last_maintenance = time.monotonic()
                     await self.maintain()

@@ -162,3 +162,28 @@ def test_example_config_lists_every_setting_with_its_default():
     loaded = load_app_settings(example).model_dump()
     for section in ("tracks", "match", "segments", "decode", "index", "clip", "api"):
         assert loaded[section] == defaults[section], section
+
+
+def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from app.control import EXTRA_CLIPS
+    from app.records import OVERDUE_CLIP_ERROR, ExtraClip, ExtraClips
+
+    control = ControlStore(str(tmp_path / "control"))
+    clips = ExtraClips(control, 60)
+    rid = str(uuid.uuid4())
+    made = [
+        clips.start(ExtraClip(str(uuid.uuid4()), rid, 1, 1, "job", PROCESSING, {"aspect": "9:16"})) for _ in range(2)
+    ]
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    for clip in made:  # the state a worker that died leaves behind
+        control.upsert(
+            EXTRA_CLIPS,
+            ["clip_id"],
+            [{**control.rows(EXTRA_CLIPS, f"clip_id = '{clip.clip_id}'")[0], "deadline_at": past}],
+        )
+    assert clips.sweep_overdue() == 2
+    assert clips.sweep_overdue() == 0
+    got = clips.of_request(rid)
+    assert [(c.status, c.error, c.item) for c in got] == [("failed", OVERDUE_CLIP_ERROR, {"aspect": "9:16"})] * 2
