@@ -27,6 +27,8 @@ class ApiSettings(BaseModel):
     # Where clips go unless an event names its own output location.
     output_root: str = ""
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The longest clip a client may ask for after a search (POST .../clips, max_duration_s).
+    max_extra_clip_s: float = Field(default=60.0, gt=0.0)
     # Selfies one search may carry (each must show a face); more photos find more.
     max_selfies: int = Field(default=5, ge=1)
     # A search still processing after this long is failed (its worker is presumed lost).

@@ -32,6 +32,7 @@ from app.contract import (
 from app.events import SearchRules
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
+from pipelines.tracks import NO_TRACK
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def segment_items(job: SearchJob, segments: list[RankedSegment]) -> list[dict]:
                 "best_similarity": round(seg.best_similarity, 4),
                 "score": round(seg.score, 4),
                 "clipped": False,
-                "track_ids": sorted(set(inside)),
+                "track_ids": sorted(set(inside) - {NO_TRACK}),
             }
         )
     return items

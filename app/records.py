@@ -211,7 +211,11 @@ class ExtraClips:
         self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
         return clip
 
-    def finish(self, clip_id: str, status: str, video: dict | None = None, error: str | None = None) -> None:
+    def finish(
+        self, clip_id: str, status: str, video: dict | None = None, error: str | None = None, overdue: bool = False
+    ) -> None:
+        """Record a clip's outcome; ``overdue`` writes only while it is still processing, so a
+        worker that finishes meanwhile is never overwritten by the sweep."""
         rows = self.control.rows(EXTRA_CLIPS, f"clip_id = {sql_str(clip_id)}", 1)
         if not rows:
             return
@@ -219,14 +223,15 @@ class ExtraClips:
         clip.status, clip.error, clip.updated_at = status, error, datetime.now(UTC)
         if video is not None:
             clip.item = {**clip.item, **video}
-        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
+        only_if = f"target.status = {sql_str(PROCESSING)}" if overdue else None
+        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)], only_if=only_if)
 
     def sweep_overdue(self) -> int:
         """Fail every extra clip processing past its deadline; returns how many."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         rows = self.control.rows(EXTRA_CLIPS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
         for row in rows:
-            self.finish(row["clip_id"], FAILED, error=OVERDUE_CLIP_ERROR)
+            self.finish(row["clip_id"], FAILED, error=OVERDUE_CLIP_ERROR, overdue=True)
         return len(rows)
 
     def of_request(self, request_id: str) -> list[ExtraClip]:
@@ -235,7 +240,7 @@ class ExtraClips:
         clips = sorted((ExtraClip.from_row(r) for r in rows), key=lambda c: c.created_at or datetime.min)
         for clip in clips:
             if clip.status == PROCESSING and is_past(clip.deadline_at):
-                self.finish(clip.clip_id, FAILED, error=OVERDUE_CLIP_ERROR)
+                self.finish(clip.clip_id, FAILED, error=OVERDUE_CLIP_ERROR, overdue=True)
                 clip.status, clip.error = FAILED, OVERDUE_CLIP_ERROR
         return clips
 

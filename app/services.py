@@ -68,7 +68,9 @@ class Services:
         """The output storage holding an event's clips (None for an unknown event)."""
         from pipelines.storage import OutputStorage
 
-        event = await asyncio.to_thread(self.events.get, org_id, event_id)
+        event = await asyncio.to_thread(
+            self.cache.get_or_load, ("event", org_id, event_id), lambda: self.events.get(org_id, event_id)
+        )
         if event is None:
             return None
         return OutputStorage(event.output_location(self.settings), self.settings.store.storage_options)

@@ -318,20 +318,24 @@ def index_event(
     total_chunks = len(items)
     chunks_done = 0
     pending: list[pa.Table] = []
+    pending_tracks: list[pa.Table] = []
     pending_rows = 0
 
     def flush() -> None:
-        nonlocal pending, pending_rows
+        nonlocal pending, pending_tracks, pending_rows
         if pending:
             store.add_faces(pa.concat_tables(pending))
-        pending, pending_rows = [], 0
+        if pending_tracks:
+            store.add_tracks(pa.concat_tables(pending_tracks))
+        pending, pending_tracks, pending_rows = [], [], 0
 
     def write(faces: pa.Table | None, tracks: pa.Table) -> None:
         nonlocal pending_rows
         if faces is not None:
             pending.append(faces)
             pending_rows += faces.num_rows
-        store.add_tracks(tracks)  # a track's faces may still be pending: searches join by id, not order
+        if tracks.num_rows:
+            pending_tracks.append(tracks)  # stored with the next flush of faces
 
     if items:
         ds = build_dataset(items, settings)

@@ -145,7 +145,7 @@ def candidate_faces(
         loose = [h for fid, h in hits.items() if fid not in ids]  # untracked, or tracks off
         vectors = [] if rows is None else rows.column("vector").to_pylist()
         if loose:
-            vectors += store.face_vectors([h.face_id for h in loose])
+            vectors += store.face_vectors(org_id, event_id, [h.face_id for h in loose])
         cols = {
             "timestamps": ([] if rows is None else rows.column("timestamp_s").to_pylist())
             + [h.timestamp_s for h in loose],

@@ -201,7 +201,10 @@ class FaceStore:
             log.warning(
                 "faces table at %s predates %s: added; re-index media to build tracks", self.uri, sorted(missing)
             )
-            self.faces.add_columns(missing)
+            try:
+                self.faces.add_columns(missing)
+            except Exception:  # another process added them first
+                self.faces = self.db.open_table(FACES)
 
     # ---- media -----------------------------------------------------------------
     def media_rows(self, org_id: int, event_id: int) -> list[dict]:
@@ -267,14 +270,16 @@ class FaceStore:
         rows = self.tracks.search().where(where).select(["vector"]).limit(None).to_arrow()
         return np.asarray(rows.column("vector").to_pylist(), np.float32).reshape(-1, self.pack.dim)
 
-    def face_vectors(self, face_ids: Sequence[str]) -> list[list[float]]:
-        """Vectors of the given faces, in the order given."""
-        if not face_ids:
-            return []
-        ids = ", ".join(sql_str(f) for f in face_ids)
-        rows = self.faces.search().where(f"face_id IN ({ids})").select(["face_id", "vector"]).limit(None).to_arrow()
-        by_id = dict(zip(rows.column("face_id").to_pylist(), rows.column("vector").to_pylist(), strict=True))
-        return [by_id[f] for f in face_ids]
+    def face_vectors(self, org_id: int, event_id: int, face_ids: Sequence[str]) -> list[list[float]]:
+        """Vectors of the given faces of one event, in the order given (zeros for a face gone
+        meanwhile, e.g. re-indexed: it then matches nothing)."""
+        by_id: dict[str, list[float]] = {}
+        for start in range(0, len(face_ids), 500):
+            ids = ", ".join(sql_str(f) for f in face_ids[start : start + 500])
+            where = f"{event_filter(org_id, event_id)} AND face_id IN ({ids})"
+            rows = self.faces.search().where(where).select(["face_id", "vector"]).limit(None).to_arrow()
+            by_id.update(zip(rows.column("face_id").to_pylist(), rows.column("vector").to_pylist(), strict=True))
+        return [by_id.get(f, [0.0] * self.pack.dim) for f in face_ids]
 
     def track_faces(self, org_id: int, event_id: int, media_key: str, track_ids: Sequence[int]) -> pa.Table:
         """Every face of the given tracks of one video, with vectors, in time order."""
@@ -352,6 +357,8 @@ class FaceStore:
         rows = self.faces.count_rows()
         if rows and ("event_id",) not in names:
             self.faces.create_index("event_id", config=BTree())
+        if self.tracks.count_rows() and not any(ix.columns == ["event_id"] for ix in self.tracks.list_indices()):
+            self.tracks.create_index("event_id", config=BTree())
         if rows >= self.ann_min_rows and ("vector",) not in names:
             log.info("building IVF_PQ index over %d faces", rows)
             self.faces.create_index(

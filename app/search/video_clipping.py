@@ -185,6 +185,10 @@ class VideoClippingSearch:
                 matches,
             )
             run_search.remote(self.settings, job)
+        except asyncio.CancelledError:  # the client went away mid-match: end the record, not leave it processing
+            cancelled = "The request was cancelled before the search started; start a new search."
+            await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
+            raise
         except Exception as exc:
             log.exception("could not start search %s", record.request_id)
             await record_end(self.services, record, FAILED, error=f"Failed to start processing: {exc}")
@@ -206,6 +210,14 @@ class VideoClippingSearch:
         unknown = [s for s in not_me if s not in known]
         if unknown:
             raise ApiError(400, f"Unknown segment_id: {', '.join(unknown)}.", "unknown_segment")
+        untracked = [s for s in not_me if not known[s]["track_ids"]]
+        if untracked:
+            raise ApiError(
+                400,
+                f"Segment {', '.join(untracked)} holds no face track (its video was indexed before tracks); "
+                "re-index the video to use feedback on it.",
+                "segment_not_tracked",
+            )
         record = self.with_stored_selfie(record)
         store = self.services.face_store()
         vectors = []
@@ -230,13 +242,19 @@ class VideoClippingSearch:
             raise ApiError(409, "Clips can be added once the search has finished with segments.", "search_busy")
         store = self.services.face_store()
         rules = event.search_rules(self.settings)
-        max_s = req.max_duration_s or rules.segments.max_clip_s
+        # A client may ask for shorter or longer clips, never more than the server's cap.
+        max_s = min(req.max_duration_s or rules.segments.max_clip_s, self.settings.api.max_extra_clip_s)
         if req.segment_id is not None:
             seg = next((s for s in record.segments if s["segment_id"] == req.segment_id), None)
             if seg is None:
                 raise ApiError(400, f"Unknown segment_id: {req.segment_id}.", "unknown_segment")
-            key, start, end = seg["source_video_key"], seg["start_seconds"], seg["end_seconds"]
-            track_ids = seg["track_ids"]
+            key, track_ids = seg["source_video_key"], seg["track_ids"]
+            # Like the search's own clips: padded, and at least min_clip_s long.
+            pad = rules.segments.padding_s
+            start, end = seg["start_seconds"] - pad, seg["end_seconds"] + pad
+            if end - start < rules.segments.min_clip_s:
+                grow = (rules.segments.min_clip_s - (end - start)) / 2
+                start, end = start - grow, end + grow
         else:
             key, start, end = req.source_video_key, req.start_seconds, req.end_seconds
             track_ids = sorted({t for s in record.segments if s["source_video_key"] == key for t in s["track_ids"]})
