@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.contract import error_body
 from app.errors import ApiError
-from app.routes import events, media, video_clipping
+from app.routes import events, face_search, media, video_clipping
+from app.search.face_search import FaceSearch
 from app.search.video_clipping import VideoClippingSearch
 from app.services import Services
 
@@ -92,6 +93,7 @@ def create_api(services: Services) -> Starlette:
         routes=[
             *events.routes(),
             *video_clipping.routes(),
+            *face_search.routes(),
             *media.routes(),
             Route("/healthz", health, methods=["GET"]),
         ],
@@ -101,4 +103,5 @@ def create_api(services: Services) -> Starlette:
     )
     app.state.services = services
     app.state.video_clipping = VideoClippingSearch(services)
+    app.state.face_search = FaceSearch(services)
     return app

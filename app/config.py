@@ -31,6 +31,11 @@ class ApiSettings(BaseModel):
     max_extra_clip_s: float = Field(default=60.0, gt=0.0)
     # Selfies one search may carry (each must show a face); more photos find more.
     max_selfies: int = Field(default=5, ge=1)
+    # Face Search and BIB search answer photos a page at a time.
+    page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=200, ge=1)
+    # Longer side of the photo thumbnails served next to each photo (made on first request).
+    thumbnail_px: int = Field(default=400, ge=32, le=2048)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica sweeps for overdue searches.

@@ -130,3 +130,53 @@ def clip_started_payload(request_id: str, clip_id: str) -> dict:
         "Clip started. Poll the search's GET for its status.",
         {"status": PROCESSING, "request_id": request_id, "clip_id": clip_id},
     )
+
+
+# ---- photos (Face Search, BIB search) ---------------------------------------------------
+FACE_SEARCH_MESSAGES = {
+    COMPLETED: "Face search completed",
+    NO_MATCHES: "No photos of the event matched the uploaded selfie.",
+}
+BIB_SEARCH_MESSAGES = {
+    COMPLETED: "BIB search completed",
+    NO_MATCHES: "No photos of the event show this BIB number.",
+}
+
+
+def photo_item(
+    photo_key: str,
+    photo_url: str,
+    thumbnail_url: str,
+    similarity: float,
+    bbox: list[float],
+    taken_at: str | None,
+    match_count: int,
+) -> dict:
+    return {
+        "photo_key": photo_key,
+        "photo_url": photo_url,
+        "thumbnail_url": thumbnail_url,
+        "similarity": similarity,
+        "bbox": bbox,
+        "taken_at": taken_at,
+        "match_count": match_count,
+    }
+
+
+def photos_payload(
+    messages: dict[str, str], photos: list[dict], total: int, page: int, page_size: int, **ids: Any
+) -> dict:
+    """One page of ranked photos; ``ids`` (request_id, bib) lead the data."""
+    status = COMPLETED if total else NO_MATCHES
+    return envelope(
+        messages[status],
+        {
+            **ids,
+            "status": status,
+            "photos": photos,
+            "page": page,
+            "page_size": page_size,
+            "total_photos": total,
+            "total_pages": math.ceil(total / page_size),
+        },
+    )

@@ -75,6 +75,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("videos_json", pa.string()),
             pa.field("clip_errors_json", pa.string()),
             pa.field("segments_json", pa.string()),  # ranked segments of the last run
+            pa.field("bib", pa.string()),  # the race number searched for, when any
+            pa.field("photos_json", pa.string()),  # Face Search: ranked photos; null before one ran
+            pa.field("video_matches_json", pa.string()),  # Face Search: the video faces it matched
+            pa.field("matches_basis", pa.string()),  # what those matches were computed under
+            pa.field("face_searched_at", TS),
             *LIFECYCLE,
         ]
     ),
@@ -142,9 +147,14 @@ class ControlStore:
     def rows(self, name: str, where: str, limit: int | None = None) -> list[dict]:
         return self.tables[name].search().where(where).limit(limit).to_arrow().to_pylist()
 
-    def upsert(self, name: str, on: list[str], rows: list[dict], only_if: str | None = None) -> None:
+    def upsert(
+        self, name: str, on: list[str], rows: list[dict], only_if: str | None = None, insert: bool | None = None
+    ) -> int:
+        """Insert or update ``rows``; with ``only_if`` existing rows change only where it
+        holds (and new ones are inserted only when ``insert``). Returns rows written."""
         table = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
         builder = self.tables[name].merge_insert(on).when_matched_update_all(where=only_if)
-        if only_if is None:
+        if insert if insert is not None else only_if is None:
             builder = builder.when_not_matched_insert_all()
-        builder.execute(table)
+        result = builder.execute(table)
+        return int(getattr(result, "num_updated_rows", 0) or 0) + int(getattr(result, "num_inserted_rows", 0) or 0)

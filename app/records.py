@@ -48,6 +48,11 @@ class SearchRecord:
     clip_errors: list[dict] = field(default_factory=list)
     negatives: np.ndarray | None = None  # (n, dim) "not me" references from feedback
     segments: list[dict] = field(default_factory=list)  # ranked segments of the last run
+    bib: str | None = None  # the race number of a BIB search
+    photos: list[dict] | None = None  # Face Search's ranked photos; None before one ran
+    video_matches: dict | None = None  # Face Search's video matches (app/search/stored_matches.py)
+    matches_basis: str | None = None  # the rules and index those matches were computed under
+    face_searched_at: datetime | None = None
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -69,6 +74,11 @@ class SearchRecord:
             "videos_json": json.dumps(self.videos),
             "clip_errors_json": json.dumps(self.clip_errors),
             "segments_json": json.dumps(self.segments),
+            "bib": self.bib,
+            "photos_json": None if self.photos is None else json.dumps(self.photos),
+            "video_matches_json": None if self.video_matches is None else json.dumps(self.video_matches),
+            "matches_basis": self.matches_basis,
+            "face_searched_at": self.face_searched_at,
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -92,6 +102,11 @@ class SearchRecord:
             clip_errors=json.loads(r["clip_errors_json"] or "[]"),
             negatives=bytes_vectors(r.get("negative_embedding"), dim),
             segments=json.loads(r.get("segments_json") or "[]"),
+            bib=r.get("bib"),
+            photos=None if r.get("photos_json") is None else json.loads(r["photos_json"]),
+            video_matches=None if r.get("video_matches_json") is None else json.loads(r["video_matches_json"]),
+            matches_basis=r.get("matches_basis"),
+            face_searched_at=r.get("face_searched_at"),
             error=r["error"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
@@ -160,6 +175,29 @@ class RequestRecords:
         current.updated_at = datetime.now(UTC)
         self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=f"target.job_id = {sql_str(job_id)}")
         return True
+
+    def save_face_search(self, record: SearchRecord, attempts: int = 5) -> SearchRecord:
+        """Store a Face Search's selfie and results without touching a video search that
+        may be running on the same record: written only if the record's job and status are
+        still what was read, else re-read and applied again."""
+        fields = ("embedding", "model_pack", "selfie", "negatives", "photos", "video_matches", "matches_basis")
+        now = datetime.now(UTC)
+        for _ in range(attempts):
+            current = self.read(record.request_id)
+            if current is None:
+                record.created_at = record.created_at or now
+                record.updated_at = record.face_searched_at = now
+                if self.control.upsert(REQUESTS, ["request_id"], [record.to_row()], only_if="false", insert=True):
+                    return record
+                continue  # created meanwhile by another request: apply to that one
+            for name in fields:
+                setattr(current, name, getattr(record, name))
+            current.updated_at = current.face_searched_at = now
+            status = "target.status IS NULL" if current.status is None else f"target.status = {sql_str(current.status)}"
+            only_if = f"target.job_id = {sql_str(current.job_id)} AND {status}"
+            if self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if):
+                return current
+        raise RuntimeError(f"request {record.request_id} kept changing; Face Search results not stored")
 
     def fail_overdue(self, record: SearchRecord) -> None:
         self.control.upsert(

@@ -197,6 +197,21 @@ class SegmentSettings(BaseModel):
     edge_s: float = Field(default=0.25, ge=0.0)
 
 
+class BibSettings(BaseModel):
+    """Race numbers (BIBs) read by OCR at index time, for events with BIB search on
+    (pipelines/bibs.py). Events without it pay nothing: the stage is not built."""
+
+    # Video frames read per second (photos are always read); OCR costs ~0.4 s per frame.
+    sample_fps: float = Field(default=1.0, gt=0.0, le=30.0)
+    # A number is a whole text box of only digits, this many of them.
+    min_digits: int = Field(default=2, ge=1, le=12)
+    max_digits: int = Field(default=6, ge=1, le=12)
+    # The recogniser's confidence for the whole box.
+    min_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    # The OCR actor pool (CPU share per actor, batch of frames per call).
+    pool: PoolSettings = PoolSettings(num_cpus=0.5, batch_size=4)
+
+
 class ClipSettings(BaseModel):
     """ffmpeg encoding of clips: H.264/AAC MP4 with +faststart, plus a JPEG poster."""
 
@@ -229,6 +244,7 @@ class Settings(BaseSettings):
     tracks: TrackSettings = TrackSettings()
     match: MatchSettings = MatchSettings()
     segments: SegmentSettings = SegmentSettings()
+    bibs: BibSettings = BibSettings()
     clip: ClipSettings = ClipSettings()
     ray: RaySettings = RaySettings()
 

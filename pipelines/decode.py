@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 import av
 import numpy as np
 from PIL import Image, ImageOps
 
 from pipelines.media import MediaSource, open_binary
+from pipelines.photos import taken_at
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class MediaProbe:
     height: int
     codec: str
     start_s: float  # presentation time of the first frame
+    taken_at: datetime | None = None  # photos: EXIF capture time
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ def load_photo(uri: str, storage_options: dict | None = None) -> np.ndarray:
 
 def probe_photo(uri: str, storage_options: dict | None = None) -> MediaProbe:
     with open_binary(uri, storage_options) as fh, Image.open(fh) as img:
+        when = taken_at(img)
+        fmt = (img.format or "").lower()
         img = ImageOps.exif_transpose(img)
         img.load()  # truncated or corrupt files fail here, not later
-        return MediaProbe(0.0, 0.0, img.width, img.height, (img.format or "").lower(), 0.0)
+        return MediaProbe(0.0, 0.0, img.width, img.height, fmt, 0.0, when)

@@ -294,6 +294,7 @@ def index_event(
             "start_s": p and p.start_s, "duration_s": p and p.duration_s, "fps": p and p.fps,
             "width": p and p.width, "height": p and p.height, "codec": p and p.codec,
             "size_bytes": mp.source.size_bytes, "face_count": mp.faces, "error": error or None, "model_pack": info.name,
+            "taken_at": p and p.taken_at,
         }  # fmt: skip
 
     opts = settings.store.storage_options or None

@@ -9,6 +9,7 @@ it; a store is bound to one pack, so mixing embeddings is impossible.
 from __future__ import annotations
 
 import logging
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ warnings.filterwarnings("ignore", message="lancedb fork support is experimental"
 FACES = "faces"
 MEDIA = "media"
 TRACKS = "tracks"
+BIBS = "bibs"
 PACK_META_KEY = b"facereel.model_pack"
 VERSION_META_KEY = b"facereel.model_version"
 
@@ -79,6 +81,22 @@ def tracks_schema(pack: PackInfo) -> pa.Schema:
     )
 
 
+BIBS_SCHEMA = pa.schema(
+    [
+        pa.field("org_id", pa.int64()),
+        pa.field("event_id", pa.int64()),
+        pa.field("media_key", pa.string()),
+        pa.field("media_type", pa.string()),
+        pa.field("timestamp_s", pa.float64()),  # presentation time; 0 for photos
+        pa.field("frame_index", pa.int64()),
+        pa.field("number", pa.string()),  # digits as printed (leading zeros kept)
+        pa.field("confidence", pa.float32()),  # the recogniser's, for the whole number
+        pa.field("bbox", pa.list_(pa.float32(), 4)),  # the number's box, source pixels
+        pa.field("face_id", pa.string()),  # the face whose torso holds it; null when none
+        pa.field("track_id", pa.int64()),  # that face's track (videos); NO_TRACK otherwise
+    ]
+)
+
 # Columns added to the faces table after it was first released: (name, SQL default).
 FACE_COLUMNS_ADDED = {"track_id": f"CAST({NO_TRACK} AS BIGINT)", "quality": "CAST(0.5 AS FLOAT)"}
 FACE_COLUMNS = ["face_id", "media_key", "media_type", "timestamp_s", "frame_index", "bbox", "track_id", "quality"]
@@ -102,8 +120,11 @@ MEDIA_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
         pa.field("model_pack", pa.string()),
+        pa.field("media_id", pa.string()),  # random: photo URLs are public by unguessable name
+        pa.field("taken_at", pa.timestamp("us", tz="UTC")),  # photos: EXIF capture time
     ]
 )
+MEDIA_COLUMNS_ADDED = ("media_id", "taken_at")
 
 
 class PackMismatch(RuntimeError):
@@ -158,8 +179,10 @@ class FaceStore:
         self.faces = self._open_or_create(FACES, faces_schema(pack))
         self.media = self._open_or_create(MEDIA, MEDIA_SCHEMA)
         self.tracks = self._open_or_create(TRACKS, tracks_schema(pack))
+        self.bibs = self._open_or_create(BIBS, BIBS_SCHEMA)
         self._check_pack()
         self._add_new_face_columns()
+        self._add_new_media_columns()
 
     @classmethod
     def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
@@ -206,6 +229,19 @@ class FaceStore:
             except Exception:  # another process added them first
                 self.faces = self.db.open_table(FACES)
 
+    def _add_new_media_columns(self) -> None:
+        """Media rows written before photo search gain an id (so their photos get URLs)."""
+        missing = [f for f in MEDIA_SCHEMA if f.name in MEDIA_COLUMNS_ADDED and f.name not in self.media.schema.names]
+        if not missing:
+            return
+        try:
+            self.media.add_columns(missing)
+        except Exception:  # another process added them first
+            self.media = self.db.open_table(MEDIA)
+        rows = self.media.search().where("media_id IS NULL").limit(None).to_arrow().to_pylist()
+        if rows:
+            self.record_media([{**r, "media_id": uuid.uuid4().hex} for r in rows])
+
     # ---- media -----------------------------------------------------------------
     def media_rows(self, org_id: int, event_id: int) -> list[dict]:
         return self.media.search().where(event_filter(org_id, event_id)).limit(None).to_arrow().to_pylist()
@@ -226,13 +262,31 @@ class FaceStore:
         )
         return rows[0] if rows else None
 
+    def media_by_id(self, org_id: int, event_id: int, media_id: str) -> dict | None:
+        where = f"{event_filter(org_id, event_id)} AND media_id = {sql_str(media_id)}"
+        rows = self.media.search().where(where).limit(1).to_arrow().to_pylist()
+        return rows[0] if rows else None
+
+    def media_by_keys(self, org_id: int, event_id: int, media_keys: Sequence[str]) -> dict[str, dict]:
+        """media_key -> media row, for the given keys of one event."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(media_keys), 500):
+            keys = ", ".join(sql_str(k) for k in media_keys[start : start + 500])
+            rows = self.media.search().where(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
+            out.update((r["media_key"], r) for r in rows.limit(None).to_arrow().to_pylist())
+        return out
+
     def record_media(self, rows: Sequence[dict]) -> None:
         """Insert or replace media rows (keyed by org, event, media_key)."""
         if not rows:
             return
         now = datetime.now(UTC)
         table = pa.Table.from_pylist(
-            [{**r, "indexed_at": r.get("indexed_at") or now} for r in rows], schema=MEDIA_SCHEMA
+            [
+                {**r, "indexed_at": r.get("indexed_at") or now, "media_id": r.get("media_id") or uuid.uuid4().hex}
+                for r in rows
+            ],
+            schema=MEDIA_SCHEMA,
         )
         (
             self.media.merge_insert(["org_id", "event_id", "media_key"])
@@ -250,11 +304,27 @@ class FaceStore:
         if table.num_rows:
             self.tracks.add(table.cast(self.tracks.schema))
 
+    def add_bibs(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.bibs.add(table.cast(BIBS_SCHEMA))
+
+    def bib_sightings(self, org_id: int, event_id: int, number: str, media_type: str | None = None) -> pa.Table:
+        """Every sighting of one BIB number in the event, in media and time order."""
+        where = f"{event_filter(org_id, event_id)} AND number = {sql_str(number)}"
+        if media_type is not None:
+            where += f" AND media_type = {sql_str(media_type)}"
+        table = self.bibs.search().where(where).limit(None).to_arrow()
+        return table.sort_by([("media_key", "ascending"), ("timestamp_s", "ascending")])
+
+    def count_bibs(self, org_id: int, event_id: int) -> int:
+        return self.bibs.count_rows(event_filter(org_id, event_id))
+
     def delete_media_faces(self, org_id: int, event_id: int, media_keys: Sequence[str]) -> None:
-        """Remove faces and tracks of media about to be (re)indexed, so a retry never duplicates rows."""
+        """Remove faces, tracks and BIBs of media about to be (re)indexed, so a retry never
+        duplicates rows."""
         for start in range(0, len(media_keys), 500):
             keys = ", ".join(sql_str(k) for k in media_keys[start : start + 500])
-            for table in (self.faces, self.tracks):
+            for table in (self.faces, self.tracks, self.bibs):
                 table.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
 
     def video_tracks(self, org_id: int, event_id: int, media_key: str) -> pa.Table:
@@ -350,6 +420,7 @@ class FaceStore:
         self.faces.optimize()
         self.media.optimize()
         self.tracks.optimize()
+        self.bibs.optimize()
 
     def ensure_indices(self) -> None:
         """Scalar index for event filters; a vector index once the table is large enough."""
@@ -359,6 +430,8 @@ class FaceStore:
             self.faces.create_index("event_id", config=BTree())
         if self.tracks.count_rows() and not any(ix.columns == ["event_id"] for ix in self.tracks.list_indices()):
             self.tracks.create_index("event_id", config=BTree())
+        if self.bibs.count_rows() and not any(ix.columns == ["number"] for ix in self.bibs.list_indices()):
+            self.bibs.create_index("number", config=BTree())
         if rows >= self.ann_min_rows and ("vector",) not in names:
             log.info("building IVF_PQ index over %d faces", rows)
             self.faces.create_index(

@@ -1,12 +1,17 @@
-"""GET /media/{org_id}/{event_id}/clips/{request_id}/{file}: clip files, public by unguessable name."""
+"""Files served to people, public by unguessable name: clips and posters
+(/media/{org_id}/{event_id}/clips/{request_id}/{file}), event photos and their thumbnails
+(/media/{org_id}/{event_id}/photos/{media_id}[/thumbnail.jpg])."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
+from PIL.Image import DecompressionBombError, UnidentifiedImageError
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -14,8 +19,11 @@ from starlette.routing import Route
 from app.errors import ApiError
 from app.routes.common import services_of
 from app.services import parse_request_id
-from pipelines.storage import StorageError
+from pipelines.media import is_remote, open_binary
+from pipelines.photos import content_type, thumbnail_jpeg
+from pipelines.storage import OutputStorage, StorageError
 
+MEDIA_ID = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(mp4|jpg)$")
 MEDIA_TYPES = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 CHUNK_BYTES = 1 << 16
@@ -51,7 +59,73 @@ async def clip_file(request: Request) -> Response:
     return StreamingResponse(chunks_then_close(fh), media_type=media_type)
 
 
+async def photo_row(request: Request) -> dict:
+    """The media row of the photo named by the path (404 for anything else)."""
+    services = services_of(request)
+    media_id = request.path_params["media_id"]
+    if not MEDIA_ID.match(media_id):
+        raise ApiError(404, "No such photo.", "not_found")
+    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
+    row = await asyncio.to_thread(services.face_store().media_by_id, org_id, event_id, media_id)
+    if row is None or row["media_type"] != "photo":
+        raise ApiError(404, "No such photo.", "not_found")
+    return row
+
+
+async def photo_file(request: Request) -> Response:
+    row = await photo_row(request)
+    media_type = content_type(row["codec"])
+    if not is_remote(row["uri"]):
+        local = Path(row["uri"].removeprefix("file://"))
+        if not await asyncio.to_thread(local.is_file):
+            raise ApiError(404, "No such photo.", "not_found")
+        return FileResponse(local, media_type=media_type)
+    try:
+        fh = await asyncio.to_thread(open_binary, row["uri"], services_of(request).settings.store.storage_options)
+    except OSError:
+        raise ApiError(404, "No such photo.", "not_found") from None
+    return StreamingResponse(chunks_then_close(fh), media_type=media_type)
+
+
+def make_thumbnail(row: dict, storage: OutputStorage, key: str, max_px: int, storage_options: dict) -> None:
+    """Write the photo's thumbnail to ``key`` (atomically: concurrent first requests race safely)."""
+    with open_binary(row["uri"], storage_options or None) as fh:
+        data = thumbnail_jpeg(fh, max_px)
+    with tempfile.TemporaryDirectory(prefix="facereel-thumb-") as tmp:
+        path = Path(tmp) / "thumb.jpg"
+        path.write_bytes(data)
+        storage.put(path, key)
+
+
+async def photo_thumbnail(request: Request) -> Response:
+    row = await photo_row(request)
+    services = services_of(request)
+    org_id, event_id = row["org_id"], row["event_id"]
+    storage = await services.clip_storage(org_id, event_id)
+    if storage is None:
+        raise ApiError(404, "No such photo.", "not_found")
+    key = f"{org_id}/{event_id}/thumbnails/{row['media_id']}.jpg"
+    settings = services.settings
+    try:
+        if not await asyncio.to_thread(storage.exists, key):
+            await asyncio.to_thread(
+                make_thumbnail, row, storage, key, settings.api.thumbnail_px, settings.store.storage_options
+            )
+        if not storage.remote:
+            return FileResponse(storage.local_path(key), media_type="image/jpeg")
+        fh = await asyncio.to_thread(storage.open, key)
+    except (OSError, UnidentifiedImageError, DecompressionBombError):
+        raise ApiError(404, "No such photo.", "not_found") from None
+    return StreamingResponse(chunks_then_close(fh), media_type="image/jpeg")
+
+
 def routes() -> list[Route]:
     return [
         Route("/media/{org_id:int}/{event_id:int}/clips/{request_id}/{name}", clip_file, methods=["GET", "HEAD"]),
+        Route("/media/{org_id:int}/{event_id:int}/photos/{media_id}", photo_file, methods=["GET", "HEAD"]),
+        Route(
+            "/media/{org_id:int}/{event_id:int}/photos/{media_id}/thumbnail.jpg",
+            photo_thumbnail,
+            methods=["GET", "HEAD"],
+        ),
     ]

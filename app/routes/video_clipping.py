@@ -10,45 +10,21 @@ from starlette.routing import Route
 
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
-from app.routes import multipart
-from app.routes.common import API, authorize
+from app.routes.common import API, authorize, read_json, read_search_form
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
-
-# Multipart framing around the file; a body this much over the limit is refused unread.
-FORM_OVERHEAD_BYTES = 64 * 1024
 
 
 def search_of(request: Request) -> VideoClippingSearch:
     return request.app.state.video_clipping
 
 
-async def read_selfie_form(request: Request, max_upload_bytes: int, max_files: int) -> tuple[list[bytes], str | None]:
-    """(selfie files' bytes, request_id text or None) from the multipart form."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_files * (max_upload_bytes + FORM_OVERHEAD_BYTES):
-        raise ApiError(413, f"The selfie is larger than {max_upload_bytes} bytes.", "file_too_large")
-    form = await multipart.read_form(request, max_upload_bytes, max_files)
-    if "file" in form.fields or "request_id" in form.files or len(form.fields.get("request_id", [])) > 1:
-        raise ApiError(400, "'file' must be a file upload and 'request_id' a text field.", "invalid_form")
-    raw_id = form.fields.get("request_id", [""])[0]
-    return form.files.get("file", []), raw_id or None
-
-
-async def read_json(request: Request) -> object:
-    try:
-        return await request.json()
-    except Exception:
-        raise ApiError(400, "Expected a JSON body.", "invalid_body") from None
-
-
 async def search_by_selfie(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     search = search_of(request)
     search.require_enabled(event)
-    api = search.settings.api
-    selfies, raw_id = await read_selfie_form(request, api.max_upload_bytes, api.max_selfies)
-    request_id, status = await search.start(event, selfies, raw_id)
+    form = await read_search_form(request, search.settings.api, ("request_id",))
+    request_id, status = await search.start(event, form.files, form.fields.get("request_id"))
     return JSONResponse(start_payload(request_id, status))
 
 

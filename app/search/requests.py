@@ -11,11 +11,59 @@ import asyncio
 import logging
 import uuid
 
+import numpy as np
+
+from app.config import AppSettings
 from app.errors import ApiError
 from app.records import SearchRecord
 from app.services import Services, parse_request_id
+from pipelines.models import pack_info
 
 log = logging.getLogger(__name__)
+
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
+
+
+def check_selfie_bytes(data: bytes, max_bytes: int) -> None:
+    """Upload rules: non-empty, within the size limit, JPEG or PNG by its magic bytes."""
+    if not data:
+        raise ApiError(400, "The uploaded selfie file is empty.", "empty_file")
+    if len(data) > max_bytes:
+        raise ApiError(413, f"The selfie is larger than {max_bytes} bytes.", "file_too_large")
+    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
+        raise ApiError(400, "The selfie must be a JPEG or PNG image.", "unsupported_file_type")
+
+
+async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.ndarray, str, dict]:
+    """(embeddings (n, dim), model pack, what the first selfie showed); 400 for a file
+    without a usable face, naming which file when there are several."""
+    settings = services.settings
+    if len(selfies) > settings.api.max_selfies:
+        raise ApiError(400, f"Send at most {settings.api.max_selfies} selfies.", "too_many_files")
+    for data in selfies:
+        check_selfie_bytes(data, settings.api.max_upload_bytes)
+    embedded = await asyncio.gather(*(services.embedder.embed.remote(data) for data in selfies))
+    for i, result in enumerate(embedded):
+        if not result["ok"]:
+            which = f" (file {i + 1} of {len(selfies)})" if len(selfies) > 1 else ""
+            raise ApiError(400, result["message"] + which, result["code"])
+    vectors = np.stack([np.asarray(r["vector"], np.float32) for r in embedded])
+    return vectors, embedded[0]["model_pack"], embedded[0]["selfie"] | {"selfies": len(embedded)}
+
+
+def stored_selfie(settings: AppSettings, existing: SearchRecord | None) -> SearchRecord:
+    """The record whose stored selfie a file-less request reuses (404/400 when it cannot)."""
+    if existing is None:
+        raise ApiError(404, "Unknown request_id.", "request_not_found")
+    if existing.embedding is None:
+        raise ApiError(400, "This request_id has no stored selfie; upload a file with it.", "no_stored_selfie")
+    if existing.model_pack != pack_info(settings.models.pack).name:
+        raise ApiError(
+            400,
+            "The stored selfie was embedded with another model pack; upload the selfie again.",
+            "model_pack_changed",
+        )
+    return existing
 
 
 async def claim_request_id(

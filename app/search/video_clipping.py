@@ -21,28 +21,24 @@ from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, ru
 from app.errors import ApiError
 from app.events import Event
 from app.records import ExtraClip, SearchRecord
-from app.search.requests import claim_request_id, get_record, record_end, record_start
+from app.search.requests import (
+    claim_request_id,
+    embed_selfies,
+    get_record,
+    record_end,
+    record_start,
+    stored_selfie,
+)
+from app.search.stored_matches import decode_matches, matches_basis
 from app.services import Services
 from pipelines.match import FaceMatch, References, find_person
-from pipelines.models import pack_info
 from pipelines.segments import ClipWindow
 
 log = logging.getLogger(__name__)
 
-JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 ASPECTS = ("source", "9:16", "1:1")
 # A search whose segments can be cut again.
 FINISHED_WITH_SEGMENTS = (COMPLETED, CLIP_FAILED, NO_SEGMENTS)
-
-
-def check_selfie_bytes(data: bytes, max_bytes: int) -> None:
-    """Upload rules: non-empty, within the size limit, JPEG or PNG by its magic bytes."""
-    if not data:
-        raise ApiError(400, "The uploaded selfie file is empty.", "empty_file")
-    if len(data) > max_bytes:
-        raise ApiError(413, f"The selfie is larger than {max_bytes} bytes.", "file_too_large")
-    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
-        raise ApiError(400, "The selfie must be a JPEG or PNG image.", "unsupported_file_type")
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class VideoClippingSearch:
         """Start (or rerun) a search; (request_id, ``processing`` or ``no_matches``)."""
         if not selfies and not raw_request_id:
             raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
-        if len(selfies) > self.settings.api.max_selfies:
+        if len(selfies) > self.settings.api.max_selfies:  # before anything is read or stored
             raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
         request_id, existing = await claim_request_id(
             self.services, event.org_id, event.event_id, raw_request_id, bool(selfies)
@@ -132,41 +128,32 @@ class VideoClippingSearch:
     async def with_selfies(
         self, event: Event, request_id: str, existing: SearchRecord | None, selfies: list[bytes]
     ) -> SearchRecord:
-        for data in selfies:
-            check_selfie_bytes(data, self.settings.api.max_upload_bytes)
-        embedded = await asyncio.gather(*(self.services.embedder.embed.remote(data) for data in selfies))
-        for i, result in enumerate(embedded):
-            if not result["ok"]:
-                which = f" (file {i + 1} of {len(selfies)})" if len(selfies) > 1 else ""
-                raise ApiError(400, result["message"] + which, result["code"])
-        record = existing or SearchRecord(
-            request_id, event.org_id, event.event_id, PROCESSING, "", embedded[0]["model_pack"], None
-        )
-        record.embedding = np.stack([np.asarray(r["vector"], np.float32) for r in embedded])
-        record.model_pack = embedded[0]["model_pack"]
-        record.selfie = embedded[0]["selfie"] | {"selfies": len(embedded)}
+        embedding, model_pack, selfie = await embed_selfies(self.services, selfies)
+        record = existing or SearchRecord(request_id, event.org_id, event.event_id, PROCESSING, "", model_pack, None)
+        record.embedding, record.model_pack, record.selfie = embedding, model_pack, selfie
         record.negatives = None  # new photos: earlier "not me" answers were about other matches
+        # Face Search results were for the old selfie: a new Face Search recomputes them.
+        record.photos = record.video_matches = record.matches_basis = record.face_searched_at = None
+        record.bib = None
         return record
 
     def with_stored_selfie(self, existing: SearchRecord | None) -> SearchRecord:
-        if existing is None:
-            raise ApiError(404, "Unknown request_id.", "request_not_found")
-        if existing.embedding is None:
-            raise ApiError(400, "This request_id has no stored selfie; upload a file with it.", "no_stored_selfie")
-        if existing.model_pack != pack_info(self.settings.models.pack).name:
-            raise ApiError(
-                400,
-                "The stored selfie was embedded with another model pack; upload the selfie again.",
-                "model_pack_changed",
-            )
-        return existing
+        return stored_selfie(self.settings, existing)
 
     def match(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
+        """The person's video faces: the ones Face Search stored for this selfie when they
+        still hold (same rules, same index), else matched now."""
         rules = event.search_rules(self.settings)
+        store = self.services.face_store()
+        if record.video_matches is not None and record.matches_basis is not None:
+            negatives = 0 if record.negatives is None else len(record.negatives)
+            faces = store.count_faces(event.org_id, event.event_id)
+            if record.matches_basis == matches_basis(self.settings, rules.threshold, negatives, faces):
+                log.info("search %s clips from the matches Face Search stored", record.request_id)
+                return decode_matches(record.video_matches)
         dim = record.embedding.shape[1]
         negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
         refs = References(record.embedding, negatives)
-        store = self.services.face_store()
         return find_person(store, event.org_id, event.event_id, refs, rules.threshold, self.settings.match)
 
     async def dispatch(self, event: Event, record: SearchRecord) -> str:
@@ -197,6 +184,12 @@ class VideoClippingSearch:
 
     async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
         record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        if record.status is None:  # a Face Search record: no video search started yet
+            raise ApiError(
+                404,
+                "No video clipping search has been started for this request_id; POST search-by-selfie with it.",
+                "request_not_found",
+            )
         clips = await asyncio.to_thread(self.services.extra_clips.of_request, request_id)
         return record, [c for c in clips if c.search_job_id == record.job_id]
 

@@ -1,0 +1,64 @@
+"""Face Search: POST face-search (a selfie, or a request_id with a stored one) and GET
+face-search/{request_id}, both answering a page of the event's photos of that person.
+Parsing and rendering only; the rules live in app/search/face_search.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.contract import FACE_SEARCH_MESSAGES, photos_payload
+from app.records import SearchRecord
+from app.routes.common import API, authorize, read_search_form, services_of
+from app.search.face_search import FaceSearch
+from app.search.photos import Page, parse_page, photo_items
+from app.services import parse_request_id
+
+
+def search_of(request: Request) -> FaceSearch:
+    return request.app.state.face_search
+
+
+async def page_of_photos(request: Request, record: SearchRecord, page: Page) -> JSONResponse:
+    services = services_of(request)
+    ranked = record.photos or []
+    items = await asyncio.to_thread(
+        photo_items, services.settings, services.face_store(), record.org_id, record.event_id, ranked, page
+    )
+    return JSONResponse(
+        photos_payload(FACE_SEARCH_MESSAGES, items, len(ranked), page.number, page.size, request_id=record.request_id)
+    )
+
+
+async def face_search(request: Request) -> JSONResponse:
+    event = await authorize(request, "post")
+    search = search_of(request)
+    search.require_enabled(event)
+    form = await read_search_form(request, search.settings.api, ("request_id", "page", "page_size"))
+    query = request.query_params
+    page = parse_page(
+        form.fields.get("page", query.get("page")),
+        form.fields.get("page_size", query.get("page_size")),
+        search.settings,
+    )
+    record = await search.search(event, form.files, form.fields.get("request_id"))
+    return await page_of_photos(request, record, page)
+
+
+async def get_result(request: Request) -> JSONResponse:
+    request_id = parse_request_id(request.path_params["request_id"])
+    event = await authorize(request, "get")
+    search = search_of(request)
+    search.require_enabled(event)
+    page = parse_page(request.query_params.get("page"), request.query_params.get("page_size"), search.settings)
+    return await page_of_photos(request, await search.result(event, request_id), page)
+
+
+def routes() -> list[Route]:
+    return [
+        Route(f"{API}/face-search", face_search, methods=["POST"]),
+        Route(f"{API}/face-search/{{request_id}}", get_result, methods=["GET"]),
+    ]

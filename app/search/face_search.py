@@ -1,0 +1,88 @@
+"""Face Search: a selfie in, the event's photos of that person out, ranked and paginated.
+
+It shares the request record with video clipping: the selfie, the ranked photos, and the
+person's video matches, computed here once so that a file-less video-clipping POST with
+the same request_id clips at once (app/search/stored_matches.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from app.errors import ApiError
+from app.events import Event
+from app.records import SearchRecord
+from app.search.requests import claim_request_id, embed_selfies, get_record, stored_selfie
+from app.search.stored_matches import encode_matches, matches_basis
+from app.services import Services
+from pipelines.match import References, find_person
+from pipelines.photo_search import find_photos
+
+log = logging.getLogger(__name__)
+
+
+class FaceSearch:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+
+    @staticmethod
+    def require_enabled(event: Event) -> None:
+        if not event.face_search:
+            raise ApiError(403, "Face Search (face_search) is disabled for this event.", "feature_disabled")
+
+    async def search(self, event: Event, selfies: list[bytes], raw_request_id: str | None) -> SearchRecord:
+        """Run a Face Search (new selfies, or the request's stored one) and store it."""
+        if not selfies and not raw_request_id:
+            raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
+        if len(selfies) > self.settings.api.max_selfies:
+            raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
+        request_id, existing = await claim_request_id(
+            self.services, event.org_id, event.event_id, raw_request_id, bool(selfies)
+        )
+        if selfies:
+            embedding, model_pack, selfie = await embed_selfies(self.services, selfies)
+            record = existing or SearchRecord(request_id, event.org_id, event.event_id, None, "", model_pack, None)
+            record.embedding, record.model_pack, record.selfie = embedding, model_pack, selfie
+            record.negatives = None  # "not me" answers were about the old selfie's matches
+        else:
+            record = stored_selfie(self.settings, existing)
+        await asyncio.to_thread(self.match, event, record)
+        try:
+            return await asyncio.to_thread(self.services.records.save_face_search, record)
+        except Exception as exc:
+            log.exception("could not store face search %s", request_id)
+            raise ApiError(500, f"The search could not be recorded: {exc}", "record_failed") from None
+
+    def match(self, event: Event, record: SearchRecord) -> None:
+        """Photos, and (when the event has video search) video matches, onto ``record``."""
+        rules = event.search_rules(self.settings)
+        store = self.services.face_store()
+        photos = find_photos(store, event.org_id, event.event_id, record.embedding, rules.threshold)
+        record.photos = [
+            {
+                "photo_key": p.media_key,
+                "similarity": round(p.similarity, 4),
+                "bbox": [round(v, 1) for v in p.bbox],
+                "match_count": p.match_count,
+            }
+            for p in photos
+        ]
+        record.video_matches = record.matches_basis = None
+        if event.video_search:
+            dim = record.embedding.shape[1]
+            negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
+            faces = store.count_faces(event.org_id, event.event_id)
+            refs = References(record.embedding, negatives)
+            matches = find_person(store, event.org_id, event.event_id, refs, rules.threshold, self.settings.match)
+            record.video_matches = encode_matches(matches)
+            record.matches_basis = matches_basis(self.settings, rules.threshold, len(negatives), faces)
+
+    async def result(self, event: Event, request_id: str) -> SearchRecord:
+        record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        if record.photos is None:
+            raise ApiError(404, "No Face Search has run for this request_id.", "request_not_found")
+        return record
