@@ -22,7 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.contract import error_body
 from app.errors import ApiError
-from app.routes import events, face_search, media, video_clipping
+from app.routes import bib_search, events, face_search, media, video_clipping
+from app.search.bib_search import BibSearch
 from app.search.face_search import FaceSearch
 from app.search.video_clipping import VideoClippingSearch
 from app.services import Services
@@ -94,6 +95,7 @@ def create_api(services: Services) -> Starlette:
             *events.routes(),
             *video_clipping.routes(),
             *face_search.routes(),
+            *bib_search.routes(),
             *media.routes(),
             Route("/healthz", health, methods=["GET"]),
         ],
@@ -104,4 +106,5 @@ def create_api(services: Services) -> Starlette:
     app.state.services = services
     app.state.video_clipping = VideoClippingSearch(services)
     app.state.face_search = FaceSearch(services)
+    app.state.bib_search = BibSearch(services)
     return app

@@ -25,7 +25,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from pipelines.index import index_event
 
     settings = _settings(args)
-    bar = tqdm(total=0, unit="chunk", desc="indexing", disable=args.quiet)
+    bibs = args.bibs if args.bibs is not None else event_reads_bibs(settings, args.org, args.event)
+    bar = tqdm(total=0, unit="chunk", desc="indexing" + (" (faces + BIBs)" if bibs else ""), disable=args.quiet)
 
     def progress(done: int, total: int, faces: int) -> None:
         bar.total = total
@@ -33,16 +34,49 @@ def cmd_index(args: argparse.Namespace) -> int:
         bar.set_postfix(faces=faces)
         bar.refresh()
 
-    report = index_event(settings, args.org, args.event, args.inputs, on_progress=progress)
+    report = index_event(settings, args.org, args.event, args.inputs, on_progress=progress, bibs=bibs)
     bar.close()
     print(
         f"event {args.org}/{args.event}: {report.found} media found, {report.skipped} already indexed, "
         f"{len(report.indexed)} indexed, {len(report.failed)} failed; {report.frames} frames, "
-        f"{report.faces} faces in {report.seconds:.1f} s"
+        f"{report.faces} faces" + (f", {report.bibs} BIB numbers" if bibs else "") + f" in {report.seconds:.1f} s"
     )
     for key, error in report.failed.items():
         print(f"  FAILED {key}: {error}")
     return 1 if report.failed and not report.indexed and not report.skipped else 0
+
+
+def event_reads_bibs(settings: AppSettings, org: int, event: int) -> bool:
+    """Whether indexing reads race numbers: the event's ``bib_search`` toggle (off for an
+    event not created through ``facereel event create``)."""
+    from app.control import ControlStore
+    from app.events import EventStore
+
+    found = EventStore(ControlStore(settings.control_uri, settings.store.storage_options)).get(org, event)
+    return bool(found and found.bib_search)
+
+
+def cmd_search_bib(args: argparse.Namespace) -> int:
+    from pipelines.bib_search import valid_bib
+    from pipelines.models import pack_info
+    from pipelines.store import FaceStore
+
+    settings = _settings(args)
+    number = args.bib.strip()
+    if not valid_bib(number, settings.bibs.min_digits, settings.bibs.max_digits):
+        raise ValueError(f"a BIB is {settings.bibs.min_digits} to {settings.bibs.max_digits} digits, not {args.bib!r}")
+    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+    sightings = store.bib_sightings(args.org, args.event, number).to_pylist()
+    if not sightings:
+        print(f"BIB {number}: not read in event {args.org}/{args.event}")
+        return 0
+    print(f"BIB {number}: {len(sightings)} sightings")
+    print(f"{'confidence':>10}  {'time':>9}  {'face':>5}  media")
+    for s in sightings:
+        when = f"{s['timestamp_s']:8.2f}s" if s["media_type"] == "video" else "    photo"
+        face = "yes" if s["face_id"] else "-"
+        print(f"{s['confidence']:10.3f}  {when}  {face:>5}  {s['media_key']}")
+    return 0
 
 
 def search_selfie(settings: AppSettings, org: int, event: int, selfie: Path, top: int, threshold: float | None):
@@ -194,8 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", type=int, required=True)
     p.add_argument("--event", type=int, required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--bibs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read race numbers too (default: the event's bib_search toggle)",
+    )
     p.add_argument("inputs", nargs="+", help="files, directories or s3:// URIs")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search-bib", help="print where a race number (BIB) was read in an event")
+    p.add_argument("--org", type=int, required=True)
+    p.add_argument("--event", type=int, required=True)
+    p.add_argument("bib")
+    p.set_defaults(func=cmd_search_bib)
 
     p = sub.add_parser("search-faces", help="print the faces of an event that match a selfie")
     p.add_argument("--org", type=int, required=True)

@@ -86,13 +86,15 @@ SEGMENT_FIELDS = (
     "matched_frames",
     "best_similarity",
     "score",
+    "confirmed_frames",
     "clipped",
 )
 
 
 def segment_item(segment: dict) -> dict:
     """A ranked segment as clients see it (the record also keeps its track ids)."""
-    return {name: segment[name] for name in SEGMENT_FIELDS}
+    # Records written before BIB search have no confirmed_frames: none were.
+    return {name: segment.get(name, 0) if name == "confirmed_frames" else segment[name] for name in SEGMENT_FIELDS}
 
 
 def extra_clip_item(clip_id: str, status: str, item: dict, error: str | None) -> dict:

@@ -154,6 +154,7 @@ def segment_items(job: SearchJob, segments: list[RankedSegment]) -> list[dict]:
                 "matched_frames": seg.matched_frames,
                 "best_similarity": round(seg.best_similarity, 4),
                 "score": round(seg.score, 4),
+                "confirmed_frames": seg.confirmed_frames,
                 "clipped": False,
                 "track_ids": sorted(set(inside) - {NO_TRACK}),
             }

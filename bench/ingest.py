@@ -12,6 +12,11 @@ Variants, each run in its own fresh Python process so peak RSS is per variant:
             using every CPU. Ray startup (ensure_ray) is timed separately.
   naive     one process: cv2.VideoCapture reads (decodes and converts) EVERY frame; detect,
             align and embed run on the sampled frames only, sequentially.
+  ocr       BIB reading alone (pipelines.bibs.BibReader, one process): the sampled frames
+            chosen at bibs.sample_fps, decoded into memory first, then generated bib photos
+            (t1.jpg's six people with printed numbers): seconds per frame and per photo.
+  pipeline-bibs  as pipeline, with BIB reading on (the OCR actor pool before detection),
+            for the ingest rate with BIBs on versus off.
 
 Every variant takes its settings from load_settings(), so FACEREEL_* variables and a
 facereel.yaml apply to all of them alike. In particular the onnxruntime intra-op thread
@@ -44,7 +49,8 @@ from typing import Any
 import psutil
 from machine import cpu_model, loadavg
 
-VARIANTS = ("decode", "models", "naive", "pipeline")
+VARIANTS = ("decode", "models", "naive", "pipeline", "ocr", "pipeline-bibs")
+BIB_PHOTOS = 6
 WIDTH, HEIGHT = 1280, 720
 # t1.jpg's six faces span 417 px vertically; x1.6 makes them ~160 px wide and still fits 720 p.
 PAN_SCALE = 1.6
@@ -399,7 +405,60 @@ class TreeSampler(threading.Thread):
         self.sample()
 
 
-def run_pipeline(video: Path, logs_dir: Path, tag: str) -> dict:
+def run_ocr(video: Path) -> dict:
+    import numpy as np
+
+    from pipelines.bibs import BibReader, bib_sample_mask
+    from pipelines.config import load_settings
+    from pipelines.decode import probe_video
+    from pipelines.models import load_pack
+    from pipelines.synthetic import insightface_image, read_bgr
+    from pipelines.synthetic_bibs import make_bib_photos
+
+    settings = load_settings()
+    probe = probe_video(str(video))
+    sampled = list(iter_sampled_frames(video, settings, probe))
+    frames = [f.image for f in sampled]
+    times = np.array([f.timestamp_s for f in sampled])
+    chosen = [
+        img
+        for img, keep in zip(
+            frames, bib_sample_mask(times, settings.decode.sample_fps, settings.bibs.sample_fps), strict=True
+        )
+        if keep
+    ]
+    pack = load_pack(settings.models.model_copy(update={"det_size": 1280}))
+    faces = pack.detector.detect(read_bgr(insightface_image("t1.jpg")))
+    with tempfile.TemporaryDirectory(prefix="facereel-bench-bibs-") as tmp:
+        photos = [read_bgr(p) for p, _ in make_bib_photos(Path(tmp), faces.boxes)[:BIB_PHOTOS]]
+    load0 = time.perf_counter()
+    reader = BibReader(settings.bibs)
+    load_s = time.perf_counter() - load0
+    cpu0, t0 = own_cpu_s(), time.perf_counter()
+    frame_reads = sum(len(reader.read(img)) for img in chosen)
+    frames_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    photo_reads = sum(len(reader.read(img)) for img in photos)
+    photos_s = time.perf_counter() - t1
+    return {
+        "wall_s": frames_s,
+        "cpu_s": own_cpu_s() - cpu0,
+        "frames": len(chosen),
+        "faces": None,
+        "video_s": probe.duration_s,
+        "ocr_s_per_frame": frames_s / max(1, len(chosen)),
+        "ocr_s_per_photo": photos_s / len(photos),
+        "photo_size": list(photos[0].shape[1::-1]),
+        "bibs_read_frames": frame_reads,
+        "bibs_read_photos": photo_reads,
+        "bibs_in_photos": BIB_PHOTOS * len(faces),
+        "reader_load_s": load_s,
+        "peak_rss_mib": own_peak_rss_mib(),
+        "note": f"bibs.sample_fps={settings.bibs.sample_fps:g} of decode.sample_fps={settings.decode.sample_fps:g}",
+    }
+
+
+def run_pipeline(video: Path, logs_dir: Path, tag: str, bibs: bool = False) -> dict:
     from pipelines.config import load_settings
     from pipelines.index import ensure_ray, index_event
 
@@ -426,6 +485,7 @@ def run_pipeline(video: Path, logs_dir: Path, tag: str) -> dict:
             1,
             [str(video)],
             on_progress=lambda d, _t, f: progress.append((time.perf_counter() - t1, d, f)),
+            bibs=bibs,
         )
         wall = time.perf_counter() - t1
         sampler.sample()
@@ -451,6 +511,7 @@ def run_pipeline(video: Path, logs_dir: Path, tag: str) -> dict:
         "stored_faces": stored,
         "tracking_s": report.tracking_s,
         "tracking_share": report.tracking_s / wall,
+        "bibs_read": report.bibs,
         "failed": report.failed,
         "video_s": None,
         "cluster_cpus": cpus,
@@ -517,8 +578,11 @@ def child_main(args: argparse.Namespace) -> int:
         result = run_models(video)
     elif args.only == "naive":
         result = run_naive(video)
+    elif args.only == "ocr":
+        result = run_ocr(video)
     else:
-        result = run_pipeline(video, Path(args.result).parent.parent / "logs", Path(args.result).stem)
+        logs = Path(args.result).parent.parent / "logs"
+        result = run_pipeline(video, logs, Path(args.result).stem, bibs=args.only == "pipeline-bibs")
     Path(args.result).write_text(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -529,7 +593,7 @@ def run_child(variant: str, video: Path, out: Path, rep: int) -> dict:
     log = out / "logs" / f"{variant}-{rep}.log"
     raw.unlink(missing_ok=True)
     env = dict(os.environ)
-    if variant == "pipeline":
+    if variant.startswith("pipeline"):
         env["RAY_ADDRESS"] = "local"  # a private cluster, never one a test run started
     cmd = [
         sys.executable,
@@ -618,6 +682,8 @@ LABELS = {
     "pipeline": "(c) pipeline: index_event, Ray up",
     "pipeline+ray_start": "(c') pipeline incl. Ray startup",
     "naive": "(d) naive: cv2 every frame + models",
+    "pipeline-bibs": "(e) pipeline with BIB reading",
+    "ocr": "(f) BIB OCR only (frames at bibs.sample_fps)",
 }
 
 
@@ -631,7 +697,7 @@ def markdown_table(rows: dict[str, dict]) -> str:
         "| realtime × | cores busy | peak RSS MiB | other load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in ("decode", "models", "pipeline", "pipeline+ray_start", "naive"):
+    for key in ("decode", "models", "pipeline", "pipeline+ray_start", "naive", "pipeline-bibs", "ocr"):
         r = rows.get(key)
         if r is None:
             continue
@@ -754,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     if all(k in rows for k in ("decode", "models", "pipeline", "naive")):
-        result["ratios"] = rt = ratios(rows)
+        result["ratios"] = rt = ratios(rows) | result.get("ratios", {})
         print()
         print(
             f"pipeline / naive (sampled frames/s): {rt['pipeline_vs_naive']:.2f}x "
@@ -764,7 +830,24 @@ def main(argv: list[str] | None = None) -> int:
             f"pipeline / slowest single stage ({rt['slowest_stage']}), sampled frames/s: "
             f"{rt['pipeline_vs_slowest_stage']:.2f}"
         )
-    faces = {v: rows[v]["faces"] for v in ("models", "pipeline", "naive") if v in rows}
+    if "ocr" in runs:
+        o = runs["ocr"][0]
+        result["bibs"] = bibs = {
+            "ocr_s_per_sampled_frame": statistics.median(r["ocr_s_per_frame"] for r in runs["ocr"]),
+            "ocr_s_per_photo": statistics.median(r["ocr_s_per_photo"] for r in runs["ocr"]),
+            "photo_size": o["photo_size"],
+            "bibs_read_in_photos": f"{o['bibs_read_photos']} of {o['bibs_in_photos']} printed (sizes 8-36 px)",
+        }
+        print(
+            f"BIB OCR: {bibs['ocr_s_per_sampled_frame']:.3f} s per frame read ({WIDTH}x{HEIGHT}), "
+            f"{bibs['ocr_s_per_photo']:.3f} s per photo ({o['photo_size'][0]}x{o['photo_size'][1]}); "
+            f"{bibs['bibs_read_in_photos']}"
+        )
+    if "pipeline" in rows and "pipeline-bibs" in rows:
+        rate = rows["pipeline-bibs"]["frames_per_s"] / rows["pipeline"]["frames_per_s"]
+        result.setdefault("ratios", {})["pipeline_bibs_on_vs_off"] = rate
+        print(f"ingest with BIBs on / off (sampled frames/s): {rate:.2f}x")
+    faces = {v: rows[v]["faces"] for v in ("models", "pipeline", "naive", "pipeline-bibs") if v in rows}
     if len(set(faces.values())) > 1:
         print(f"note: face counts differ between variants: {faces}")
     if "pipeline" in runs and any(r["stored_faces"] != r["faces"] for r in runs["pipeline"]):

@@ -20,13 +20,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from pipelines.bib_sightings import BibSightings
 from pipelines.config import IndexSettings, PoolSettings, Settings, TrackSettings
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
 from pipelines.linking import VideoTracks
 from pipelines.media import MediaSource, list_media
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
-from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_batches
+from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, ReadBibs, decode_batches
 from pipelines.tracks import NO_TRACK, SIGNATURE_DIM, face_quality
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class IndexReport:
     frames: int = 0
     seconds: float = 0.0
     tracking_s: float = 0.0  # the writer's share of tracking: linking faces into tracks
+    bibs: int = 0  # race numbers read (events with BIB search)
 
 
 @dataclass
@@ -150,13 +152,21 @@ def settled_free_cpus(need: float, wait_s: float = 1.0) -> float:
     return free
 
 
-def build_dataset(items: list[WorkItem], settings: Settings) -> ray.data.Dataset:
+def build_dataset(items: list[WorkItem], settings: Settings, bibs: bool = False) -> ray.data.Dataset:
+    """The streaming pipeline over ``items``; with ``bibs`` an OCR stage reads race numbers
+    before detection (it needs whole frames, which detection drops)."""
     idx0 = settings.index
-    need = idx0.decode_num_cpus + idx0.detect.num_cpus + idx0.embed.num_cpus
+    bib_pool = settings.bibs.pool
+    bib_cpus = bib_pool.num_cpus * max(1, bib_pool.min_size) if bibs else 0.0
+    need = idx0.decode_num_cpus + idx0.detect.num_cpus + idx0.embed.num_cpus + bib_cpus
     total, free = ray.cluster_resources(), {"CPU": settled_free_cpus(need)}
-    idx = fit_to_available(settings.index, free.get("CPU", 0.0))
+    available = min(total.get("CPU", 1.0), free.get("CPU", 0.0) or total.get("CPU", 1.0))
+    idx = fit_to_available(settings.index, free.get("CPU", 0.0) - bib_cpus)
+    if bibs and free.get("CPU", 0.0) and need > free["CPU"]:
+        bib_pool = bib_pool.model_copy(update={"num_cpus": bib_pool.num_cpus * free["CPU"] / need * 0.999})
+    bib_max = (bib_pool.max_size or 1) if bibs else 0
     (det_min, det_max), (emb_min, emb_max) = pool_sizes(
-        min(total.get("CPU", 1.0), free.get("CPU", 0.0) or total.get("CPU", 1.0)),
+        max(0.0, available - bib_pool.num_cpus * bib_max),
         total.get("GPU", 0.0),
         idx.decode_num_cpus,
         idx.detect,
@@ -188,6 +198,14 @@ def build_dataset(items: list[WorkItem], settings: Settings) -> ray.data.Dataset
             "storage_options": settings.store.storage_options or None,
         },
     )
+    if bibs:
+        ds = ds.map_batches(
+            ReadBibs,
+            batch_size=bib_pool.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=max(1, min(bib_pool.min_size, bib_max)), max_size=bib_max),
+            num_cpus=bib_pool.num_cpus,
+            fn_constructor_kwargs={"bib_cfg": settings.bibs, "sample_fps": settings.decode.sample_fps},
+        )
     for stage, pool, (lo, hi) in (
         (DetectAlign, idx.detect, (det_min, det_max)),
         (Embed, idx.embed, (emb_min, emb_max)),
@@ -261,10 +279,12 @@ def index_event(
     event_id: int,
     inputs: list[str],
     on_progress: Callable[[int, int, int], None] | None = None,
+    bibs: bool = False,
 ) -> IndexReport:
     """Index ``inputs`` (paths, directories, URIs) into the event; returns what happened.
 
-    ``on_progress(chunks_done, chunks_total, faces)`` is called as work completes.
+    ``on_progress(chunks_done, chunks_total, faces)`` is called as work completes. With
+    ``bibs`` (events with BIB search) race numbers are read too (``settings.bibs``).
     """
     started = time.monotonic()
     ensure_ray(settings)
@@ -320,15 +340,18 @@ def index_event(
     chunks_done = 0
     pending: list[pa.Table] = []
     pending_tracks: list[pa.Table] = []
+    pending_bibs: list[pa.Table] = []
     pending_rows = 0
 
     def flush() -> None:
-        nonlocal pending, pending_tracks, pending_rows
+        nonlocal pending, pending_tracks, pending_bibs, pending_rows
         if pending:
             store.add_faces(pa.concat_tables(pending))
         if pending_tracks:
             store.add_tracks(pa.concat_tables(pending_tracks))
-        pending, pending_tracks, pending_rows = [], [], 0
+        if pending_bibs:
+            store.add_bibs(pa.concat_tables(pending_bibs))
+        pending, pending_tracks, pending_bibs, pending_rows = [], [], [], 0
 
     def write(faces: pa.Table | None, tracks: pa.Table) -> None:
         nonlocal pending_rows
@@ -339,11 +362,14 @@ def index_event(
             pending_tracks.append(tracks)  # stored with the next flush of faces
 
     if items:
-        ds = build_dataset(items, settings)
+        ds = build_dataset(items, settings, bibs)
         linking = VideoTracks(settings.tracks, org_id, event_id, info)
+        sightings = BibSightings(org_id, event_id)
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             if len(batch["kind"]) == 0:
                 continue
+            if bibs:
+                sightings.add(batch)
             faces, signatures = face_rows(batch, org_id, event_id, info, settings.tracks)
             if faces.num_rows:
                 linking.add(faces, signatures)
@@ -355,7 +381,12 @@ def index_event(
             finished = []
             for i in np.flatnonzero(batch["kind"] == KIND_END):
                 mp = progress[str(batch["media_key"][i])]
-                write(*linking.end_chunk(mp.source.media_key))
+                chunk_faces, closed = linking.end_chunk(mp.source.media_key)
+                write(chunk_faces, closed)
+                if bibs:
+                    read = sightings.end_chunk(mp.source.media_key, chunk_faces)
+                    if read.num_rows:
+                        pending_bibs.append(read)
                 mp.chunks_done += 1
                 mp.frames += int(batch["frames"][i])
                 if batch["error"][i]:
@@ -384,6 +415,7 @@ def index_event(
                 on_progress(chunks_done, total_chunks, sum(m.faces for m in progress.values()))
         flush()
         report.tracking_s = linking.seconds
+        report.bibs = sightings.count
     store.optimize()
     store.ensure_indices()
     report.seconds = time.monotonic() - started

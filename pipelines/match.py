@@ -74,6 +74,7 @@ class FaceMatch:
     similarity: float
     track_id: int
     bbox: tuple[float, float, float, float]
+    confirmed: bool = False  # seen by two kinds of evidence (selfie and BIB, pipelines/bib_search.py)
 
 
 def _max_sim(vectors: np.ndarray, refs: np.ndarray) -> np.ndarray:
@@ -266,9 +267,12 @@ def timed_hits(matches: dict[str, list[FaceMatch]]) -> dict[str, list[TimedHit]]
     out = {}
     for key, found in matches.items():
         best: dict[float, float] = {}
+        confirmed: set[float] = set()
         for m in found:
             best[m.timestamp_s] = max(best.get(m.timestamp_s, -1.0), m.similarity)
-        out[key] = [TimedHit(t, s) for t, s in sorted(best.items())]
+            if m.confirmed:
+                confirmed.add(m.timestamp_s)
+        out[key] = [TimedHit(t, s, t in confirmed) for t, s in sorted(best.items())]
     return out
 
 

@@ -19,6 +19,7 @@ from pipelines.config import SegmentSettings
 class TimedHit:
     timestamp_s: float
     similarity: float
+    confirmed: bool = False  # two kinds of evidence agree here (selfie and BIB): ranks first
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class Segment:
     def mean_similarity(self) -> float:
         return sum(h.similarity for h in self.hits) / len(self.hits)
 
+    @property
+    def confirmed(self) -> int:
+        return sum(h.confirmed for h in self.hits)
+
 
 @dataclass(frozen=True)
 class ClipWindow:
@@ -48,6 +53,7 @@ class ClipWindow:
     best_similarity: float
     mean_similarity: float
     poster_s: float  # time of the best hit inside the window
+    confirmed: int = 0  # confirmed hits inside the window
 
     @property
     def duration_s(self) -> float:
@@ -66,8 +72,8 @@ def group_segments(hits: Iterable[TimedHit], max_gap_s: float) -> list[Segment]:
     return [Segment(s[0].timestamp_s, s[-1].timestamp_s, tuple(s)) for s in segments]
 
 
-def rank_key(segment: Segment) -> tuple[int, float, float]:
-    return segment.support, segment.mean_similarity, segment.best.similarity
+def rank_key(segment: Segment) -> tuple[bool, int, float, float]:
+    return segment.confirmed > 0, segment.support, segment.mean_similarity, segment.best.similarity
 
 
 def densest_span(hits: Sequence[TimedHit], length_s: float) -> tuple[float, float]:
@@ -112,6 +118,7 @@ def window_for(segment: Segment, video_start_s: float, video_end_s: float, rules
         best_similarity=best.similarity,
         mean_similarity=sum(h.similarity for h in inside) / len(inside),
         poster_s=best.timestamp_s,
+        confirmed=sum(h.confirmed for h in inside),
     )
 
 
@@ -128,9 +135,11 @@ def best_window(
 
 
 def rank_windows(windows: dict[str, ClipWindow]) -> list[tuple[str, ClipWindow]]:
-    """Videos ordered by support, then mean and best similarity."""
+    """Videos ordered by confirmation (any confirmed hit first), support, then mean and best similarity."""
     return sorted(
-        windows.items(), key=lambda kv: (kv[1].support, kv[1].mean_similarity, kv[1].best_similarity), reverse=True
+        windows.items(),
+        key=lambda kv: (kv[1].confirmed > 0, kv[1].support, kv[1].mean_similarity, kv[1].best_similarity),
+        reverse=True,
     )
 
 
@@ -144,6 +153,7 @@ class RankedSegment:
     matched_frames: int
     best_similarity: float
     score: float  # sum of the hits' similarities: more and stronger evidence ranks higher
+    confirmed_frames: int = 0  # hits confirmed by a second kind of evidence: these rank first
 
 
 def ranked_segments(
@@ -168,6 +178,7 @@ def ranked_segments(
                     matched_frames=seg.support,
                     best_similarity=seg.best.similarity,
                     score=sum(h.similarity for h in seg.hits),
+                    confirmed_frames=seg.confirmed,
                 )
             )
-    return sorted(out, key=lambda r: (r.score, r.best_similarity, -r.start_s), reverse=True)
+    return sorted(out, key=lambda r: (r.confirmed_frames > 0, r.score, r.best_similarity, -r.start_s), reverse=True)

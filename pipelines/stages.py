@@ -21,13 +21,21 @@ from pipelines.tracks import SIGNATURE_DIM, crop_sharpness, frame_signature
 
 log = logging.getLogger(__name__)
 
-KIND_FRAME, KIND_FACE, KIND_END = "frame", "face", "end"
+KIND_FRAME, KIND_FACE, KIND_END, KIND_BIB = "frame", "face", "end", "bib"
 # Columns that travel unchanged from decode to the writer.
 PASS_COLUMNS = ("kind", "media_key", "media_type", "timestamp_s", "frame_index", "error", "frames")
 # Frames per yielded decode batch: small, so memory stays bounded per task.
 DECODE_BATCH = 8
 # Per-face columns stacked into 2-D+ arrays, with their dtypes.
-STACKED = {"bbox": np.float32, "landmarks": np.float32, "signature": np.float32, "crop": np.uint8}
+STACKED = {
+    "bbox": np.float32,
+    "landmarks": np.float32,
+    "signature": np.float32,
+    "crop": np.uint8,
+    "bib_box": np.float32,
+}
+# What a ``bib`` row carries (pipelines/bibs.py); other rows hold empty values.
+BIB_COLUMNS = ("bib_number", "bib_confidence", "bib_box")
 
 
 def _frame_batch(item: WorkItem, frames: list[SampledFrame]) -> dict[str, np.ndarray]:
@@ -111,7 +119,61 @@ def _empty_faces() -> dict[str, np.ndarray]:
         "sharpness": np.zeros(0, np.float32),
         "signature": np.zeros((0, SIGNATURE_DIM), np.float32),
         "crop": np.zeros((0, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8),
+        "bib_number": np.array([], dtype=str),
+        "bib_confidence": np.zeros(0, np.float32),
+        "bib_box": np.zeros((0, 4), np.float32),
     }
+
+
+class ReadBibs:
+    """Actor (only for events with BIB search): frames pass through unchanged, and after
+    each frame read for race numbers comes one ``bib`` row per number found. Photos are
+    always read; video frames at ``bibs.sample_fps`` (chosen by timestamp alone, so the
+    chunks of one video agree)."""
+
+    def __init__(self, bib_cfg, sample_fps: float) -> None:
+        from pipelines.bibs import BibReader
+
+        self.reader = BibReader(bib_cfg)
+        self.bib_fps = bib_cfg.sample_fps
+        self.sample_fps = sample_fps
+
+    def wanted(self, media_type: str, t: float) -> bool:
+        from pipelines.bibs import bib_sample_mask
+
+        if media_type == "photo":
+            return True
+        return bool(bib_sample_mask(np.array([t]), self.sample_fps, self.bib_fps)[0])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows: dict[str, list] = {k: [] for k in (*PASS_COLUMNS, "image", *BIB_COLUMNS)}
+
+        def add(i: int, kind: str, image, number: str, confidence: float, box) -> None:
+            for col in PASS_COLUMNS:
+                rows[col].append(batch[col][i])
+            rows["kind"][-1] = kind
+            rows["image"].append(image)
+            rows["bib_number"].append(number)
+            rows["bib_confidence"].append(confidence)
+            rows["bib_box"].append(np.asarray(box, np.float32))
+
+        for i in range(len(batch["kind"])):
+            image = batch["image"][i]
+            add(i, str(batch["kind"][i]), image, "", 0.0, np.zeros(4, np.float32))
+            if batch["kind"][i] != KIND_FRAME or not self.wanted(str(batch["media_type"][i]), batch["timestamp_s"][i]):
+                continue
+            for read in self.reader.read(np.asarray(image)):  # frames are BGR, as the reader wants
+                add(i, KIND_BIB, np.zeros((2, 2, 3), np.uint8), read.number, read.confidence, read.box)
+        out = {k: v for k, v in rows.items() if k not in ("image", "bib_box")}
+        out = {k: np.array(v) for k, v in out.items()}
+        out["bib_confidence"] = out["bib_confidence"].astype(np.float32)
+        out["bib_box"] = np.stack(rows["bib_box"]).astype(np.float32)
+        images = rows["image"]
+        if len({np.asarray(im).shape for im in images}) == 1:
+            out["image"] = np.stack([np.asarray(im) for im in images])
+        else:  # bib rows carry a 2x2 placeholder: ragged, as end markers already are downstream
+            out["image"] = np.array([np.asarray(im) for im in images] + [None], dtype=object)[:-1]
+        return out
 
 
 class DetectAlign:
@@ -147,7 +209,7 @@ class DetectAlign:
         out = {k: np.array(v) for k, v in rows.items() if k not in STACKED}
         for col, dtype in STACKED.items():
             out[col] = np.stack(rows[col]).astype(dtype)
-        for col in ("det_score", "face_px", "sharpness"):
+        for col in ("det_score", "face_px", "sharpness", "bib_confidence"):
             out[col] = out[col].astype(np.float32)
         return out
 
@@ -155,7 +217,11 @@ class DetectAlign:
     def _append(rows: dict[str, list], batch, i: int, box, landmarks, score, crop, signature) -> None:
         for col in PASS_COLUMNS:
             rows[col].append(batch[col][i])
-        if box is None:  # marker row
+        has_bib = box is None and "bib_number" in batch
+        rows["bib_number"].append(str(batch["bib_number"][i]) if has_bib else "")
+        rows["bib_confidence"].append(float(batch["bib_confidence"][i]) if has_bib else 0.0)
+        rows["bib_box"].append(np.asarray(batch["bib_box"][i], np.float32) if has_bib else np.zeros(4, np.float32))
+        if box is None:  # marker row (chunk end, bib)
             rows["bbox"].append(np.zeros(4, np.float32))
             rows["landmarks"].append(np.zeros(10, np.float32))
             rows["det_score"].append(0.0)

@@ -27,7 +27,8 @@ POLL_INTERVAL_S = 0.25
 ENVELOPE = {"responseType", "message", "data"}
 RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors", "segments", "clips"}
 SEGMENT_KEYS = {
-    "segment_id", "source_video_key", "start_seconds", "end_seconds", "matched_frames", "best_similarity", "score", "clipped"
+    "segment_id", "source_video_key", "start_seconds", "end_seconds", "matched_frames", "best_similarity", "score",
+    "confirmed_frames", "clipped",
 }  # fmt: skip
 CLIP_KEYS = {"uuid", "video_url", "source_video_key", "start_time", "end_time"}
 CLIP_ERROR_KEYS = {"video_key", "error", "status_code"}

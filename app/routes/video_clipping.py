@@ -11,6 +11,7 @@ from starlette.routing import Route
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
 from app.routes.common import API, authorize, read_json, read_search_form
+from app.search.bib_search import parse_bib
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
 
@@ -22,9 +23,21 @@ def search_of(request: Request) -> VideoClippingSearch:
 async def search_by_selfie(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     search = search_of(request)
-    search.require_enabled(event)
+    search.require_selfie_search(event)
     form = await read_search_form(request, search.settings.api, ("request_id",))
     request_id, status = await search.start(event, form.files, form.fields.get("request_id"))
+    return JSONResponse(start_payload(request_id, status))
+
+
+async def search_by_bib(request: Request) -> JSONResponse:
+    """``bib`` (required), plus optional selfie ``file``s and ``request_id``: the number's
+    sightings, fused with the selfie's matches when one is sent or stored."""
+    event = await authorize(request, "post")
+    search = search_of(request)
+    search.require_bib_search(event)
+    form = await read_search_form(request, search.settings.api, ("bib", "request_id"))
+    bib = parse_bib(form.fields.get("bib"), search.settings)
+    request_id, status = await search.start(event, form.files, form.fields.get("request_id"), bib=bib)
     return JSONResponse(start_payload(request_id, status))
 
 
@@ -70,6 +83,7 @@ async def add_clip(request: Request) -> JSONResponse:
 def routes() -> list[Route]:
     return [
         Route(f"{API}/video-clipping/search-by-selfie", search_by_selfie, methods=["POST"]),
+        Route(f"{API}/video-clipping/search-by-bib", search_by_bib, methods=["POST"]),
         Route(f"{API}/video-clipping/{{request_id}}", get_result, methods=["GET"]),
         Route(f"{API}/video-clipping/{{request_id}}/feedback", feedback, methods=["POST"]),
         Route(f"{API}/video-clipping/{{request_id}}/clips", add_clip, methods=["POST"]),

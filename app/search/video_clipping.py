@@ -31,7 +31,9 @@ from app.search.requests import (
 )
 from app.search.stored_matches import decode_matches, matches_basis
 from app.services import Services
+from pipelines.bib_search import bib_video_matches, fuse
 from pipelines.match import FaceMatch, References, find_person
+from pipelines.models import pack_info
 from pipelines.segments import ClipWindow
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,16 @@ class VideoClippingSearch:
 
     @staticmethod
     def require_enabled(event: Event) -> None:
+        """Reading a search, feedback, clips: any way of starting one is on."""
+        if not (event.video_search and (event.video_selfie_search or event.bib_search)):
+            raise ApiError(
+                403,
+                "Video clipping (video_search with video_selfie_search or bib_search) is disabled for this event.",
+                "feature_disabled",
+            )
+
+    @staticmethod
+    def require_selfie_search(event: Event) -> None:
         if not (event.video_search and event.video_selfie_search):
             raise ApiError(
                 403,
@@ -108,20 +120,46 @@ class VideoClippingSearch:
                 "feature_disabled",
             )
 
+    @staticmethod
+    def require_bib_search(event: Event) -> None:
+        if not (event.video_search and event.bib_search):
+            raise ApiError(
+                403,
+                "Video clipping by BIB (video_search and bib_search) is disabled for this event.",
+                "feature_disabled",
+            )
+
     # ---- a search ---------------------------------------------------------------------
-    async def start(self, event: Event, selfies: list[bytes], raw_request_id: str | None) -> tuple[str, str]:
-        """Start (or rerun) a search; (request_id, ``processing`` or ``no_matches``)."""
-        if not selfies and not raw_request_id:
+    async def start(
+        self, event: Event, selfies: list[bytes], raw_request_id: str | None, bib: str | None = None
+    ) -> tuple[str, str]:
+        """Start (or rerun) a search by selfie, by BIB number, or by both; (request_id,
+        ``processing`` or ``no_matches``)."""
+        if not selfies and not raw_request_id and bib is None:
             raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
         if len(selfies) > self.settings.api.max_selfies:  # before anything is read or stored
             raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
         request_id, existing = await claim_request_id(
-            self.services, event.org_id, event.event_id, raw_request_id, bool(selfies)
+            self.services, event.org_id, event.event_id, raw_request_id, bool(selfies) or bib is not None
         )
         if selfies:
             record = await self.with_selfies(event, request_id, existing, selfies)
+        elif bib is not None:  # a stored selfie, if any, joins the number's evidence
+            record = existing or SearchRecord(
+                request_id,
+                event.org_id,
+                event.event_id,
+                PROCESSING,
+                "",
+                pack_info(self.settings.models.pack).name,
+                None,
+            )
+        elif existing is not None and existing.bib and existing.embedding is None:
+            record = existing  # a rerun of a search by BIB alone
         else:
             record = self.with_stored_selfie(existing)
+        if bib is not None:
+            record.bib = bib
         record = await record_start(self.services, record)
         return request_id, await self.dispatch(event, record)
 
@@ -141,6 +179,14 @@ class VideoClippingSearch:
         return stored_selfie(self.settings, existing)
 
     def match(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
+        """The person's video faces by selfie, by BIB number, or both fused."""
+        by_selfie = self.match_selfie(event, record) if record.embedding is not None else {}
+        if not record.bib:
+            return by_selfie
+        by_bib = bib_video_matches(self.services.face_store(), event.org_id, event.event_id, record.bib)
+        return fuse(by_selfie, by_bib)
+
+    def match_selfie(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
         """The person's video faces: the ones Face Search stored for this selfie when they
         still hold (same rules, same index), else matched now."""
         rules = event.search_rules(self.settings)
