@@ -188,7 +188,7 @@ def cmd_event_create(args: argparse.Namespace) -> int:
         source_uri=args.source,
         output_uri=args.output,
     )
-    print(f"event {event.org_id}/{event.event_id} created: {json.dumps(event.details())}")
+    print(f"event {event.org_id}/{event.event_id} created: {json.dumps(event.details(_settings(args)))}")
     return 0
 
 

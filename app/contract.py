@@ -110,9 +110,10 @@ def result_payload(
     clip_errors: list[dict],
     segments: list[dict] | None = None,
     clips: list[dict] | None = None,
+    rules: dict | None = None,
 ) -> dict:
-    """GET response for any status: the contract's fields, plus every ranked segment and the
-    clips asked for after the search."""
+    """GET response for any status: the contract's fields, plus every ranked segment, the
+    clips asked for after the search, and the rules the run used."""
     return envelope(
         STATUS_MESSAGES[status],
         {
@@ -123,6 +124,7 @@ def result_payload(
             "clip_errors": clip_errors,
             "segments": [segment_item(s) for s in segments or []],
             "clips": clips or [],
+            "rules": rules or {},
         },
     )
 

@@ -76,6 +76,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("clip_errors_json", pa.string()),
             pa.field("segments_json", pa.string()),  # ranked segments of the last run
             pa.field("bib", pa.string()),  # the race number searched for, when any
+            pa.field("rules_json", pa.string()),  # threshold and segment rules of the last run
             pa.field("photos_json", pa.string()),  # Face Search: ranked photos; null before one ran
             pa.field("video_matches_json", pa.string()),  # Face Search: the video faces it matched
             pa.field("matches_basis", pa.string()),  # what those matches were computed under

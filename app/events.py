@@ -47,8 +47,9 @@ class Event:
     def output_location(self, settings: AppSettings) -> str:
         return self.output_uri or settings.output_root
 
-    def details(self) -> dict:
-        """The Event Details payload."""
+    def details(self, settings: AppSettings) -> dict:
+        """The Event Details payload: the toggles, and the rules its searches run with."""
+        rules = self.search_rules(settings)
         return {
             "org_id": self.org_id,
             "event_id": self.event_id,
@@ -57,6 +58,9 @@ class Event:
             "video_selfie_search": self.video_selfie_search,
             "face_search": self.face_search,
             "bib_search": self.bib_search,
+            "match_threshold": rules.threshold,
+            "match_threshold_source": "model_pack" if self.match_threshold is None else "event",
+            "segments": rules.segments.model_dump(),
         }
 
 
@@ -137,6 +141,25 @@ class EventStore:
             "output_uri": output_uri,
             "created_at": datetime.now(UTC),
         }
+        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
+        return _event(row)
+
+    def set_search_rules(self, org_id: int, event_id: int, match_threshold: float | None, segments: dict) -> Event:
+        """Replace the event's threshold (None: the model pack's) and segment rule overrides,
+        validated first; the API's next search of the event uses them (each replica within
+        ``api.auth_cache_s``)."""
+        event = self.get(org_id, event_id)
+        if event is None:
+            raise ValueError(f"event {org_id}/{event_id} does not exist")
+        if match_threshold is not None and not -1.0 <= float(match_threshold) <= 1.0:
+            raise ValueError(f"match_threshold must be a cosine similarity in [-1, 1], not {match_threshold}")
+        unknown = set(segments) - set(SegmentSettings.model_fields)
+        if unknown:
+            raise ValueError(f"unknown segment rules: {', '.join(sorted(unknown))}")
+        SegmentSettings(**segments)  # bad values fail here, not at search time
+        row = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)[0]
+        row["match_threshold"] = None if match_threshold is None else float(match_threshold)
+        row["segments_json"] = json.dumps(segments) if segments else None
         self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
         return _event(row)
 

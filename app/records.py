@@ -49,6 +49,7 @@ class SearchRecord:
     negatives: np.ndarray | None = None  # (n, dim) "not me" references from feedback
     segments: list[dict] = field(default_factory=list)  # ranked segments of the last run
     bib: str | None = None  # the race number of a BIB search
+    rules: dict = field(default_factory=dict)  # the threshold and segment rules of the last run
     photos: list[dict] | None = None  # Face Search's ranked photos; None before one ran
     video_matches: dict | None = None  # Face Search's video matches (app/search/stored_matches.py)
     matches_basis: str | None = None  # the rules and index those matches were computed under
@@ -75,6 +76,7 @@ class SearchRecord:
             "clip_errors_json": json.dumps(self.clip_errors),
             "segments_json": json.dumps(self.segments),
             "bib": self.bib,
+            "rules_json": json.dumps(self.rules),
             "photos_json": None if self.photos is None else json.dumps(self.photos),
             "video_matches_json": None if self.video_matches is None else json.dumps(self.video_matches),
             "matches_basis": self.matches_basis,
@@ -103,6 +105,7 @@ class SearchRecord:
             negatives=bytes_vectors(r.get("negative_embedding"), dim),
             segments=json.loads(r.get("segments_json") or "[]"),
             bib=r.get("bib"),
+            rules=json.loads(r.get("rules_json") or "{}"),
             photos=None if r.get("photos_json") is None else json.loads(r["photos_json"]),
             video_matches=None if r.get("video_matches_json") is None else json.loads(r["video_matches_json"]),
             matches_basis=r.get("matches_basis"),

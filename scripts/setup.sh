@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,notebooks]'
+# The notebooks' kernel is this venv's python (nbclient and `jupyter lab notebooks/`).
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name 'Python 3 (facereel)' > /dev/null
 # insightface depends on opencv-python (GUI build, needs libGL), which overwrites the
 # headless cv2 package: put the headless build back. insightface keeps importing.
 .venv/bin/python -m pip uninstall -q -y opencv-python || true

@@ -25,7 +25,7 @@ from tests.conftest import EVENT_ID, EVENT_ORG
 
 POLL_INTERVAL_S = 0.25
 ENVELOPE = {"responseType", "message", "data"}
-RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors", "segments", "clips"}
+RESULT_KEYS = {"request_id", "status", "videos", "error", "clip_errors", "segments", "clips", "rules"}
 SEGMENT_KEYS = {
     "segment_id", "source_video_key", "start_seconds", "end_seconds", "matched_frames", "best_similarity", "score",
     "confirmed_frames", "clipped",
@@ -145,7 +145,7 @@ def assert_result_shape(body: dict, status: str) -> dict:
 
 
 # ---- Event Details and authentication -------------------------------------------------
-def test_event_details(api):
+def test_event_details(api, serve_api):
     r = api.http.get(api.url(EVENT_ID), headers={"X-API-Key": api.keys["main"]})
     assert r.status_code == 200
     body = r.json()
@@ -158,6 +158,9 @@ def test_event_details(api):
         "video_selfie_search": True,
         "face_search": True,
         "bib_search": False,
+        "match_threshold": 0.4,
+        "match_threshold_source": "model_pack",
+        "segments": serve_api.settings.segments.model_dump(),
     }
 
 

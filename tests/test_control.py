@@ -78,6 +78,7 @@ def test_contract_payload_shapes():
             "clip_errors": [],
             "segments": [],
             "clips": [],
+            "rules": {},
         },
     }
 
@@ -187,3 +188,35 @@ def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
     assert clips.sweep_overdue() == 0
     got = clips.of_request(rid)
     assert [(c.status, c.error, c.item) for c in got] == [("failed", OVERDUE_CLIP_ERROR, {"aspect": "9:16"})] * 2
+
+
+def test_an_events_search_rules_can_be_replaced_and_are_validated(tmp_path):
+    from app.config import AppSettings
+    from app.events import EventStore
+    from app.tuning import apply_recommendation
+
+    settings = AppSettings(data_dir=str(tmp_path))
+    events = EventStore(ControlStore(settings.control_uri))
+    events.create_org("o", 1)
+    events.create_event(1, "e", 1)
+    assert events.get(1, 1).details(settings)["match_threshold_source"] == "model_pack"
+
+    from types import SimpleNamespace
+
+    details = apply_recommendation(
+        settings, 1, 1, SimpleNamespace(threshold=0.47, segments={"max_gap_s": 3.0, "min_hits": 3})
+    )
+    assert details["match_threshold"] == 0.47 and details["match_threshold_source"] == "event"
+    assert details["segments"]["max_gap_s"] == 3.0 and details["segments"]["min_hits"] == 3
+    rules = events.get(1, 1).search_rules(settings)
+    assert rules.threshold == 0.47 and rules.segments.min_hits == 3 and rules.segments.padding_s == 1.0
+    for bad in ({"min_hits": 0}, {"no_such_rule": 1}):
+        with pytest.raises(ValueError):
+            events.set_search_rules(1, 1, 0.5, bad)
+    with pytest.raises(ValueError):
+        events.set_search_rules(1, 1, 1.5, {})
+    with pytest.raises(ValueError):
+        events.set_search_rules(1, 2, 0.5, {})
+    assert events.get(1, 1).search_rules(settings).threshold == 0.47  # refused writes change nothing
+    events.set_search_rules(1, 1, None, {})
+    assert events.get(1, 1).details(settings)["match_threshold_source"] == "model_pack"

@@ -62,12 +62,17 @@ def client(serve_api, synthetic_event, tmp_path_factory) -> Client:
     events.create_event(ORG, "photos only", NO_VIDEO, video_search=False)
     events.create_event(ORG, "real photos", REAL)
     media = tmp_path_factory.mktemp("face-search-media")
-    (media / "group.jpg").write_bytes(synthetic_event.photo.read_bytes())
+    with Image.open(synthetic_event.photo) as img:  # the group photo, with a capture time
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[0x9003] = "2026:04:12 09:30:15"
+        img.save(media / "group.jpg", "JPEG", quality=95, exif=exif)
     (media / "pan.mp4").write_bytes(synthetic_event.pan.path.read_bytes())
     report = index_event(serve_api.settings, ORG, EVENT, [str(media)])
     assert sorted(report.indexed) == ["group.jpg", "pan.mp4"], report.failed
     index_event(serve_api.settings, ORG, NO_VIDEO, [str(media / "group.jpg")])
-    return Client(serve_api.base_url, keys.create(ORG, name="face search")[0])
+    made = Client(serve_api.base_url, keys.create(ORG, name="face search")[0])
+    made.media = media
+    return made
 
 
 def person(synthetic_event, i: int) -> bytes:
@@ -91,8 +96,9 @@ def test_face_search_returns_the_persons_photo_with_urls(client, synthetic_event
         sorted(range(6), key=lambda i: synthetic_event.t1_faces.boxes[i][0])[2]
     ]
     assert abs((x1 + x2) / 2 - (tx1 + tx2) / 2) < 10 and abs((y1 + y2) / 2 - (ty1 + ty2) / 2) < 10
+    assert item["taken_at"] == "2026-04-12T09:30:15Z"
     photo = httpx.get(item["photo_url"])
-    assert photo.status_code == 200 and photo.content == synthetic_event.photo.read_bytes()
+    assert photo.status_code == 200 and photo.content == (client.media / "group.jpg").read_bytes()
     assert photo.headers["content-type"] == "image/jpeg"
     thumb = httpx.get(item["thumbnail_url"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"

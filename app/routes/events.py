@@ -7,12 +7,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.contract import envelope
-from app.routes.common import API, authorize
+from app.routes.common import API, authorize, services_of
 
 
 async def event_details(request: Request) -> JSONResponse:
     event = await authorize(request, "get")
-    return JSONResponse(envelope("Event details retrieved", event.details()))
+    return JSONResponse(envelope("Event details retrieved", event.details(services_of(request).settings)))
 
 
 def routes() -> list[Route]:

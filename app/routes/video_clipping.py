@@ -50,7 +50,14 @@ async def get_result(request: Request) -> JSONResponse:
     extra = [extra_clip_item(c.clip_id, c.status, c.item, c.error) for c in clips]
     return JSONResponse(
         result_payload(
-            record.request_id, record.status, record.videos, record.error, record.clip_errors, record.segments, extra
+            record.request_id,
+            record.status,
+            record.videos,
+            record.error,
+            record.clip_errors,
+            record.segments,
+            extra,
+            record.rules,
         )
     )
 

@@ -160,7 +160,7 @@ class VideoClippingSearch:
             record = self.with_stored_selfie(existing)
         if bib is not None:
             record.bib = bib
-        record = await record_start(self.services, record)
+        record = await record_start(self.services, with_rules(record, event, self.settings))
         return request_id, await self.dispatch(event, record)
 
     async def with_selfies(
@@ -270,7 +270,7 @@ class VideoClippingSearch:
         dim = record.embedding.shape[1]
         previous = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
         record.negatives = np.concatenate([previous, *vectors]).astype(np.float32)
-        record = await record_start(self.services, record)
+        record = await record_start(self.services, with_rules(record, event, self.settings))
         return await self.dispatch(event, record)
 
     # ---- another clip of a finished search ---------------------------------------------
@@ -352,6 +352,13 @@ class VideoClippingSearch:
             )
         ]
         return faces_to_follow(matches, window)
+
+
+def with_rules(record: SearchRecord, event: Event, settings) -> SearchRecord:
+    """The record, noting the rules this run matches and segments with (GET shows them)."""
+    rules = event.search_rules(settings)
+    record.rules = {"match_threshold": rules.threshold, "segments": rules.segments.model_dump()}
+    return record
 
 
 def clip_window(start: float, end: float, max_s: float, video_start: float, video_end: float) -> ClipWindow:
