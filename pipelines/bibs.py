@@ -1,23 +1,28 @@
 """Race numbers (BIBs): read them with OCR, keep the ones that are numbers, find their wearer.
 
-Why the reader is more than one OCR call (measured on the synthetic set of
-pipelines/synthetic_bibs.py, tests/test_bibs.py):
+The engine is RapidOCR (PP-OCR detector and recogniser, ONNX, CPU). Used as one call it
+misses small and blurred bibs and returns confident wrong numbers, so ``BibReader`` wraps
+it (measured on the generated photos of pipelines/synthetic_bibs.py, two sets of 24 photos,
+120 readable bibs; tests/test_bibs.py runs one):
 
-* The text detector draws loose boxes around small text: around bibs with digits under
-  ~30 px its box is ~3 digit heights tall (the whole bib and its header), so the
-  recogniser, which squeezes a box to 48 px, sees the digits at a third of its height and
-  misreads them (5579 as 5679 at 0.99). Every box whose first reading holds a digit is
-  therefore cut out with a margin, scaled so the box is ``ZOOM_BOX_PX`` tall, and detected
-  and read again: the second box fits the digit line. Readable bibs read: 41 -> 57 of 72.
-* Blurred digits (Gaussian sigma ~12 % of their height) are invisible to the detector;
-  an unsharp mask on the detector's input (never the recogniser's) finds 20 of 24 instead
-  of 13, and nothing that was found before is lost.
-* The recogniser's box score is the mean over characters, so one wrong digit among
-  confident ones still scores > 0.9 (7796 for 7795: 0.93). The score used here is the
-  least confident character: every wrong number measured scored <= 0.88 on it.
-* Crops are recognised one at a time (a batch pads them to the widest, which changed a
-  crop's score from 0.99 to 0.76) and without the 180-degree classifier (bibs are upright;
-  a flipped 6 is a 9).
+* Zoom. The detector draws loose boxes around small text (digits under ~30 px get a box ~3
+  digit heights tall: the whole bib with its header), and the recogniser squeezes each box
+  to 48 px, so the digits end up a third of its height. Every box whose first reading holds
+  a digit is cut out with a margin, scaled so the box is ``ZOOM_BOX_PX`` tall, and detected
+  and read again; that box fits the digit line. Without it: 106 instead of 114 read, and 2
+  wrong numbers.
+* Sharpened detector input. Digits blurred by ~12 % of their height are invisible to the
+  detector; an unsharp mask on its input (never the recogniser's) finds 20 of 24 instead of
+  13. Without it: 111 read.
+* The least confident character as the score. The recogniser's own score is the mean, so
+  one wrong digit among confident ones still scores > 0.9 (7796 for 7795: 0.93). With the
+  mean: 116 read, and 2 wrong numbers.
+* Flattened lines and unstable reads are dropped (``MIN_DIGIT_ASPECT``, ``_stable``): each
+  removed one wrong number at no loss.
+* Crops are recognised one at a time (a batch pads them to the widest, which moved a crop's
+  score from 0.99 to 0.76), shrunk to the recogniser's height by averaging, not by its own
+  bilinear resize (which aliases), and without the 180-degree classifier (bibs are upright;
+  a 6 turned over is a 9).
 
 The pure parts (``bib_numbers``, ``assign_faces``, ``bib_sample_mask``) carry the rules;
 ``BibReader`` holds the engine. Images are BGR, like every frame in pipelines/.
@@ -65,10 +70,10 @@ BIB_BELOW_EXPECTED = 1.5
 BIB_SIDEWAYS_MAX = 1.5
 BIB_MAX_HEIGHT = 1.5
 
-# A number whose text line is shorter than this (px, the line's box, ~1.3x the digit height)
-# is not kept: its digits are under ~8 px, where 3/8/0 and 1/7 are a pixel apart and the
-# recogniser, upsampling the line 5x, guesses (a 6 px bib half behind an arm read as 180
-# for 189 at 0.93; no correct read of digits >= 8 px had a line under 11 px).
+# A number whose text line is shorter than this (px; the line's box is 1.4-1.6x the digit
+# height) is not kept: its digits are ~7 px or less, where 3/8/0 and 1/7 are a pixel apart
+# and the recogniser, upsampling the line 5x, guesses (a 6 px bib half behind an arm read
+# 180 for 189 at 0.93). Whole 8 px digits had lines of 11.7 px and more.
 MIN_TEXT_PX = 10.0
 # Digits are taller than they are wide in every bib typeface (1.3 to 2 with the box's
 # padding); a digit line flatter than this, height over the width per character, is cut
@@ -76,11 +81,13 @@ MIN_TEXT_PX = 10.0
 # same: half-covered bibs read 100 for 180 and 707 for 787 (0.83 and 0.88 here, readable
 # ones with a quarter covered >= 1.13).
 MIN_DIGIT_ASPECT = 1.0
-# A number is read again from two slightly worse copies of its line and kept only if both
-# read the same: at this fraction of the image's resolution, and blurred by this sigma (px).
-# A read from enough pixels survives both; a guess at the edge of resolution does not (8 px
-# bibs read 7305 for 7395 at 0.93 and 2638 for 2636 at 0.99; their copies read 7905 and
-# 2636). Costs two more recognitions per number kept.
+# A number on a line under STABLE_CHECK_PX tall is read again from two slightly worse copies
+# of its line and kept only if both read the same: at STABLE_SCALE of the image's resolution,
+# and blurred by STABLE_BLUR_PX. A read from enough pixels survives both; a guess at the edge
+# of resolution does not (8 px bibs read 7305 for 7395 at 0.93 and 2638 for 2636 at 0.99;
+# their copies read 7905 and 2636). Copies disagreed only on lines of 14.4 px and less (five
+# sets of 24 photos), so taller lines skip the two extra recognitions.
+STABLE_CHECK_PX = 24.0
 STABLE_SCALE = 0.75
 STABLE_BLUR_PX = 0.8
 # A number whose box comes this close to the image border (fraction of its height) may be
@@ -233,7 +240,14 @@ class BibReader:
         self._engine = RapidOCR(params=params)
         # The zoomed crops are detected at their own size (limit "max" far above the cap):
         # a second engine, whose recogniser is never loaded.
-        self._zoom = RapidOCR(params={**params, "Det.limit_type": "max", "Det.limit_side_len": 4 * ZOOM_MAX_SIDE_PX})
+        self._zoom = RapidOCR(
+            params={
+                **params,
+                "Det.limit_type": "max",
+                "Det.limit_side_len": 4 * ZOOM_MAX_SIDE_PX,
+                "Global.max_side_len": max(rules.det_max_side, ZOOM_MAX_SIDE_PX),
+            }
+        )
 
     def read(self, image_bgr: np.ndarray) -> list[BibRead]:
         """The race numbers in one BGR uint8 image (a video frame or a photo)."""
@@ -276,7 +290,13 @@ class BibReader:
             if not text:
                 continue
             quad_in_image = zquad / scale + np.array([cx1, cy1], np.float32)
-            if score >= self.rules.min_confidence and _digits(text) and not self._stable(image, quad_in_image, text):
+            small = _line_size(quad_in_image)[0] < STABLE_CHECK_PX
+            if (
+                score >= self.rules.min_confidence
+                and _digits(text)
+                and small
+                and not self._stable(image, quad_in_image, text)
+            ):
                 score = 0.0
             found.append((quad_in_image, text, score))
         return found

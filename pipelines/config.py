@@ -201,20 +201,24 @@ class BibSettings(BaseModel):
     """Race numbers (BIBs) read by OCR at index time, for events with BIB search on
     (pipelines/bibs.py). Events without it pay nothing: the stage is not built."""
 
-    # Video frames read per second (photos are always read); OCR costs ~0.4 s per frame.
+    # Video frames read per second (photos are always read). OCR is the costly part: on one
+    # core ~0.5 s for a 640x360 frame, 1.2 s at 1280x720, 2.1 s at 1920x1080.
     sample_fps: float = Field(default=1.0, gt=0.0, le=30.0)
-    # A number is a whole text box of only digits, this many of them.
+    # A number is a whole text line of only digits, this many of them. Set both to the
+    # event's bib length when it is fixed: an arm hiding a last digit reads as a shorter
+    # number ("23" for 234), which only the length rule can refuse.
     min_digits: int = Field(default=2, ge=1, le=12)
     max_digits: int = Field(default=6, ge=1, le=12)
-    # The recogniser's confidence for the whole box.
+    # The recogniser's confidence for the number: its least confident character's.
     min_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     # The text detector sees a frame scaled down so its longer side is at most det_max_side,
-    # and up so its shorter side is at least det_min_side (numbers are then read again from
-    # the full-resolution frame, so these only decide what text is found). rapidocr's own
-    # 736 upscales 640x360 frames 2x: 2.2x the time per frame, and on 640 px wide photos 27
-    # readable bibs of 30 found against 28 at their own size. det_max_side 2000 (rapidocr's)
-    # keeps 1080p at its own size: on 1920 px photos 59 of 60 readable bibs, 56 at 1280 for
-    # 0.55x the time; lower it to trade recall on small bibs for speed.
+    # and up so its shorter side is at least det_min_side; numbers are then read again from
+    # the full-resolution frame, so these only decide what text is found (measured with
+    # tests/test_bibs.py's generated photos, one CPU thread). rapidocr's own 736 upscales
+    # 640x360 frames 2x: 0.91 s a frame instead of 0.50, and on 640 px wide photos 25 of 30
+    # readable bibs against 26 at their own size. det_max_side 2000 (rapidocr's) keeps 1080p
+    # at its own size: 59 of 60 readable bibs on 1920 px photos at 2.1 s a frame; 1280 reads
+    # 56 in 1.1 s.
     det_min_side: int = Field(default=360, ge=32)
     det_max_side: int = Field(default=2000, ge=64)
     # The OCR actor pool (CPU share per actor, batch of frames per call).
