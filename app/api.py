@@ -84,11 +84,13 @@ def create_api(services: Services) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        sweeper = asyncio.get_running_loop().create_task(services.sweep_forever())
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(services.sweep_forever()), loop.create_task(services.watch_jobs_forever())]
         try:
             yield
         finally:
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
 
     app = Starlette(
         routes=[

@@ -27,6 +27,9 @@ class ApiSettings(BaseModel):
     # Where clips go unless an event names its own output location.
     output_root: str = ""
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A request body (form or JSON) must arrive within this many seconds, else 408: a client
+    # that sends less than its Content-Length, or trickles, cannot hold a replica.
+    body_timeout_s: float = Field(default=30.0, gt=0.0)
     # The longest clip a client may ask for after a search (POST .../clips, max_duration_s).
     max_extra_clip_s: float = Field(default=60.0, gt=0.0)
     # Selfies one search may carry (each must show a face); more photos find more.
@@ -38,6 +41,9 @@ class ApiSettings(BaseModel):
     thumbnail_px: int = Field(default=400, ge=32, le=2048)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
+    # How often each ingress replica checks the search jobs it started: one whose worker
+    # died is failed at once rather than at the deadline.
+    job_watch_interval_s: float = Field(default=1.0, gt=0.0)
     # How often each ingress replica sweeps for overdue searches.
     sweep_interval_s: float = Field(default=30.0, gt=0.0)
     # How long a replica may reuse an API key or event it has read (a revoked key or a

@@ -206,7 +206,10 @@ def execute_search(settings: AppSettings, job: SearchJob) -> dict:
         ClipJob(job.org_id, job.event_id, job.request_id, job.rules.output_root, media[key], window)
         for key, window in ranked
     ]
-    results = ray.get([clip_task.remote(settings, clip) for clip in clip_jobs])
+    results = [
+        collect_clip(ref, clip)
+        for ref, clip in zip([clip_task.remote(settings, c) for c in clip_jobs], clip_jobs, strict=True)
+    ]
     for (key, window), result in zip(ranked, results, strict=True):
         for seg in segments:
             overlaps = seg["start_seconds"] < window.end_s and seg["end_seconds"] > window.start_s
@@ -216,6 +219,16 @@ def execute_search(settings: AppSettings, job: SearchJob) -> dict:
     errors = [r["error"] for r in results if "error" in r]
     status = CLIP_FAILED if errors else COMPLETED
     return {"status": status, "hits": n_hits, "videos": videos, "clip_errors": errors, "segments": segments}
+
+
+def collect_clip(ref, clip: ClipJob) -> dict:
+    """A clipping task's result; a task that died (its worker killed, out of memory) is that
+    video's clip error, so the search ends ``clip_failed`` with the clips that worked."""
+    try:
+        return ray.get(ref)
+    except Exception as exc:
+        log.error("clipping %s lost its worker: %s", clip.media["media_key"], exc)
+        return {"error": clip_error(clip.media["media_key"], f"clipping worker lost: {type(exc).__name__}", None)}
 
 
 @ray.remote(num_cpus=0, max_retries=0)

@@ -162,12 +162,16 @@ class RequestRecords:
         error: str | None = None,
         hits: int = 0,
         segments: list[dict] | None = None,
+        only_if_processing: bool = False,
     ) -> bool:
-        """Record a job's outcome; False when the record has moved on to a newer job."""
+        """Record a job's outcome; False when the record has moved on to a newer job (or, with
+        ``only_if_processing``, has already ended)."""
         if status not in TERMINAL:
             raise ValueError(f"a job ends in a terminal status, not {status!r}")
         current = self.get(request_id)
         if current is None or current.job_id != job_id:
+            return False
+        if only_if_processing and current.status != PROCESSING:
             return False
         current.status = status
         current.videos = videos or []
@@ -176,8 +180,10 @@ class RequestRecords:
         current.hits = hits
         current.segments = segments or []
         current.updated_at = datetime.now(UTC)
-        self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=f"target.job_id = {sql_str(job_id)}")
-        return True
+        only_if = f"target.job_id = {sql_str(job_id)}"
+        if only_if_processing:
+            only_if += f" AND target.status = {sql_str(PROCESSING)}"
+        return bool(self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if))
 
     def save_face_search(self, record: SearchRecord, attempts: int = 5) -> SearchRecord:
         """Store a Face Search's selfie and results without touching a video search that
@@ -201,6 +207,14 @@ class RequestRecords:
             if self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if):
                 return current
         raise RuntimeError(f"request {record.request_id} kept changing; Face Search results not stored")
+
+    def delete(self, request_id: str) -> int:
+        """Remove the record (its selfie embeddings and results); returns rows removed."""
+        where = f"request_id = {sql_str(str(uuid.UUID(request_id)))}"
+        table = self.control.table(REQUESTS)
+        before = table.count_rows(where)
+        table.delete(where)
+        return before
 
     def fail_overdue(self, record: SearchRecord) -> None:
         self.control.upsert(
@@ -274,6 +288,13 @@ class ExtraClips:
         for row in rows:
             self.finish(row["clip_id"], FAILED, error=OVERDUE_CLIP_ERROR, overdue=True)
         return len(rows)
+
+    def delete_of_request(self, request_id: str) -> int:
+        where = f"request_id = {sql_str(request_id)}"
+        table = self.control.table(EXTRA_CLIPS)
+        before = table.count_rows(where)
+        table.delete(where)
+        return before
 
     def of_request(self, request_id: str) -> list[ExtraClip]:
         """The request's extra clips, oldest first; one processing past its deadline reads as failed."""

@@ -53,6 +53,8 @@ class Services:
     searches_since_maintenance: int = 0
     maintaining: bool = False
     background: set = field(default_factory=set)
+    # Search jobs this replica started: request_id -> (job_id, the run_search ObjectRef).
+    jobs: dict = field(default_factory=dict)
     _face_store: object | None = None
 
     def face_store(self):
@@ -104,6 +106,40 @@ class Services:
                     await self.maintain()
             except Exception:
                 log.exception("overdue sweep or table maintenance failed")
+
+    def watch(self, request_id: str, job_id: str, ref) -> None:
+        """Follow a dispatched search job, so that a dead worker fails it within seconds."""
+        self.jobs[request_id] = (job_id, ref)
+
+    def check_jobs(self) -> int:
+        """Fail the searches whose job ended with an error instead of recording an outcome
+        (its worker died, or it could not start); returns how many."""
+        import ray
+
+        if not self.jobs:
+            return 0
+        refs = {ref: rid for rid, (_, ref) in self.jobs.items()}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
+        failed = 0
+        for ref in ready:
+            request_id = refs[ref]
+            job_id, _ = self.jobs.pop(request_id)
+            try:
+                ray.get(ref, timeout=0)
+            except Exception as exc:  # the task never wrote its outcome
+                log.warning("search %s lost its worker: %s", request_id, exc)
+                error = f"The search's worker was lost ({type(exc).__name__}); start a new search."
+                if self.records.finish(request_id, job_id, "failed", error=error, only_if_processing=True):
+                    failed += 1
+        return failed
+
+    async def watch_jobs_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.api.job_watch_interval_s)
+            try:
+                await asyncio.to_thread(self.check_jobs)
+            except Exception:
+                log.exception("checking search jobs failed")
 
     def search_started(self) -> None:
         """Count writes; maintain in the background every ``maintenance_every_searches``."""

@@ -87,3 +87,19 @@ class OutputStorage:
             fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
             return fs.exists(f"{path}/{safe_key(key)}")
         return self.local_path(key).is_file()
+
+    def remove_folder(self, prefix: str) -> list[str]:
+        """Delete every file under ``prefix`` (a folder key); returns the keys removed."""
+        folder = safe_key(prefix)
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            found = fs.find(f"{path}/{folder}")
+            if found:
+                fs.rm(found)
+            return sorted(f"{folder}/{f.removeprefix(f'{path}/{folder}/')}" for f in found)
+        local = self.local_path(folder)
+        if not local.is_dir():
+            return []
+        keys = sorted(f"{folder}/{p.relative_to(local).as_posix()}" for p in local.rglob("*") if p.is_file())
+        shutil.rmtree(local)
+        return keys

@@ -161,6 +161,7 @@ def serve_api(ray_cluster, settings):
             "get_per_minute": 60000.0,
             "get_burst": 500,
             "sweep_interval_s": 1.0,
+            "body_timeout_s": 2.0,
         }
     )
     api_settings = settings.model_copy(update={"api": api})

@@ -554,3 +554,132 @@ def test_too_many_selfies_is_400(api, serve_api, synthetic_event):
     n = serve_api.settings.api.max_selfies + 1
     r = post_files(api, EVENT_ID, [person_selfie(synthetic_event, 3)] * n)
     assert (r.status_code, r.json()["data"]["code"]) == (400, "too_many_files")
+
+
+# ---- input bounds and consent ----------------------------------------------------------
+@pytest.mark.parametrize("big", [2**63, 2**70])
+def test_ids_beyond_int64_are_404_on_every_route(api, big):
+    key = {"X-API-Key": api.keys["main"]}
+    rid, name = str(uuid.uuid4()), f"{uuid.uuid4()}.mp4"
+    gets = [
+        api.url(big),
+        api.url(EVENT_ID, org=big),
+        api.url(big, f"/video-clipping/{rid}"),
+        api.url(big, f"/face-search/{rid}"),
+        api.url(big, "/bib-search?bib=1234"),
+        f"{api.base}/media/{big}/{EVENT_ID}/clips/{rid}/{name}",
+        f"{api.base}/media/{EVENT_ORG}/{big}/clips/{rid}/{name}",
+        f"{api.base}/media/{EVENT_ORG}/{big}/photos/{'0' * 32}",
+        f"{api.base}/media/{big}/{EVENT_ID}/photos/{'0' * 32}/thumbnail.jpg",
+    ]
+    for url in gets:
+        r = api.http.get(url, headers=key)
+        assert r.status_code == 404 and r.json()["responseType"] == "error", url
+    for suffix in ("/video-clipping/search-by-selfie", "/face-search", "/video-clipping/search-by-bib"):
+        r = api.http.post(api.url(big, suffix), headers=key, files={"file": ("s.jpg", b"\xff\xd8\xff", "image/jpeg")})
+        assert r.status_code == 404 and r.json()["data"]["code"] == "event_not_found", suffix
+    assert api.http.delete(api.url(big, f"/video-clipping/{rid}"), headers=key).status_code == 404
+
+
+def test_a_body_shorter_than_its_content_length_times_out(api, serve_api):
+    import socket
+    from urllib.parse import urlparse
+
+    limit = serve_api.settings.api.body_timeout_s
+    url = urlparse(api.url(EVENT_ID, "/video-clipping/search-by-selfie"))
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}\r\nX-API-Key: {api.keys['main']}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 100000\r\n\r\n--xyz\r\n"
+    )
+    started = time.monotonic()
+    with socket.create_connection((url.hostname, url.port), timeout=limit + 20) as sock:
+        sock.sendall(head.encode())  # ...and nothing more
+        reply = b""
+        while b"\r\n\r\n" not in reply or b'"code"' not in reply:  # headers, then the JSON body
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    reply = reply.decode(errors="replace")
+    elapsed = time.monotonic() - started
+    assert reply.startswith("HTTP/1.1 408"), reply[:200]
+    assert '"body_timeout"' in reply and elapsed < limit + 10, elapsed
+
+
+def test_delete_removes_every_stored_trace_of_a_request(api, serve_api, synthetic_event):
+    from pathlib import Path
+
+    data = completed_search(api, [person_selfie(synthetic_event, 4)])
+    rid = data["request_id"]
+    folder = Path(serve_api.settings.output_root) / str(EVENT_ORG) / str(EVENT_ID) / "clips" / rid
+    files = sorted(p.relative_to(Path(serve_api.settings.output_root)).as_posix() for p in folder.rglob("*"))
+    assert files and any(f.endswith(".mp4") for f in files) and any(f.endswith(".jpg") for f in files)
+    requests = serve_api.control.table("search_requests")
+    assert requests.count_rows(f"request_id = '{rid}'") == 1
+    key = {"X-API-Key": api.keys["main"]}
+    other = api.http.delete(
+        api.url(1, f"/video-clipping/{rid}", org=OTHER_ORG), headers={"X-API-Key": api.keys["other_org"]}
+    )
+    assert other.status_code == 404 and folder.is_dir()  # another org cannot delete it
+    r = api.http.delete(api.url(EVENT_ID, f"/video-clipping/{rid}"), headers=key)
+    assert r.status_code == 200, r.text
+    removed = r.json()["data"]["removed"]
+    assert removed["files"] == files and removed["record"] == 1 and removed["selfie_embeddings"] == 1
+    assert not folder.exists() or not any(folder.rglob("*"))
+    assert requests.count_rows(f"request_id = '{rid}'") == 0
+    assert serve_api.control.table("extra_clips").count_rows(f"request_id = '{rid}'") == 0
+    assert api.get(EVENT_ID, rid).status_code == 404
+    assert api.http.get(api.url(EVENT_ID, f"/face-search/{rid}"), headers=key).status_code == 404
+    assert api.http.get(data["videos"][0]["video_url"]).status_code == 404
+    assert api.http.delete(api.url(EVENT_ID, f"/face-search/{rid}"), headers=key).status_code == 404
+
+
+def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_event, tmp_path):
+    """run_search dies mid-job (SIGKILL): the ingress notices its ObjectRef ended without an
+    outcome and fails the request, long before the 600 s deadline."""
+    import os
+    import signal
+
+    import psutil
+    import ray
+
+    def search_workers() -> list[int]:  # Ray titles a worker process by the task it runs
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if "ray::run_search" in " ".join(proc.info["cmdline"] or []):
+                found.append(proc.info["pid"])
+        return found
+
+    release = tmp_path / "release"
+
+    @ray.remote(num_cpus=0)
+    def hold_cpus(flag: str) -> None:  # keeps clipping tasks queued, so the job waits on them
+        from pathlib import Path
+
+        end = time.monotonic() + 120
+        while not Path(flag).exists() and time.monotonic() < end:
+            time.sleep(0.1)
+
+    free = ray.available_resources().get("CPU", 0.0)
+    hog = hold_cpus.options(num_cpus=free).remote(str(release)) if free > 0 else None
+    try:
+        r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 3))
+        assert r.status_code == 200 and r.json()["data"]["status"] == "processing"
+        rid = r.json()["data"]["request_id"]
+        end = time.monotonic() + 60
+        running = []
+        while not running and time.monotonic() < end:
+            running = search_workers()
+            time.sleep(POLL_INTERVAL_S)
+        assert len(running) == 1, f"run_search workers: {running}"
+        killed_at = time.monotonic()
+        os.kill(running[0], signal.SIGKILL)
+        body = api.wait(EVENT_ID, rid, deadline_s=60)
+        took = time.monotonic() - killed_at
+    finally:
+        release.touch()
+        if hog is not None:
+            ray.get(hog)
+    data = body["data"]
+    assert data["status"] == "failed" and "worker was lost" in data["error"], data
+    assert took < 30, took

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from app.config import ApiSettings
+from app.contract import envelope
 from app.errors import ApiError
 from app.events import Event
 from app.routes import multipart
-from app.services import Services
+from app.services import Services, parse_request_id
 
 API = "/api/v1/ext/{org_id:int}/event/{event_id:int}"
+# Ids are stored as Int64: a larger one names nothing (and must never reach a filter).
+MAX_ID = 2**63 - 1
 # Multipart framing around the file; a body this much over the limit is refused unread.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
@@ -27,9 +32,19 @@ def services_of(request: Request) -> Services:
     return request.app.state.services
 
 
+def path_ids(
+    request: Request, not_found: str = "Event configuration not found.", code: str = "event_not_found"
+) -> tuple[int, int]:
+    """The path's org and event ids; 404 for ids no event can have."""
+    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
+    if org_id > MAX_ID or event_id > MAX_ID:
+        raise ApiError(404, not_found, code)
+    return org_id, event_id
+
+
 async def authorize(request: Request, kind: str) -> Event:
     """The event named by the path, once the X-API-Key may use it (401/403/404/429 otherwise)."""
-    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
+    org_id, event_id = path_ids(request)
     _, event = await services_of(request).authorize(request.headers.get("x-api-key"), org_id, event_id, kind)
     return event
 
@@ -39,7 +54,7 @@ async def read_search_form(request: Request, api: ApiSettings, text_fields: tupl
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > api.max_selfies * (api.max_upload_bytes + FORM_OVERHEAD_BYTES):
         raise ApiError(413, f"The selfie is larger than {api.max_upload_bytes} bytes.", "file_too_large")
-    form = await multipart.read_form(request, api.max_upload_bytes, api.max_selfies)
+    form = await multipart.read_form(request, api.max_upload_bytes, api.max_selfies, timeout_s=api.body_timeout_s)
     misplaced = "file" in form.fields or any(name in form.files for name in text_fields)
     if misplaced or any(len(form.fields.get(name, [])) > 1 for name in text_fields):
         named = ", ".join(f"'{n}'" for n in text_fields)
@@ -49,7 +64,21 @@ async def read_search_form(request: Request, api: ApiSettings, text_fields: tupl
 
 
 async def read_json(request: Request) -> object:
+    timeout_s = services_of(request).settings.api.body_timeout_s
     try:
-        return await request.json()
+        async with asyncio.timeout(timeout_s):
+            return await request.json()
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
     except Exception:
         raise ApiError(400, "Expected a JSON body.", "invalid_body") from None
+
+
+async def delete_search(request: Request) -> JSONResponse:
+    """DELETE .../video-clipping/{request_id} or .../face-search/{request_id}: one shared record."""
+    from app.search.requests import delete_request
+
+    request_id = parse_request_id(request.path_params["request_id"])
+    event = await authorize(request, "post")
+    removed = await delete_request(services_of(request), event, request_id)
+    return JSONResponse(envelope("The request and everything stored for it were deleted.", removed))

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from app.contract import FACE_SEARCH_MESSAGES, photos_payload
 from app.records import SearchRecord
-from app.routes.common import API, authorize, read_search_form, services_of
+from app.routes.common import API, authorize, delete_search, read_search_form, services_of
 from app.search.face_search import FaceSearch
 from app.search.photos import Page, parse_page, photo_items
 from app.services import parse_request_id
@@ -61,4 +61,5 @@ def routes() -> list[Route]:
     return [
         Route(f"{API}/face-search", face_search, methods=["POST"]),
         Route(f"{API}/face-search/{{request_id}}", get_result, methods=["GET"]),
+        Route(f"{API}/face-search/{{request_id}}", delete_search, methods=["DELETE"]),
     ]

@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.errors import ApiError
-from app.routes.common import services_of
+from app.routes.common import path_ids, services_of
 from app.services import parse_request_id
 from pipelines.media import is_remote, open_binary
 from pipelines.photos import content_type, thumbnail_jpeg
@@ -38,7 +38,7 @@ def chunks_then_close(fh: BinaryIO) -> Iterator[bytes]:
 
 async def clip_file(request: Request) -> Response:
     services = services_of(request)
-    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
+    org_id, event_id = path_ids(request, "No such clip.", "not_found")
     request_id = parse_request_id(request.path_params["request_id"])
     name = request.path_params["name"]
     if not FILE_NAME.match(name):
@@ -65,7 +65,7 @@ async def photo_row(request: Request) -> dict:
     media_id = request.path_params["media_id"]
     if not MEDIA_ID.match(media_id):
         raise ApiError(404, "No such photo.", "not_found")
-    org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
+    org_id, event_id = path_ids(request, "No such photo.", "not_found")
     row = await asyncio.to_thread(services.face_store().media_by_id, org_id, event_id, media_id)
     if row is None or row["media_type"] != "photo":
         raise ApiError(404, "No such photo.", "not_found")

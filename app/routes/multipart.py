@@ -9,6 +9,7 @@ file name is never used; file parts are kept in memory up to one byte past the s
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -77,9 +78,20 @@ class _Collector:
                 raise ApiError(400, "Too many form fields.", "invalid_form")
 
 
-async def read_form(request: Request, max_file_bytes: int, max_files: int, max_fields: int = 4) -> Form:
+async def read_form(
+    request: Request, max_file_bytes: int, max_files: int, max_fields: int = 4, timeout_s: float = 30.0
+) -> Form:
     """The request's form: multipart read here, anything else (urlencoded fields, no body) by
-    Starlette; 400 ``invalid_form`` when it cannot be read."""
+    Starlette; 400 ``invalid_form`` when it cannot be read, 408 ``body_timeout`` when the body
+    has not fully arrived within ``timeout_s`` (a slow or short body never holds a worker)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_form(request, max_file_bytes, max_files, max_fields)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
+
+
+async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_fields: int) -> Form:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data":

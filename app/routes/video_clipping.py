@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
-from app.routes.common import API, authorize, read_json, read_search_form
+from app.routes.common import API, authorize, delete_search, read_json, read_search_form
 from app.search.bib_search import parse_bib
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
@@ -92,6 +92,7 @@ def routes() -> list[Route]:
         Route(f"{API}/video-clipping/search-by-selfie", search_by_selfie, methods=["POST"]),
         Route(f"{API}/video-clipping/search-by-bib", search_by_bib, methods=["POST"]),
         Route(f"{API}/video-clipping/{{request_id}}", get_result, methods=["GET"]),
+        Route(f"{API}/video-clipping/{{request_id}}", delete_search, methods=["DELETE"]),
         Route(f"{API}/video-clipping/{{request_id}}/feedback", feedback, methods=["POST"]),
         Route(f"{API}/video-clipping/{{request_id}}/clips", add_clip, methods=["POST"]),
     ]

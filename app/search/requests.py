@@ -103,3 +103,32 @@ async def get_record(services: Services, org_id: int, event_id: int, request_id:
     if record is None or (record.org_id, record.event_id) != (org_id, event_id):
         raise ApiError(404, "Unknown request_id.", "request_not_found")
     return record
+
+
+async def delete_request(services: Services, event, request_id: str) -> dict:
+    """Consent deletion: the record with its selfie embeddings, its extra clips, and every
+    clip and poster file under the request. 409 while a run or a clip is still working (its
+    files would land after the deletion); 404 for unknown ids and other events' records."""
+    from app.contract import PROCESSING
+    from pipelines.storage import OutputStorage
+
+    record = await get_record(services, event.org_id, event.event_id, request_id)
+    clips = await asyncio.to_thread(services.extra_clips.of_request, request_id)
+    if record.status == PROCESSING or any(c.status == PROCESSING for c in clips):
+        raise ApiError(409, "The search is still processing; delete it once it has finished.", "search_busy")
+    storage = OutputStorage(event.output_location(services.settings), services.settings.store.storage_options)
+    files = await asyncio.to_thread(storage.remove_folder, f"{event.org_id}/{event.event_id}/clips/{record.request_id}")
+    extra = await asyncio.to_thread(services.extra_clips.delete_of_request, request_id)
+    await asyncio.to_thread(services.records.delete, request_id)
+    selfies = 0 if record.embedding is None else int(np.atleast_2d(record.embedding).shape[0])
+    return {
+        "request_id": record.request_id,
+        "deleted": True,
+        "removed": {
+            "record": 1,
+            "selfie_embeddings": selfies,
+            "negative_embeddings": 0 if record.negatives is None else len(record.negatives),
+            "extra_clips": extra,
+            "files": files,
+        },
+    }

@@ -217,7 +217,7 @@ class VideoClippingSearch:
                 event.search_rules(self.settings),
                 matches,
             )
-            run_search.remote(self.settings, job)
+            self.services.watch(record.request_id, record.job_id, run_search.remote(self.settings, job))
         except asyncio.CancelledError:  # the client went away mid-match: end the record, not leave it processing
             cancelled = "The request was cancelled before the search started; start a new search."
             await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
