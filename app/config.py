@@ -39,6 +39,9 @@ class ApiSettings(BaseModel):
     max_page_size: int = Field(default=200, ge=1)
     # Longer side of the photo thumbnails served next to each photo (made on first request).
     thumbnail_px: int = Field(default=400, ge=32, le=2048)
+    # A search whose job was not handed to Ray within this long after its record was written
+    # is failed (the replica died in between); once dispatched, request_deadline_s applies.
+    dispatch_deadline_s: float = Field(default=30.0, gt=0.0)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica checks the search jobs it started: one whose worker

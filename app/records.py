@@ -122,9 +122,11 @@ def is_past(deadline: datetime | None) -> bool:
 
 
 class RequestRecords:
-    def __init__(self, control: ControlStore, deadline_s: float) -> None:
+    def __init__(self, control: ControlStore, deadline_s: float, dispatch_deadline_s: float | None = None) -> None:
         self.control = control
         self.deadline = timedelta(seconds=deadline_s)
+        # Until its job is dispatched a fresh record only has this long (None: the full deadline).
+        self.dispatch_deadline = timedelta(seconds=dispatch_deadline_s) if dispatch_deadline_s else self.deadline
 
     def read(self, request_id: str) -> SearchRecord | None:
         """The stored record as it is."""
@@ -148,9 +150,20 @@ class RequestRecords:
         record.segments = []
         record.created_at = record.created_at or now
         record.updated_at = now
-        record.deadline_at = now + self.deadline
+        record.deadline_at = now + self.dispatch_deadline
         self.control.upsert(REQUESTS, ["request_id"], [record.to_row()])
         return record
+
+    def dispatched(self, record: SearchRecord) -> None:
+        """The job is with Ray: the record gets the full deadline (a replica that dies before
+        this leaves a record that fails at the short dispatch deadline, never one stranded)."""
+        record.deadline_at = datetime.now(UTC) + self.deadline
+        self.control.upsert(
+            REQUESTS,
+            ["request_id"],
+            [record.to_row()],
+            only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+        )
 
     def finish(
         self,

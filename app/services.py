@@ -157,7 +157,7 @@ class Services:
             control=control,
             events=EventStore(control),
             keys=KeyStore(control),
-            records=RequestRecords(control, settings.api.request_deadline_s),
+            records=RequestRecords(control, settings.api.request_deadline_s, settings.api.dispatch_deadline_s),
             extra_clips=ExtraClips(control, settings.api.request_deadline_s),
             embedder=embedder,
             limiter=limiter,

@@ -683,3 +683,25 @@ def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_
     data = body["data"]
     assert data["status"] == "failed" and "worker was lost" in data["error"], data
     assert took < 30, took
+
+
+def test_a_record_whose_job_was_never_dispatched_fails_at_the_dispatch_deadline(api, serve_api):
+    """A replica that dies between writing the record and dispatching its job: the record
+    fails at api.dispatch_deadline_s, not the 600 s request deadline."""
+    limit = serve_api.settings.api.dispatch_deadline_s
+    records = RequestRecords(serve_api.control, 600, limit)
+    rid = str(uuid.uuid4())
+    written = time.monotonic()
+    records.start(SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", None))
+    body = api.wait(EVENT_ID, rid, deadline_s=limit + 30)
+    assert body["data"]["status"] == "failed" and time.monotonic() - written < limit + 30
+    assert body["data"]["error"] == OVERDUE_ERROR
+
+
+def test_a_dispatched_search_keeps_the_full_deadline(api, serve_api, synthetic_event):
+    r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 0))
+    rid = r.json()["data"]["request_id"]
+    record = RequestRecords(serve_api.control, 600).read(rid)
+    left = (record.deadline_at - datetime.now(UTC)).total_seconds()
+    assert record.status != "processing" or left > serve_api.settings.api.dispatch_deadline_s + 60
+    assert_result_shape(api.wait(EVENT_ID, rid), "completed")

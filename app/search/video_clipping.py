@@ -218,6 +218,7 @@ class VideoClippingSearch:
                 matches,
             )
             self.services.watch(record.request_id, record.job_id, run_search.remote(self.settings, job))
+            await asyncio.to_thread(self.services.records.dispatched, record)
         except asyncio.CancelledError:  # the client went away mid-match: end the record, not leave it processing
             cancelled = "The request was cancelled before the search started; start a new search."
             await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
