@@ -245,8 +245,36 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     except Exception as exc:
         log.error("search %s failed: %s", job.request_id, traceback.format_exc())
         outcome = {"status": FAILED, "error": f"internal error while searching: {type(exc).__name__}: {exc}"}
-    records.finish(job.request_id, job.job_id, **outcome)
+    current = records.finish(job.request_id, job.job_id, **outcome)
+    try:
+
+        def still_current() -> bool:  # a newer run may have started since: its files are not ours
+            record = records.read(job.request_id)
+            return record is not None and record.job_id == job.job_id
+
+        collect_garbage(settings, job, outcome.get("videos", []), current, still_current)
+    except Exception:  # the outcome is recorded; stray files are the next run's to remove
+        log.exception("removing superseded clips of %s failed", job.request_id)
     return outcome["status"]
+
+
+def collect_garbage(
+    settings: AppSettings, job: SearchJob, videos: list[dict], current: bool, still_current=lambda: True
+) -> None:
+    """One run's worth of clip files per request: a run that was superseded meanwhile (the
+    same request_id posted again) deletes the files it made; the run that is recorded deletes
+    every other file under the request (earlier runs', and superseded runs' already done)."""
+    from pipelines.storage import OutputStorage
+
+    storage = OutputStorage(job.rules.output_root, settings.store.storage_options)
+    folder = f"{job.org_id}/{job.event_id}/clips/{job.request_id}"
+    own = {f"{folder}/{v['uuid']}.{ext}" for v in videos for ext in ("mp4", "jpg")}
+    if current:
+        others = [key for key in storage.list_folder(folder) if key not in own]
+        if others and still_current():
+            storage.remove(others)
+    else:
+        storage.remove(sorted(own))
 
 
 @ray.remote(max_retries=0)

@@ -88,6 +88,30 @@ class OutputStorage:
             return fs.exists(f"{path}/{safe_key(key)}")
         return self.local_path(key).is_file()
 
+    def list_folder(self, prefix: str) -> list[str]:
+        """Keys of every file under ``prefix`` (a folder key)."""
+        folder = safe_key(prefix)
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            found = fs.find(f"{path}/{folder}")
+            return sorted(f"{folder}/{f.removeprefix(f'{path}/{folder}/')}" for f in found)
+        local = self.local_path(folder)
+        if not local.is_dir():
+            return []
+        return sorted(f"{folder}/{p.relative_to(local).as_posix()}" for p in local.rglob("*") if p.is_file())
+
+    def remove(self, keys: list[str]) -> None:
+        """Delete the given files (missing ones are no error)."""
+        if not keys:
+            return
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            targets = [f"{path}/{safe_key(k)}" for k in keys]
+            fs.rm([t for t in targets if fs.exists(t)])
+            return
+        for key in keys:
+            self.local_path(key).unlink(missing_ok=True)
+
     def remove_folder(self, prefix: str) -> list[str]:
         """Delete every file under ``prefix`` (a folder key); returns the keys removed."""
         folder = safe_key(prefix)

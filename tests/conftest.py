@@ -162,7 +162,7 @@ def serve_api(ray_cluster, settings):
             "get_burst": 500,
             "sweep_interval_s": 1.0,
             "body_timeout_s": 2.0,
-            "dispatch_deadline_s": 5.0,
+            "dispatch_deadline_s": 15.0,
         }
     )
     api_settings = settings.model_copy(update={"api": api})

@@ -705,3 +705,17 @@ def test_a_dispatched_search_keeps_the_full_deadline(api, serve_api, synthetic_e
     left = (record.deadline_at - datetime.now(UTC)).total_seconds()
     assert record.status != "processing" or left > serve_api.settings.api.dispatch_deadline_s + 60
     assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+
+
+def test_a_rerun_removes_the_clip_files_of_the_run_it_supersedes(api, serve_api, synthetic_event):
+    from pathlib import Path
+
+    rid = str(uuid.uuid4())
+    assert api.post(EVENT_ID, image=person_selfie(synthetic_event, 1), request_id=rid).status_code == 200
+    first = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    assert api.post(EVENT_ID, request_id=rid).status_code == 200  # the same request again
+    second = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    folder = Path(serve_api.settings.output_root) / str(EVENT_ORG) / str(EVENT_ID) / "clips" / rid
+    expected = {f"{v['uuid']}.{ext}" for v in second["videos"] for ext in ("mp4", "jpg")}
+    assert {p.name for p in folder.glob("*") if p.is_file()} == expected
+    assert api.http.get(first["videos"][0]["video_url"]).status_code == 404
