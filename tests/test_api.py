@@ -634,7 +634,7 @@ def test_delete_removes_every_stored_trace_of_a_request(api, serve_api, syntheti
     assert api.http.delete(api.url(EVENT_ID, f"/face-search/{rid}"), headers=key).status_code == 404
 
 
-def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_event, tmp_path):
+def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_event):
     """run_search dies mid-job (SIGKILL): the ingress notices its ObjectRef ended without an
     outcome and fails the request, long before the 600 s deadline."""
     import os
@@ -650,18 +650,26 @@ def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_
                 found.append(proc.info["pid"])
         return found
 
-    release = tmp_path / "release"
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self) -> None:
+            import asyncio
+
+            self.opened = asyncio.Event()
+
+        async def wait(self) -> None:
+            await self.opened.wait()
+
+        async def open(self) -> None:
+            self.opened.set()
 
     @ray.remote(num_cpus=0)
-    def hold_cpus(flag: str) -> None:  # keeps clipping tasks queued, so the job waits on them
-        from pathlib import Path
+    def hold_cpus(gate) -> None:  # keeps clipping tasks queued, so the job waits on them
+        ray.get(gate.wait.remote(), timeout=120)
 
-        end = time.monotonic() + 120
-        while not Path(flag).exists() and time.monotonic() < end:
-            time.sleep(0.1)
-
+    gate = Gate.remote()
     free = ray.available_resources().get("CPU", 0.0)
-    hog = hold_cpus.options(num_cpus=free).remote(str(release)) if free > 0 else None
+    hog = hold_cpus.options(num_cpus=free).remote(gate) if free > 0 else None
     try:
         r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 3))
         assert r.status_code == 200 and r.json()["data"]["status"] == "processing"
@@ -677,7 +685,7 @@ def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_
         body = api.wait(EVENT_ID, rid, deadline_s=60)
         took = time.monotonic() - killed_at
     finally:
-        release.touch()
+        ray.get(gate.open.remote())
         if hog is not None:
             ray.get(hog)
     data = body["data"]
