@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.contract import error_body
 from app.errors import ApiError
-from app.routes import bib_search, events, face_search, media, video_clipping
+from app.openapi import document
+from app.routes import bib_search, docs, events, face_search, media, video_clipping
 from app.search.bib_search import BibSearch
 from app.search.face_search import FaceSearch
 from app.search.video_clipping import VideoClippingSearch
@@ -75,10 +75,6 @@ class InternalErrors:
             await response(scope, receive, send)
 
 
-async def health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
-
-
 def create_api(services: Services) -> Starlette:
     """The app for one ingress replica; routes reach the services through ``app.state``."""
 
@@ -95,17 +91,18 @@ def create_api(services: Services) -> Starlette:
     app = Starlette(
         routes=[
             *events.routes(),
-            *video_clipping.routes(),
-            *face_search.routes(),
-            *bib_search.routes(),
+            *video_clipping.routes(services.settings),
+            *face_search.routes(services.settings),
+            *bib_search.routes(services.settings),
             *media.routes(),
-            Route("/healthz", health, methods=["GET"]),
+            *docs.routes(),
         ],
         middleware=[Middleware(InternalErrors)],
         exception_handlers={ApiError: api_error, HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.openapi = document(app.routes, services.settings)
     app.state.video_clipping = VideoClippingSearch(services)
     app.state.face_search = FaceSearch(services)
     app.state.bib_search = BibSearch(services)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from app import schemas
+
 PROCESSING = "processing"
 COMPLETED = "completed"
 NO_MATCHES = "no_matches"
@@ -51,12 +53,14 @@ def envelope(message: str, data: Any, response_type: str = "success") -> dict:
     return {"responseType": response_type, "message": message, "data": data}
 
 
-def error_body(message: str, code: str) -> dict:
+def error_body(message: str, code: str) -> schemas.ErrorEnvelope:
     """4xx/5xx body: same envelope, ``responseType`` "error", a stable machine-readable code."""
     return envelope(message, {"code": code}, "error")
 
 
-def clip_item(clip_id: str, video_url: str, source_key: str, start_s: float, end_s: float, **extra: Any) -> dict:
+def clip_item(
+    clip_id: str, video_url: str, source_key: str, start_s: float, end_s: float, **extra: Any
+) -> schemas.ClipItem:
     start, end = clip_window_hms(start_s, end_s)
     return {
         "uuid": clip_id,
@@ -68,11 +72,11 @@ def clip_item(clip_id: str, video_url: str, source_key: str, start_s: float, end
     }
 
 
-def clip_error(video_key: str, error: str, status_code: int | None = None) -> dict:
+def clip_error(video_key: str, error: str, status_code: int | None = None) -> schemas.ClipErrorItem:
     return {"video_key": video_key, "error": error, "status_code": status_code}
 
 
-def start_payload(request_id: str, status: str) -> dict:
+def start_payload(request_id: str, status: str) -> schemas.StartEnvelope:
     """POST response: ``processing``, or a terminal ``no_matches`` decided at once."""
     message = STARTED_MESSAGE if status == PROCESSING else STATUS_MESSAGES[status]
     return envelope(message, {"status": status, "request_id": request_id})
@@ -91,13 +95,13 @@ SEGMENT_FIELDS = (
 )
 
 
-def segment_item(segment: dict) -> dict:
+def segment_item(segment: dict) -> schemas.SegmentItem:
     """A ranked segment as clients see it (the record also keeps its track ids)."""
     # Records written before BIB search have no confirmed_frames: none were.
     return {name: segment.get(name, 0) if name == "confirmed_frames" else segment[name] for name in SEGMENT_FIELDS}
 
 
-def extra_clip_item(clip_id: str, status: str, item: dict, error: str | None) -> dict:
+def extra_clip_item(clip_id: str, status: str, item: dict, error: str | None) -> schemas.ExtraClipItem:
     """A clip asked for after the search: what was asked, its status, and the clip once cut."""
     return {"clip_id": clip_id, "status": status, **item, "error": error}
 
@@ -111,7 +115,7 @@ def result_payload(
     segments: list[dict] | None = None,
     clips: list[dict] | None = None,
     rules: dict | None = None,
-) -> dict:
+) -> schemas.ResultEnvelope:
     """GET response for any status: the contract's fields, plus every ranked segment, the
     clips asked for after the search, and the rules the run used."""
     return envelope(
@@ -129,7 +133,7 @@ def result_payload(
     )
 
 
-def clip_started_payload(request_id: str, clip_id: str) -> dict:
+def clip_started_payload(request_id: str, clip_id: str) -> schemas.ClipStartedEnvelope:
     return envelope(
         "Clip started. Poll the search's GET for its status.",
         {"status": PROCESSING, "request_id": request_id, "clip_id": clip_id},
@@ -155,7 +159,7 @@ def photo_item(
     bbox: list[float],
     taken_at: str | None,
     match_count: int,
-) -> dict:
+) -> schemas.PhotoItem:
     return {
         "photo_key": photo_key,
         "photo_url": photo_url,
@@ -169,7 +173,7 @@ def photo_item(
 
 def photos_payload(
     messages: dict[str, str], photos: list[dict], total: int, page: int, page_size: int, **ids: Any
-) -> dict:
+) -> schemas.PhotosEnvelope:
     """One page of ranked photos; ``ids`` (request_id, bib) lead the data."""
     status = COMPLETED if total else NO_MATCHES
     return envelope(

@@ -30,6 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_FACES = REPO.parent / "shared" / "data" / "faces"
 
 EVENT_ORG, EVENT_ID = 7, 42
+# What the schema fuzz (tests/test_openapi.py) ran, printed at the end of the session.
+SCHEMA_FUZZ = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    for line in config.stash.get(SCHEMA_FUZZ, []):
+        terminalreporter.write_line(f"schema fuzz: {line}")
 
 
 @pytest.fixture(scope="session")

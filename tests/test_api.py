@@ -161,6 +161,7 @@ def test_event_details(api, serve_api):
         "match_threshold": 0.4,
         "match_threshold_source": "model_pack",
         "segments": serve_api.settings.segments.model_dump(),
+        "retention_days": None,
     }
 
 

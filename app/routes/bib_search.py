@@ -9,7 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app import schemas
 from app.contract import BIB_SEARCH_MESSAGES, photos_payload
+from app.openapi import Operation, api_route, bib_param, page_params
 from app.routes.common import API, authorize, services_of
 from app.search.bib_search import BibSearch, parse_bib, require_bib_search
 from app.search.photos import parse_page, photo_items
@@ -30,5 +32,13 @@ async def bib_photos(request: Request) -> JSONResponse:
     return JSONResponse(photos_payload(BIB_SEARCH_MESSAGES, items, len(ranked), page.number, page.size, bib=bib))
 
 
-def routes() -> list[Route]:
-    return [Route(f"{API}/bib-search", bib_photos, methods=["GET"])]
+def routes(settings) -> list[Route]:
+    photos = Operation(
+        "bibSearch",
+        "The event's photos showing a BIB number, a page at a time",
+        "BIB search",
+        ok=schemas.PhotosEnvelope,
+        query=(bib_param(settings), *page_params(settings)),
+        errors=(400,),
+    )
+    return [api_route(f"{API}/bib-search", bib_photos, "GET", photos)]

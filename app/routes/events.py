@@ -6,7 +6,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app import schemas
 from app.contract import envelope
+from app.openapi import Operation, api_route
 from app.routes.common import API, authorize, services_of
 
 
@@ -16,4 +18,10 @@ async def event_details(request: Request) -> JSONResponse:
 
 
 def routes() -> list[Route]:
-    return [Route(API, event_details, methods=["GET"])]
+    details = Operation(
+        "getEventDetails",
+        "Event Details: the feature toggles and the rules its searches run with",
+        "Events",
+        ok=schemas.EventEnvelope,
+    )
+    return [api_route(API, event_details, "GET", details)]

@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app import schemas
 from app.contract import FACE_SEARCH_MESSAGES, photos_payload
+from app.openapi import Operation, api_route, page_params
 from app.records import SearchRecord
 from app.routes.common import API, authorize, delete_search, read_search_form, services_of
 from app.search.face_search import FaceSearch
@@ -57,9 +59,30 @@ async def get_result(request: Request) -> JSONResponse:
     return await page_of_photos(request, await search.result(event, request_id), page)
 
 
-def routes() -> list[Route]:
+def routes(settings) -> list[Route]:
+    tag, pages = "Face Search", page_params(settings)
+    search = Operation(
+        "faceSearch",
+        "The event's photos of the person in the selfie (or of a request_id's stored selfie), a page at a time",
+        tag,
+        ok=schemas.PhotosEnvelope,
+        form=schemas.FaceSearchForm,
+        query=pages,
+        errors=(400,),
+    )
+    result = Operation(
+        "getFaceSearchResult", "Another page of a Face Search", tag, ok=schemas.PhotosEnvelope, query=pages,
+        errors=(400,),
+    )  # fmt: skip
+    delete = Operation(
+        "deleteFaceSearchRequest",
+        "Consent deletion (the record is shared with video clipping under one request_id)",
+        tag,
+        ok=schemas.DeletedEnvelope,
+        errors=(400, 409),
+    )
     return [
-        Route(f"{API}/face-search", face_search, methods=["POST"]),
-        Route(f"{API}/face-search/{{request_id}}", get_result, methods=["GET"]),
-        Route(f"{API}/face-search/{{request_id}}", delete_search, methods=["DELETE"]),
+        api_route(f"{API}/face-search", face_search, "POST", search),
+        api_route(f"{API}/face-search/{{request_id}}", get_result, "GET", result),
+        api_route(f"{API}/face-search/{{request_id}}", delete_search, "DELETE", delete),
     ]

@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.errors import ApiError
+from app.openapi import Operation, api_route
 from app.routes.common import path_ids, services_of
 from app.services import parse_request_id
 from pipelines.media import is_remote, open_binary
@@ -120,12 +121,19 @@ async def photo_thumbnail(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    tag, base = "Media", "/media/{org_id:int}/{event_id:int}"
+    clip = Operation(
+        "getClipFile",
+        "A clip (MP4) or its poster (JPEG); public by unguessable name",
+        tag,
+        ok_media=tuple(MEDIA_TYPES.values()),
+        errors=(400,),
+        auth=False,
+    )
+    photo = Operation("getPhoto", "An event photo, by its media_id", tag, ok_media=("image/*",), auth=False)
+    thumb = Operation("getPhotoThumbnail", "A photo's JPEG thumbnail", tag, ok_media=("image/jpeg",), auth=False)
     return [
-        Route("/media/{org_id:int}/{event_id:int}/clips/{request_id}/{name}", clip_file, methods=["GET", "HEAD"]),
-        Route("/media/{org_id:int}/{event_id:int}/photos/{media_id}", photo_file, methods=["GET", "HEAD"]),
-        Route(
-            "/media/{org_id:int}/{event_id:int}/photos/{media_id}/thumbnail.jpg",
-            photo_thumbnail,
-            methods=["GET", "HEAD"],
-        ),
+        api_route(f"{base}/clips/{{request_id}}/{{name}}", clip_file, "GET", clip),
+        api_route(f"{base}/photos/{{media_id}}", photo_file, "GET", photo),
+        api_route(f"{base}/photos/{{media_id}}/thumbnail.jpg", photo_thumbnail, "GET", thumb),
     ]

@@ -8,8 +8,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from app import schemas
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
+from app.openapi import Operation, api_route, bib_param
 from app.routes.common import API, authorize, delete_search, read_json, read_search_form
 from app.search.bib_search import parse_bib
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
@@ -87,12 +89,60 @@ async def add_clip(request: Request) -> JSONResponse:
     return JSONResponse(clip_started_payload(request_id, clip_id))
 
 
-def routes() -> list[Route]:
+def routes(settings) -> list[Route]:
+    tag, path = "Video clipping", f"{API}/video-clipping"
+    by_selfie = Operation(
+        "searchBySelfie",
+        "Start a search by selfie (or rerun one by request_id); poll its GET",
+        tag,
+        ok=schemas.StartEnvelope,
+        form=schemas.SelfieForm,
+        errors=(400,),
+    )
+    by_bib = Operation(
+        "searchByBib",
+        "Start a search by BIB number, fused with a selfie when one is sent or stored",
+        tag,
+        ok=schemas.StartEnvelope,
+        form=schemas.BibForm,
+        errors=(400,),
+        description=f"`bib` must match {bib_param(settings).schema['pattern']}.",
+    )
+    result = Operation(
+        "getVideoClippingResult",
+        "A search's status, clips, clip errors and ranked segments",
+        tag,
+        ok=schemas.ResultEnvelope,
+        errors=(400,),
+    )
+    delete = Operation(
+        "deleteVideoClippingRequest",
+        "Consent deletion: the record, its selfie embeddings, clips and posters",
+        tag,
+        ok=schemas.DeletedEnvelope,
+        errors=(400, 409),
+    )
+    not_me = Operation(
+        "sendFeedback",
+        "'Not me': these segments show someone else; the search reruns without them",
+        tag,
+        ok=schemas.StartEnvelope,
+        json_body=schemas.FeedbackBody,
+        errors=(400, 409),
+    )
+    clips = Operation(
+        "addClip",
+        "Cut another clip of a finished search: a segment, or a video and times, in an aspect ratio",
+        tag,
+        ok=schemas.ClipStartedEnvelope,
+        json_body=schemas.ClipBody,
+        errors=(400, 409),
+    )
     return [
-        Route(f"{API}/video-clipping/search-by-selfie", search_by_selfie, methods=["POST"]),
-        Route(f"{API}/video-clipping/search-by-bib", search_by_bib, methods=["POST"]),
-        Route(f"{API}/video-clipping/{{request_id}}", get_result, methods=["GET"]),
-        Route(f"{API}/video-clipping/{{request_id}}", delete_search, methods=["DELETE"]),
-        Route(f"{API}/video-clipping/{{request_id}}/feedback", feedback, methods=["POST"]),
-        Route(f"{API}/video-clipping/{{request_id}}/clips", add_clip, methods=["POST"]),
+        api_route(f"{path}/search-by-selfie", search_by_selfie, "POST", by_selfie),
+        api_route(f"{path}/search-by-bib", search_by_bib, "POST", by_bib),
+        api_route(f"{path}/{{request_id}}", get_result, "GET", result),
+        api_route(f"{path}/{{request_id}}", delete_search, "DELETE", delete),
+        api_route(f"{path}/{{request_id}}/feedback", feedback, "POST", not_me),
+        api_route(f"{path}/{{request_id}}/clips", add_clip, "POST", clips),
     ]

@@ -1,0 +1,255 @@
+"""The HTTP contract's bodies as types: what app/contract.py builds and app/openapi.py
+publishes (OpenAPI 3.1 components come from these same classes, through pydantic).
+
+TypedDicts rather than models: responses stay plain dicts built by pure functions (no
+validation cost per request), the type checker holds the builders to these shapes, and the
+schema fuzz in the tests holds the running service to the published document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired
+
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
+from pipelines.config import SegmentSettings
+
+Status = Literal["processing", "completed", "no_matches", "no_segments", "clip_failed", "failed"]
+ExtraClipStatus = Literal["processing", "completed", "failed"]
+Aspect = Literal["source", "9:16", "1:1"]
+Hms = Annotated[str, Field(pattern=r"^\d{2,}:\d{2}:\d{2}$", description="HH:MM:SS")]
+
+
+# ---- errors -----------------------------------------------------------------------------
+class ErrorData(TypedDict):
+    code: Annotated[str, Field(description="Stable machine-readable error code, e.g. rate_limited.")]
+
+
+class ErrorEnvelope(TypedDict):
+    responseType: Literal["error"]
+    message: str
+    data: ErrorData
+
+
+# ---- Event Details ----------------------------------------------------------------------
+class EventDetails(TypedDict):
+    org_id: int
+    event_id: int
+    name: str
+    video_search: bool
+    video_selfie_search: bool
+    face_search: bool
+    bib_search: bool
+    match_threshold: float
+    match_threshold_source: Literal["model_pack", "event"]
+    segments: SegmentSettings
+    retention_days: NotRequired[int | None]
+
+
+class EventEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: EventDetails
+
+
+# ---- video clipping ---------------------------------------------------------------------
+class StartData(TypedDict):
+    status: Status
+    request_id: str
+
+
+class StartEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: StartData
+
+
+class ClipItem(TypedDict):
+    """A cut clip: the contract's five fields first, then what facereel adds."""
+
+    uuid: str
+    video_url: str
+    source_video_key: str
+    start_time: Hms
+    end_time: Hms
+    poster_url: NotRequired[str]
+    start_seconds: NotRequired[float]
+    end_seconds: NotRequired[float]
+    duration_seconds: NotRequired[float]
+    matched_frames: NotRequired[int]
+    best_similarity: NotRequired[float]
+    aspect: NotRequired[Aspect]
+    width: NotRequired[int]
+    height: NotRequired[int]
+
+
+class ClipErrorItem(TypedDict):
+    video_key: str
+    error: str
+    status_code: int | None
+
+
+class SegmentItem(TypedDict):
+    segment_id: str
+    source_video_key: str
+    start_seconds: float
+    end_seconds: float
+    matched_frames: int
+    best_similarity: float
+    score: float
+    confirmed_frames: int
+    clipped: bool
+
+
+class ExtraClipItem(TypedDict):
+    """A clip asked for after the search: what was asked, its status, the clip once cut."""
+
+    clip_id: str
+    status: ExtraClipStatus
+    segment_id: str | None
+    source_video_key: str
+    aspect: Aspect
+    start_seconds: float
+    end_seconds: float
+    error: str | None
+    uuid: NotRequired[str]
+    video_url: NotRequired[str]
+    start_time: NotRequired[Hms]
+    end_time: NotRequired[Hms]
+    poster_url: NotRequired[str]
+    duration_seconds: NotRequired[float]
+    matched_frames: NotRequired[int]
+    best_similarity: NotRequired[float]
+    width: NotRequired[int]
+    height: NotRequired[int]
+
+
+class RunRules(TypedDict, total=False):
+    """The rules a run matched and segmented with (empty for records from before rules)."""
+
+    match_threshold: float
+    segments: SegmentSettings
+
+
+class ResultData(TypedDict):
+    request_id: str
+    status: Status
+    videos: list[ClipItem]
+    error: str | None
+    clip_errors: list[ClipErrorItem]
+    segments: list[SegmentItem]
+    clips: list[ExtraClipItem]
+    rules: RunRules
+
+
+class ResultEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: ResultData
+
+
+class ClipStartedData(TypedDict):
+    status: Literal["processing"]
+    request_id: str
+    clip_id: str
+
+
+class ClipStartedEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: ClipStartedData
+
+
+# ---- photos (Face Search, BIB search) ---------------------------------------------------
+class PhotoItem(TypedDict):
+    photo_key: str
+    photo_url: str
+    thumbnail_url: str
+    similarity: float
+    bbox: list[float]
+    taken_at: str | None
+    match_count: int
+
+
+class PhotosData(TypedDict):
+    request_id: NotRequired[str]
+    bib: NotRequired[str]
+    status: Literal["completed", "no_matches"]
+    photos: list[PhotoItem]
+    page: int
+    page_size: int
+    total_photos: int
+    total_pages: int
+
+
+class PhotosEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: PhotosData
+
+
+# ---- consent deletion -------------------------------------------------------------------
+class Removed(TypedDict):
+    record: int
+    selfie_embeddings: int
+    negative_embeddings: int
+    extra_clips: int
+    files: list[str]
+
+
+class DeletedData(TypedDict):
+    request_id: str
+    deleted: bool
+    removed: Removed
+
+
+class DeletedEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: DeletedData
+
+
+# ---- request bodies ---------------------------------------------------------------------
+Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+Binary = Annotated[bytes, Field(json_schema_extra={"format": "binary"})]
+
+
+class SelfieForm(TypedDict, total=False):
+    """multipart/form-data of search-by-selfie: selfie files, or a request_id to rerun."""
+
+    file: list[Binary]
+    request_id: Uuid
+
+
+class BibForm(TypedDict, total=False):
+    bib: Annotated[str, Field(description="The race number, digits only.")]
+    file: list[Binary]
+    request_id: Uuid
+
+
+class FaceSearchForm(TypedDict, total=False):
+    file: list[Binary]
+    request_id: Uuid
+    page: Annotated[int, Field(ge=1)]
+    page_size: Annotated[int, Field(ge=1)]
+
+
+class FeedbackBody(TypedDict):
+    not_me: Annotated[list[str], Field(min_length=1, description="segment_ids that show someone else")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ClipBody(TypedDict, total=False):
+    """Either a segment_id of the last run, or a source_video_key with start and end."""
+
+    segment_id: str
+    source_video_key: str
+    start_seconds: float
+    end_seconds: float
+    aspect: Aspect
+    max_duration_s: Annotated[float, Field(gt=0)]
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
