@@ -187,8 +187,29 @@ def cmd_event_create(args: argparse.Namespace) -> int:
         segments=json.loads(args.segments) if args.segments else None,
         source_uri=args.source,
         output_uri=args.output,
+        retention_days=args.retention_days,
     )
     print(f"event {event.org_id}/{event.event_id} created: {json.dumps(event.details(_settings(args)))}")
+    return 0
+
+
+def cmd_event_purge(args: argparse.Namespace) -> int:
+    from app.retention import purge_event
+    from app.services import Services
+
+    settings = _settings(args)
+    what = f"event {args.org}/{args.event}: every search record, selfie embedding, clip, thumbnail and face index row"
+    if args.delete_event:
+        what += ", and the event configuration"
+    if not args.yes:
+        answer = input(f"This removes everything stored for {what}. It cannot be undone. Type 'yes' to go on: ")
+        if answer.strip().lower() != "yes":
+            print("nothing removed")
+            return 1
+    report = purge_event(
+        Services.create(settings, embedder=None, limiter=None), args.org, args.event, delete_event=args.delete_event
+    )
+    print("\n".join(report.lines()))
     return 0
 
 
@@ -287,7 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", help='segment rule overrides as JSON, e.g. \'{"min_hits": 3, "max_clip_s": 15}\'')
     p.add_argument("--source", help="where the event's media live (informational)")
     p.add_argument("--output", help="clip storage for this event (local path or s3://); default api.output_root")
+    p.add_argument(
+        "--retention-days",
+        type=int,
+        help="delete searches this many days after their last change (default: api.retention_days)",
+    )
     p.set_defaults(func=cmd_event_create)
+    p = event.add_parser("purge", help="remove everything stored for an event (searches, clips, face index)")
+    p.add_argument("--org", type=int, required=True)
+    p.add_argument("--event", type=int, required=True)
+    p.add_argument("--delete-event", action="store_true", help="delete the event configuration too")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_event_purge)
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
     p = key.add_parser("create", help="create a key; it is printed once")

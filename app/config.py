@@ -62,6 +62,14 @@ class ApiSettings(BaseModel):
     post_burst: int = Field(default=10, ge=1)
     get_per_minute: float = Field(default=600.0, gt=0.0)
     get_burst: int = Field(default=100, ge=1)
+    # Consent: an event's searches are deleted this long after their last change unless it sets its own (None: kept).
+    retention_days: int | None = Field(default=None, ge=1)
+    # Retention is counted in days: looking for expired searches more often than this is wasted work.
+    retention_sweep_interval_s: float = Field(default=600.0, gt=0.0)
+    # Clip files no record references are removed only past this age: younger ones may be about to be recorded.
+    orphan_grace_s: float = Field(default=3600.0, ge=0.0)
+    # Listing every event's clip folders is costly on s3://, so it runs at most this often per replica.
+    orphan_sweep_interval_s: float = Field(default=600.0, gt=0.0)
 
 
 class AppSettings(Settings):

@@ -47,6 +47,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("source_uri", pa.string()),  # where the event's media live (informational)
             pa.field("output_uri", pa.string()),  # null: <api.output_root>
             pa.field("created_at", TS),
+            pa.field("retention_days", pa.int64()),  # null: <api.retention_days>
         ]
     ),
     API_KEYS: pa.schema(

@@ -35,6 +35,7 @@ class Event:
     source_uri: str | None
     output_uri: str | None
     created_at: datetime
+    retention_days: int | None = None  # None: <api.retention_days>
 
     def search_rules(self, settings: AppSettings) -> SearchRules:
         """The one place where event overrides meet the defaults."""
@@ -46,6 +47,10 @@ class Event:
 
     def output_location(self, settings: AppSettings) -> str:
         return self.output_uri or settings.output_root
+
+    def retention(self, settings: AppSettings) -> int | None:
+        """Days a search of this event is kept after its last change (None: until deleted)."""
+        return self.retention_days if self.retention_days is not None else settings.api.retention_days
 
     def details(self, settings: AppSettings) -> dict:
         """The Event Details payload: the toggles, and the rules its searches run with."""
@@ -61,6 +66,7 @@ class Event:
             "match_threshold": rules.threshold,
             "match_threshold_source": "model_pack" if self.match_threshold is None else "event",
             "segments": rules.segments.model_dump(),
+            "retention_days": self.retention(settings),
         }
 
 
@@ -78,6 +84,7 @@ def _event(row: dict) -> Event:
         source_uri=row["source_uri"],
         output_uri=row["output_uri"],
         created_at=row["created_at"],
+        retention_days=row.get("retention_days"),
     )
 
 
@@ -110,9 +117,12 @@ class EventStore:
         segments: dict | None = None,
         source_uri: str | None = None,
         output_uri: str | None = None,
+        retention_days: int | None = None,
     ) -> Event:
         if not self.org_exists(org_id):
             raise ValueError(f"org {org_id} does not exist")
+        if retention_days is not None and int(retention_days) < 1:
+            raise ValueError(f"retention_days must be at least 1 (or none: keep), not {retention_days}")
         if segments:
             SegmentSettings(**segments)  # validate the overrides now, not at search time
         if event_id is None:
@@ -140,6 +150,7 @@ class EventStore:
             "source_uri": source_uri,
             "output_uri": output_uri,
             "created_at": datetime.now(UTC),
+            "retention_days": None if retention_days is None else int(retention_days),
         }
         self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
         return _event(row)
@@ -166,3 +177,17 @@ class EventStore:
     def get(self, org_id: int, event_id: int) -> Event | None:
         rows = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
         return _event(rows[0]) if rows else None
+
+    def all(self) -> list[Event]:
+        """Every event of every org, by (org, event) id."""
+        rows = self.control.table(EVENTS).search().limit(None).to_arrow().to_pylist()
+        return sorted((_event(r) for r in rows), key=lambda e: (e.org_id, e.event_id))
+
+    def delete_event(self, org_id: int, event_id: int) -> int:
+        """Remove the event's configuration; returns rows removed (its API keys are kept and
+        answer 404 for it)."""
+        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+        table = self.control.table(EVENTS)
+        before = table.count_rows(where)
+        table.delete(where)
+        return before

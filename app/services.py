@@ -91,9 +91,14 @@ class Services:
             self.maintaining = False
 
     async def sweep_forever(self) -> None:
-        """Fail searches whose worker vanished, even if nobody polls them; keep tables lean."""
+        """Fail searches whose worker vanished, even if nobody polls them; keep tables lean;
+        delete searches past their event's retention and clip files no record references."""
+        from app.retention import sweep_orphans, sweep_retention
+
         api = self.settings.api
         last_maintenance = time.monotonic()
+        # Retention and orphans run on the first pass, then at their own (longer) intervals.
+        last_retention = last_orphans = -math.inf
         while True:
             await asyncio.sleep(api.sweep_interval_s)
             try:
@@ -106,6 +111,20 @@ class Services:
                     await self.maintain()
             except Exception:
                 log.exception("overdue sweep or table maintenance failed")
+            if time.monotonic() - last_retention >= api.retention_sweep_interval_s:
+                last_retention = time.monotonic()
+                try:
+                    if n := await asyncio.to_thread(sweep_retention, self):
+                        log.info("deleted %d searches past their retention", n)
+                except Exception:
+                    log.exception("retention sweep failed")
+            if time.monotonic() - last_orphans >= api.orphan_sweep_interval_s:
+                last_orphans = time.monotonic()
+                try:
+                    if n := await asyncio.to_thread(sweep_orphans, self):
+                        log.info("removed %d orphaned clip files", n)
+                except Exception:
+                    log.exception("orphaned clip sweep failed")
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
         """Follow a dispatched search job, so that a dead worker fails it within seconds."""

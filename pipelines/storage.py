@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import fsspec
@@ -25,6 +26,23 @@ def safe_key(key: str) -> str:
     if not parts or key.startswith("/") or any(p in ("", ".", "..") or "\\" in p for p in parts):
         raise StorageError(f"invalid storage key {key!r}")
     return "/".join(parts)
+
+
+def modified_time(info: dict) -> float | None:
+    """A file's modification time (POSIX seconds) from an fsspec info dict: local
+    filesystems give ``mtime`` (seconds), s3 ``LastModified`` (a datetime)."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 class OutputStorage:
@@ -100,6 +118,31 @@ class OutputStorage:
             return []
         return sorted(f"{folder}/{p.relative_to(local).as_posix()}" for p in local.rglob("*") if p.is_file())
 
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """Key -> modification time (POSIX seconds) of every file under ``prefix`` (a folder
+        key), so a caller can tell a file's age; a file whose time is unknown is left out."""
+        folder = safe_key(prefix)
+        if self.remote:
+            fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            found = fs.find(f"{path}/{folder}", detail=True)
+            out = {}
+            for name, info in found.items():
+                mtime = modified_time(info)
+                if mtime is not None and info.get("type", "file") == "file":
+                    out[f"{folder}/{name.removeprefix(f'{path}/{folder}/')}"] = mtime
+            return out
+        local = self.local_path(folder)
+        if not local.is_dir():
+            return {}
+        out = {}
+        for p in local.rglob("*"):
+            try:
+                if p.is_file():
+                    out[f"{folder}/{p.relative_to(local).as_posix()}"] = p.stat().st_mtime
+            except FileNotFoundError:  # removed meanwhile (a sweep in another replica)
+                continue
+        return out
+
     def remove(self, keys: list[str]) -> None:
         """Delete the given files (missing ones are no error)."""
         if not keys:
@@ -111,6 +154,17 @@ class OutputStorage:
             return
         for key in keys:
             self.local_path(key).unlink(missing_ok=True)
+
+    def remove_empty_folder(self, prefix: str) -> bool:
+        """Remove the folder ``prefix`` if it is empty, on a local root (object stores have no
+        folders); True when it was removed."""
+        if self.remote:
+            return False
+        try:
+            self.local_path(safe_key(prefix)).rmdir()
+        except OSError:  # not empty, missing, or removed meanwhile
+            return False
+        return True
 
     def remove_folder(self, prefix: str) -> list[str]:
         """Delete every file under ``prefix`` (a folder key); returns the keys removed."""

@@ -327,6 +327,18 @@ class FaceStore:
             for table in (self.faces, self.tracks, self.bibs):
                 table.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
 
+    def delete_event(self, org_id: int, event_id: int) -> dict[str, int]:
+        """Remove every row of one event from the faces, tracks, BIBs and media tables (the
+        re-index deletion, for all of the event's media, including rows whose media row is
+        missing); returns rows removed per table."""
+        removed = {}
+        where = event_filter(org_id, event_id)
+        for name, table in ((FACES, self.faces), (TRACKS, self.tracks), (BIBS, self.bibs), (MEDIA, self.media)):
+            removed[name] = table.count_rows(where)
+            if removed[name]:
+                table.delete(where)
+        return removed
+
     def video_tracks(self, org_id: int, event_id: int, media_key: str) -> pa.Table:
         where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}"
         return self.tracks.search().where(where).limit(None).to_arrow()

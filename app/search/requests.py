@@ -15,6 +15,7 @@ import numpy as np
 
 from app.config import AppSettings
 from app.errors import ApiError
+from app.events import Event
 from app.records import SearchRecord
 from app.services import Services, parse_request_id
 from pipelines.models import pack_info
@@ -105,21 +106,24 @@ async def get_record(services: Services, org_id: int, event_id: int, request_id:
     return record
 
 
-async def delete_request(services: Services, event, request_id: str) -> dict:
-    """Consent deletion: the record with its selfie embeddings, its extra clips, and every
-    clip and poster file under the request. 409 while a run or a clip is still working (its
-    files would land after the deletion); 404 for unknown ids and other events' records."""
+class RequestBusy(Exception):
+    """The search or one of its clips is still working: its files would land after a deletion."""
+
+
+def remove_request(services: Services, event: Event, record: SearchRecord) -> dict:
+    """Consent deletion's core, for the route and the retention sweep alike: the record with
+    its selfie embeddings, its extra clips, and every clip and poster file under the request.
+    Raises ``RequestBusy`` while a run or a clip is still working."""
     from app.contract import PROCESSING
     from pipelines.storage import OutputStorage
 
-    record = await get_record(services, event.org_id, event.event_id, request_id)
-    clips = await asyncio.to_thread(services.extra_clips.of_request, request_id)
+    clips = services.extra_clips.of_request(record.request_id)
     if record.status == PROCESSING or any(c.status == PROCESSING for c in clips):
-        raise ApiError(409, "The search is still processing; delete it once it has finished.", "search_busy")
+        raise RequestBusy(record.request_id)
     storage = OutputStorage(event.output_location(services.settings), services.settings.store.storage_options)
-    files = await asyncio.to_thread(storage.remove_folder, f"{event.org_id}/{event.event_id}/clips/{record.request_id}")
-    extra = await asyncio.to_thread(services.extra_clips.delete_of_request, request_id)
-    await asyncio.to_thread(services.records.delete, request_id)
+    files = storage.remove_folder(f"{event.org_id}/{event.event_id}/clips/{record.request_id}")
+    extra = services.extra_clips.delete_of_request(record.request_id)
+    services.records.delete(record.request_id)
     selfies = 0 if record.embedding is None else int(np.atleast_2d(record.embedding).shape[0])
     return {
         "request_id": record.request_id,
@@ -132,3 +136,13 @@ async def delete_request(services: Services, event, request_id: str) -> dict:
             "files": files,
         },
     }
+
+
+async def delete_request(services: Services, event, request_id: str) -> dict:
+    """Consent deletion (``remove_request``) of this event's record: 409 while a run or a clip
+    is still working; 404 for unknown ids and other events' records."""
+    record = await get_record(services, event.org_id, event.event_id, request_id)
+    try:
+        return await asyncio.to_thread(remove_request, services, event, record)
+    except RequestBusy:
+        raise ApiError(409, "The search is still processing; delete it once it has finished.", "search_busy") from None
