@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.admission import Admission
 from app.contract import error_body
 from app.errors import ApiError
+from app.metrics import RequestMetrics
 from app.openapi import document
-from app.routes import bib_search, docs, events, face_search, media, video_clipping
+from app.routes import bib_search, events, face_search, media, service, video_clipping
 from app.search.bib_search import BibSearch
 from app.search.face_search import FaceSearch
 from app.search.video_clipping import VideoClippingSearch
@@ -77,10 +80,12 @@ class InternalErrors:
 
 def create_api(services: Services) -> Starlette:
     """The app for one ingress replica; routes reach the services through ``app.state``."""
+    api = services.settings.api
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(api.io_threads, thread_name_prefix="facereel-io"))
         tasks = [loop.create_task(services.sweep_forever()), loop.create_task(services.watch_jobs_forever())]
         try:
             yield
@@ -95,9 +100,13 @@ def create_api(services: Services) -> Starlette:
             *face_search.routes(services.settings),
             *bib_search.routes(services.settings),
             *media.routes(),
-            *docs.routes(),
+            *service.routes(),
         ],
-        middleware=[Middleware(InternalErrors)],
+        middleware=[
+            Middleware(InternalErrors),
+            Middleware(RequestMetrics),
+            Middleware(Admission, api.max_concurrent_reads, api.max_concurrent_writes, api.retry_after_s),
+        ],
         exception_handlers={ApiError: api_error, HTTPException: http_error},
         lifespan=lifespan,
     )

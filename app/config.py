@@ -42,6 +42,17 @@ class ApiSettings(BaseModel):
     # A search whose job was not handed to Ray within this long after its record was written
     # is failed (the replica died in between); once dispatched, request_deadline_s applies.
     dispatch_deadline_s: float = Field(default=30.0, gt=0.0)
+    # Admission control, per ingress replica: requests handled at once (more are answered 503
+    # with Retry-After at once instead of queueing), selfies being embedded, and search jobs
+    # running. Measured on 2 cores (BENCHMARKS.md, bench/load.py): see serve_config.yaml.
+    max_concurrent_reads: int = Field(default=64, ge=1)
+    max_concurrent_writes: int = Field(default=16, ge=1)
+    max_pending_embeds: int = Field(default=8, ge=1)
+    max_running_searches: int = Field(default=16, ge=1)
+    retry_after_s: float = Field(default=1.0, gt=0.0)
+    # Threads for blocking storage calls (LanceDB, files) per replica; asyncio's default of
+    # cpus + 4 is six on a 2-core host, and one slow table commit then stalls every request.
+    io_threads: int = Field(default=32, ge=1)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica checks the search jobs it started: one whose worker

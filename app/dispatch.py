@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from app.contract import (
     clip_item,
 )
 from app.events import SearchRules
+from app.metrics import clip_cut
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
 from pipelines.tracks import NO_TRACK
@@ -75,6 +77,13 @@ def clip_url(settings: AppSettings, key: str) -> str:
 
 def cut(settings: AppSettings, job: ClipJob) -> dict:
     """Cut one window; returns {"video": clip item} or {"error": clip error item} (never raises)."""
+    started = time.perf_counter()
+    result = cut_window(settings, job)
+    clip_cut(time.perf_counter() - started, "video" in result)
+    return result
+
+
+def cut_window(settings: AppSettings, job: ClipJob) -> dict:
     from pipelines.clip import ClipError, cut_clip
     from pipelines.reframe import plan_crop_path
     from pipelines.storage import OutputStorage

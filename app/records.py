@@ -16,6 +16,7 @@ import numpy as np
 
 from app.contract import FAILED, PROCESSING, TERMINAL
 from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
+from app.metrics import search_outcome
 from pipelines.store import sql_str
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
@@ -196,7 +197,10 @@ class RequestRecords:
         only_if = f"target.job_id = {sql_str(job_id)}"
         if only_if_processing:
             only_if += f" AND target.status = {sql_str(PROCESSING)}"
-        return bool(self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if))
+        written = bool(self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if))
+        if written:
+            search_outcome(status)
+        return written
 
     def save_face_search(self, record: SearchRecord, attempts: int = 5) -> SearchRecord:
         """Store a Face Search's selfie and results without touching a video search that

@@ -13,6 +13,7 @@ from app.config import AppSettings
 from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
+from app.metrics import running_searches
 from app.records import ExtraClips, RequestRecords
 from app.security import ApiKey, KeyStore
 
@@ -51,6 +52,7 @@ class Services:
     limiter: object  # RateLimiter actor handle
     cache: TtlCache
     searches_since_maintenance: int = 0
+    embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
     maintaining: bool = False
     background: set = field(default_factory=set)
     # Search jobs this replica started: request_id -> (job_id, the run_search ObjectRef).
@@ -127,8 +129,20 @@ class Services:
                     log.exception("orphaned clip sweep failed")
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
-        """Follow a dispatched search job, so that a dead worker fails it within seconds."""
+        """Follow a dispatched search job, so that a dead worker fails it within seconds. A
+        job this replica started earlier for the same request is superseded: cancelled with
+        its clipping tasks (the new run deletes any files it left)."""
+        import ray
+
+        older = self.jobs.get(request_id)
+        if older is not None and older[0] != job_id:
+            try:
+                ray.cancel(older[1], recursive=True)
+                log.info("search %s: job %s superseded by %s, cancelled", request_id, older[0], job_id)
+            except Exception:  # already finished, or its worker is gone
+                log.debug("cancelling superseded job %s failed", older[0], exc_info=True)
         self.jobs[request_id] = (job_id, ref)
+        running_searches(len(self.jobs))
 
     def check_jobs(self) -> int:
         """Fail the searches whose job ended with an error instead of recording an outcome
@@ -139,6 +153,7 @@ class Services:
             return 0
         refs = {ref: rid for rid, (_, ref) in self.jobs.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
+        running_searches(len(refs) - len(ready))
         failed = 0
         for ref in ready:
             request_id = refs[ref]

@@ -25,6 +25,7 @@ from pipelines.config import IndexSettings, PoolSettings, Settings, TrackSetting
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
 from pipelines.linking import VideoTracks
 from pipelines.media import MediaSource, list_media
+from pipelines.metrics import index_progress
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
 from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, ReadBibs, decode_batches
@@ -410,6 +411,7 @@ def index_event(
                     rows.append(media_row(mp, MEDIA_INDEXED, ""))
                 report.frames += mp.frames
                 report.faces += mp.faces
+                index_progress(mp.frames, mp.faces, rows[-1]["status"])
             store.record_media(rows)
             if on_progress:
                 on_progress(chunks_done, total_chunks, sum(m.faces for m in progress.values()))

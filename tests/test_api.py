@@ -728,3 +728,155 @@ def test_a_rerun_removes_the_clip_files_of_the_run_it_supersedes(api, serve_api,
     expected = {f"{v['uuid']}.{ext}" for v in second["videos"] for ext in ("mp4", "jpg")}
     assert {p.name for p in folder.glob("*") if p.is_file()} == expected
     assert api.http.get(first["videos"][0]["video_url"]).status_code == 404
+
+
+def test_twenty_concurrent_posts_of_one_request_leave_one_jobs_clip_files(api, serve_api, synthetic_event):
+    """One request_id posted 20 times at once: each answer is JSON (accepted, or shed with 503
+    and Retry-After); the record ends completed, and once every run has ended the request's
+    folder holds exactly the clips the record names (superseded runs are cancelled and leave
+    nothing behind)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    key = KeyStore(serve_api.control).create(EVENT_ORG, name="burst")[0]
+    rid, image = str(uuid.uuid4()), person_selfie(synthetic_event, 2)
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            api.url(EVENT_ID, "/video-clipping/search-by-selfie"),
+            headers={"X-API-Key": key},
+            files={"file": ("selfie.jpg", image, "image/jpeg")},
+            data={"request_id": rid},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(post, range(20)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 200 in codes, codes
+    for r in responses:
+        assert r.headers["content-type"].startswith("application/json")
+        if r.status_code == 503:
+            assert r.json()["data"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
+    final = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    expected = {f"{v['uuid']}.{ext}" for v in final["videos"] for ext in ("mp4", "jpg")}
+    folder = Path(serve_api.settings.output_root) / str(EVENT_ORG) / str(EVENT_ID) / "clips" / rid
+    end = time.monotonic() + 90
+    while (found := {p.name for p in folder.glob("*") if p.is_file()}) != expected and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)  # superseded runs still ending: each removes what it cut
+    assert found == expected
+    assert api.wait(EVENT_ID, rid)["data"]["videos"] == final["videos"]  # the record moved no further
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus family's samples whose labels include ``labels``."""
+    import re
+
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        sample_labels = dict(re.findall(r'(\w+)="([^"]*)"', line[: line.rindex("}")]))
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_expose_requests_latency_and_search_outcomes_and_move(api, serve_api, synthetic_event):
+    details = "/api/v1/ext/{org_id:int}/event/{event_id:int}"
+    route = {"route": details, "method": "GET", "status": "200"}
+
+    def scrape() -> str:
+        r = api.http.get(f"{api.base}/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return r.text
+
+    before = metric_total(scrape(), "ray_facereel_http_requests_total", **route)
+    completed_before = metric_total(scrape(), "ray_facereel_search_outcomes_total", status="completed")
+    for _ in range(5):
+        assert api.http.get(api.url(EVENT_ID), headers={"X-API-Key": api.keys["main"]}).status_code == 200
+    completed_search(api, [person_selfie(synthetic_event, 0)])
+    end = time.monotonic() + 60  # Ray's agent exports every few seconds
+    while True:
+        text = scrape()
+        moved = metric_total(text, "ray_facereel_http_requests_total", **route) >= before + 5
+        outcome = metric_total(text, "ray_facereel_search_outcomes_total", status="completed") > completed_before
+        clipped = metric_total(text, "ray_facereel_clip_seconds_count") >= 1
+        if (moved and outcome and clipped) or time.monotonic() > end:
+            break
+        time.sleep(1.0)
+    assert moved and outcome
+    assert metric_total(text, "ray_facereel_http_request_seconds_count", route=details, method="GET") >= 5
+    for family in ("ray_facereel_http_in_flight", "ray_facereel_search_jobs_running"):
+        assert f"# TYPE {family} gauge" in text, family
+    assert "# TYPE ray_facereel_http_request_seconds histogram" in text
+    # The clip workers record from their own processes; this node exports theirs too.
+    assert metric_total(text, "ray_facereel_clip_seconds_count") >= 1
+
+
+def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serve_api, synthetic_event):
+    """SIGKILL of the SelfieEmbedder replica while GETs and POSTs run: every answer is an
+    enveloped JSON body; GETs never 500; a POST that met the dead replica is 503 with
+    Retry-After (nothing stored), and POSTs work again once Serve has replaced it."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    stop = threading.Event()
+    answers: list[tuple[str, int, str, dict | None]] = []
+    image = person_selfie(synthetic_event, 4)
+
+    def load(kind: str) -> None:
+        key = KeyStore(serve_api.control).create(EVENT_ORG, name=f"embedder kill {kind}")[0]
+        with httpx.Client(timeout=60, headers={"X-API-Key": key}) as http:
+            while not stop.is_set():
+                if kind == "get":
+                    r = http.get(api.url(EVENT_ID))
+                else:  # one POST a second per key: the key's sustained rate, never a 429
+                    stop.wait(1.0)
+                    r = http.post(api.url(EVENT_ID, "/face-search"), files={"file": ("s.jpg", image, "image/jpeg")})
+                try:
+                    body = r.json()
+                except ValueError:
+                    body = None
+                answers.append((kind, r.status_code, r.headers.get("content-type", ""), body))
+
+    def embedder_pids() -> list[int]:  # Ray titles a replica's process by its deployment
+        return [
+            p.info["pid"]
+            for p in psutil.process_iter(["pid", "cmdline"])
+            if "ServeReplica:facereel:SelfieEmbedder" in " ".join(p.info["cmdline"] or [])
+        ]
+
+    replicas = embedder_pids()
+    assert replicas, "no SelfieEmbedder replica process"
+    threads = [threading.Thread(target=load, args=(k,)) for k in ("get", "get", "post", "post")]
+    for t in threads:
+        t.start()
+    try:
+        end = time.monotonic() + 30
+        while sum(1 for a in answers if a[0] == "post") < 2 and time.monotonic() < end:
+            time.sleep(0.1)  # load is running before the kill
+        for pid in replicas:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = len(answers)
+        recovered = False
+        end = time.monotonic() + 90
+        while not recovered and time.monotonic() < end:
+            time.sleep(0.25)
+            recovered = any(a[0] == "post" and a[1] == 200 for a in answers[killed_at:])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=90)
+    assert recovered, "POSTs did not succeed again after the embedder was replaced"
+    for kind, status, content_type, body in answers:
+        assert content_type.startswith("application/json") and body is not None, (kind, status)
+        assert set(body) == ENVELOPE, body
+        assert status != 500, (kind, body)
+        if kind == "get":
+            assert status in (200, 503), (status, body)
+    shed = [b for k, s, _, b in answers if s == 503]
+    assert all(b["data"]["code"] == "overloaded" for b in shed)

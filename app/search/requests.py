@@ -12,7 +12,10 @@ import logging
 import uuid
 
 import numpy as np
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError
 
+from app.admission import overloaded
 from app.config import AppSettings
 from app.errors import ApiError
 from app.events import Event
@@ -43,7 +46,17 @@ async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.nd
         raise ApiError(400, f"Send at most {settings.api.max_selfies} selfies.", "too_many_files")
     for data in selfies:
         check_selfie_bytes(data, settings.api.max_upload_bytes)
-    embedded = await asyncio.gather(*(services.embedder.embed.remote(data) for data in selfies))
+    if services.embeds_pending + len(selfies) > settings.api.max_pending_embeds:
+        raise overloaded(f"{services.embeds_pending} selfies being embedded", settings.api.retry_after_s)
+    services.embeds_pending += len(selfies)
+    try:
+        embedded = await asyncio.gather(*(services.embedder.embed.remote(data) for data in selfies))
+    except (RayActorError, ActorUnavailableError, BackPressureError) as exc:
+        # The embedder replica died or is restarting: nothing is stored yet, so a retry is safe.
+        log.warning("selfie embedder unavailable: %s", exc)
+        raise overloaded("the selfie embedder is restarting", settings.api.retry_after_s) from None
+    finally:
+        services.embeds_pending -= len(selfies)
     for i, result in enumerate(embedded):
         if not result["ok"]:
             which = f" (file {i + 1} of {len(selfies)})" if len(selfies) > 1 else ""

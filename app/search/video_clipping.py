@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from app.admission import overloaded
 from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_MATCHES, NO_SEGMENTS, PROCESSING
 from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, run_search, video_bounds
 from app.errors import ApiError
@@ -139,6 +140,9 @@ class VideoClippingSearch:
             raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
         if len(selfies) > self.settings.api.max_selfies:  # before anything is read or stored
             raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
+        api = self.settings.api
+        if len(self.services.jobs) >= api.max_running_searches:  # before anything is stored
+            raise overloaded(f"{len(self.services.jobs)} searches running", api.retry_after_s)
         request_id, existing = await claim_request_id(
             self.services, event.org_id, event.event_id, raw_request_id, bool(selfies) or bib is not None
         )

@@ -1,5 +1,6 @@
-"""The API's own description: GET /openapi.json (OpenAPI 3.1, see app/openapi.py) and
-GET /docs (Swagger UI from the swagger-ui-bundle wheel: no CDN, works offline)."""
+"""The service's own routes: GET /healthz, GET /metrics (app/metrics.py), GET /openapi.json
+(OpenAPI 3.1, see app/openapi.py) and GET /docs (Swagger UI from the swagger-ui-bundle
+wheel: no CDN, works offline)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from app import schemas
+from app.metrics import metrics
 from app.openapi import Operation, api_route
 
 # Relative URLs: the page works under any route prefix.
@@ -55,4 +57,16 @@ def routes() -> list[BaseRoute]:
         ),
         Mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static"),
         api_route("/healthz", health, "GET", Operation("getHealth", "Liveness", tag, ok=schemas.Health, auth=False)),
+        api_route(
+            "/metrics",
+            metrics,
+            "GET",
+            Operation(
+                "getMetrics",
+                "Prometheus metrics of this node (facereel's families)",
+                tag,
+                ok_media=("text/plain",),
+                auth=False,
+            ),
+        ),
     ]

@@ -1,0 +1,66 @@
+"""Admission control: shed load with an enveloped 503 and Retry-After instead of queueing.
+
+Each ingress replica admits at most ``api.max_concurrent_reads`` GETs and
+``api.max_concurrent_writes`` POSTs/DELETEs at once; one more is answered 503 at once,
+before any work or storage, so a client backs off rather than waiting seconds in a queue
+(the Serve proxy's own queue is unbounded). Health, metrics and docs are never shed.
+Embedding and job dispatch have their own bounds (app/search/requests.py,
+app/search/video_clipping.py), enforced with ``overloaded``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.contract import error_body
+from app.errors import ApiError
+from app.metrics import in_flight, shed
+
+UNSHED = ("/healthz", "/metrics", "/openapi.json", "/docs")
+
+
+def overloaded(what: str, retry_after_s: float) -> ApiError:
+    """The 503 every admission bound answers (nothing was stored; retrying is safe)."""
+    return ApiError(
+        503,
+        f"The service is busy ({what}); retry after the Retry-After seconds with the same request.",
+        "overloaded",
+        {"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+    )
+
+
+def admission_class(method: str, path: str) -> str | None:
+    """'read', 'write', or None for requests that are never shed."""
+    if path.startswith(UNSHED):
+        return None
+    return "read" if method in ("GET", "HEAD") else "write"
+
+
+class Admission:
+    def __init__(self, app: ASGIApp, max_reads: int, max_writes: int, retry_after_s: float) -> None:
+        self.app = app
+        self.limits = {"read": max_reads, "write": max_writes}
+        self.retry_after_s = retry_after_s
+        self.active = {"read": 0, "write": 0}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = admission_class(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        if self.active[kind] >= self.limits[kind]:
+            shed(kind)
+            error = overloaded(f"{self.limits[kind]} {kind}s in progress", self.retry_after_s)
+            response = JSONResponse(error_body(error.message, error.code), 503, headers=error.headers)
+            await response(scope, receive, send)
+            return
+        self.active[kind] += 1
+        in_flight(kind, self.active[kind])
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active[kind] -= 1
+            in_flight(kind, self.active[kind])

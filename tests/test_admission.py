@@ -1,0 +1,64 @@
+"""Admission control (app/admission.py) on a real Starlette app, in process: the request
+over the limit gets an enveloped 503 with Retry-After at once, while admitted ones finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app.admission import Admission, admission_class
+
+
+def gated_app(gate: asyncio.Event, entered: asyncio.Queue, reads: int, writes: int) -> Starlette:
+    async def slow(request: Request) -> JSONResponse:
+        await entered.put(request.method)
+        await gate.wait()
+        return JSONResponse({"ok": True})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[Route("/work", slow, methods=["GET", "POST"]), Route("/healthz", health)],
+        middleware=[Middleware(Admission, reads, writes, 2.5)],
+    )
+
+
+def test_admission_classes():
+    assert admission_class("GET", "/api/v1/ext/1/event/1") == "read"
+    assert admission_class("HEAD", "/media/1/1/clips/x/y.mp4") == "read"
+    assert admission_class("POST", "/api/v1/ext/1/event/1/face-search") == "write"
+    assert admission_class("DELETE", "/api/v1/ext/1/event/1/video-clipping/x") == "write"
+    assert admission_class("GET", "/healthz") is None and admission_class("GET", "/metrics") is None
+
+
+def test_requests_over_the_limit_are_shed_with_retry_after():
+    async def scenario() -> None:
+        gate, entered = asyncio.Event(), asyncio.Queue()
+        app = gated_app(gate, entered, reads=2, writes=1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            held = [asyncio.create_task(client.get("/work")) for _ in range(2)]
+            held.append(asyncio.create_task(client.post("/work")))
+            for _ in range(3):  # all three admitted and inside the handler
+                await asyncio.wait_for(entered.get(), 10)
+            extra_get, extra_post = await client.get("/work"), await client.post("/work")
+            health = await client.get("/healthz")
+            for shed in (extra_get, extra_post):
+                assert shed.status_code == 503
+                assert shed.headers["retry-after"] == "3"
+                body = shed.json()
+                assert body["responseType"] == "error" and body["data"]["code"] == "overloaded"
+            assert health.status_code == 200  # never shed
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200, 200]
+            # The slots were given back: the next requests are admitted.
+            again = await asyncio.gather(client.get("/work"), client.get("/work"), client.post("/work"))
+            assert [r.status_code for r in again] == [200, 200, 200]
+
+    asyncio.run(scenario())
