@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.admission import Admission
 from app.contract import error_body
 from app.errors import ApiError
+from app.log_context import install as install_log_context
 from app.metrics import RequestMetrics
 from app.openapi import document
 from app.routes import bib_search, events, face_search, media, service, video_clipping
@@ -81,6 +82,7 @@ class InternalErrors:
 def create_api(services: Services) -> Starlette:
     """The app for one ingress replica; routes reach the services through ``app.state``."""
     api = services.settings.api
+    install_log_context()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ray
 
+from app import log_context
 from app.config import AppSettings
 from app.contract import (
     CLIP_FAILED,
@@ -138,6 +139,8 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
 
 @ray.remote(max_retries=0)
 def cut_one_clip(settings: AppSettings, job: ClipJob) -> dict:
+    log_context.install()
+    log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id)
     return cut(settings, job)
 
 
@@ -246,6 +249,8 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     from app.control import ControlStore
     from app.records import RequestRecords
 
+    log_context.install()
+    log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, job_id=job.job_id)
     records = RequestRecords(
         ControlStore(settings.control_uri, settings.store.storage_options), settings.api.request_deadline_s
     )
@@ -292,6 +297,8 @@ def run_extra_clip(settings: AppSettings, clip_id: str, job: ClipJob) -> str:
     from app.control import ControlStore
     from app.records import ExtraClips
 
+    log_context.install()
+    log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, clip_id=clip_id)
     clips = ExtraClips(ControlStore(settings.control_uri, settings.store.storage_options), 0)
     try:
         result = cut(settings, job)

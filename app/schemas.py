@@ -16,7 +16,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 from pipelines.config import SegmentSettings
 
 Status = Literal["processing", "completed", "no_matches", "no_segments", "clip_failed", "failed"]
-ExtraClipStatus = Literal["processing", "completed", "failed"]
+ExtraClipStatus = Literal["processing", "completed", "clip_failed", "failed"]
 Aspect = Literal["source", "9:16", "1:1"]
 Hms = Annotated[str, Field(pattern=r"^\d{2,}:\d{2}:\d{2}$", description="HH:MM:SS")]
 

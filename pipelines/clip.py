@@ -247,10 +247,11 @@ def _local_copy(source_uri: str, storage_options: dict | None) -> Iterator[str]:
         yield local
 
 
-def _run_ffmpeg(cmd: list[str], what: str, timeout_s: float) -> None:
+def _run_ffmpeg(cmd: list[str], what: str, timeout_s: float, nice: int = 0) -> None:
     log.debug("ffmpeg %s: %s", what, " ".join(cmd))
+    lower = (lambda: os.nice(nice)) if nice > 0 else None  # in the child only: the worker keeps its priority
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s, preexec_fn=lower)
     except subprocess.TimeoutExpired as exc:
         tail = _stderr_tail(exc.stderr)
         raise ClipError(
@@ -356,11 +357,13 @@ def cut_clip(
                 _cut_command(ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter),
                 "clip",
                 settings.timeout_s,
+                settings.nice,
             )
             _run_ffmpeg(
                 _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter),
                 "poster",
                 settings.timeout_s,
+                settings.nice,
             )
             info = probe_clip(tmp_mp4)
             if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:

@@ -237,6 +237,10 @@ class ClipSettings(BaseModel):
     timeout_s: float = Field(default=300.0, gt=0.0)
     # Ray CPUs reserved per clipping task (ffmpeg itself is multi-threaded).
     num_cpus: float = Field(default=0.5, gt=0.0)
+    # OS niceness of ffmpeg: Ray's CPU counts are not isolation, and on a node that also
+    # serves HTTP a full-speed encoder starves the proxy and ingress (a 200-client load test
+    # on 2 cores: shed answers took 15 s). Cutting yields; serving stays responsive. 0 = off.
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class RaySettings(BaseModel):

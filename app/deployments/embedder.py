@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 
 
 # Defaults match serve_config.yaml, so the Python entry point schedules the same way.
-@serve.deployment(name="SelfieEmbedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+@serve.deployment(
+    name="SelfieEmbedder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8, max_queued_requests=16
+)
 class SelfieEmbedder:
     def __init__(self, settings: Settings) -> None:
         from pipelines.models import load_pack

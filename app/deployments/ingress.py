@@ -9,7 +9,9 @@ from app.config import AppSettings
 
 
 # Defaults match serve_config.yaml; a whole CPU per replica would starve clipping on small hosts.
-@serve.deployment(name="ApiIngress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=200)
+@serve.deployment(
+    name="ApiIngress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=200, max_queued_requests=1000
+)
 @serve.ingress()
 class ApiIngress:
     def __init__(self, settings: AppSettings, embedder) -> None:

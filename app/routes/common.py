@@ -12,6 +12,7 @@ from app.config import ApiSettings
 from app.contract import envelope
 from app.errors import ApiError
 from app.events import Event
+from app.log_context import bind
 from app.routes import multipart
 from app.services import Services, parse_request_id
 
@@ -45,6 +46,7 @@ def path_ids(
 async def authorize(request: Request, kind: str) -> Event:
     """The event named by the path, once the X-API-Key may use it (401/403/404/429 otherwise)."""
     org_id, event_id = path_ids(request)
+    bind(org_id=org_id, event_id=event_id, request_id=request.path_params.get("request_id"))
     _, event = await services_of(request).authorize(request.headers.get("x-api-key"), org_id, event_id, kind)
     return event
 

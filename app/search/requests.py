@@ -19,6 +19,7 @@ from app.admission import overloaded
 from app.config import AppSettings
 from app.errors import ApiError
 from app.events import Event
+from app.log_context import bind
 from app.records import SearchRecord
 from app.services import Services, parse_request_id
 from pipelines.models import pack_info
@@ -85,6 +86,7 @@ async def claim_request_id(
 ) -> tuple[str, SearchRecord | None]:
     """(request_id, its record in this event or None). A missing id is a fresh UUID."""
     request_id = parse_request_id(raw_id) if raw_id else str(uuid.uuid4())
+    bind(request_id=request_id)
     existing = await asyncio.to_thread(services.records.get, request_id)
     if existing is not None and (existing.org_id, existing.event_id) != (org_id, event_id):
         if not has_input:

@@ -1,0 +1,252 @@
+"""Load test: 200 concurrent clients for 60 s with POST bursts, against the real Serve app.
+
+    python bench/load.py --out bench-out/load [--limits 64/16,32/8 --clients 200 --duration-s 60]
+
+One process, one private local Ray cluster (``ray.init(num_cpus=2)``). A short synthetic
+event (bench/api.py's generated pans) is indexed once; a few searches are completed so that
+GETs have records to read. Then, for each admission setting in --limits
+(``max_concurrent_reads/max_concurrent_writes`` per ingress replica), the app is deployed
+with it and loaded:
+
+  GET clients   --clients keep-alive clients in a closed loop, each GETting Event Details or a
+                completed search record in turn, spread over --keys API keys (the product's
+                default rate limits, so 429s are real). A client honours Retry-After on a
+                429 or 503, as the API asks of well-behaved clients.
+  POST bursts   every --burst-every-s, --burst POSTs of a selfie at once, spread over the keys.
+                Each accepted search is then polled until it is terminal (or --terminal-s).
+
+Recorded per setting: p50/p99 of accepted (200) GETs and POSTs, the shares of 200/429/503
+and anything else, non-JSON answers, accepted searches left non-terminal, and the CPU the
+client itself used. Results: <out>/results.json and a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from api import HIGH_LIMITS, free_port, git_state, machine_info, make_video, selfies, t1_face_boxes, video_plan
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+ORG_ID, EVENT_ID = 1, 1
+TERMINAL = {"completed", "no_matches", "no_segments", "clip_failed", "failed"}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
+
+
+async def get_client(http, urls: list[str], key: str, until: float, log: list) -> None:
+    i = 0
+    while time.monotonic() < until:
+        url = urls[i % len(urls)]
+        i += 1
+        t0 = time.perf_counter()
+        try:
+            r = await http.get(url, headers={"X-API-Key": key})
+            status, retry = r.status_code, r.headers.get("retry-after")
+            json_ok = r.headers.get("content-type", "").startswith("application/json")
+        except Exception as exc:  # a dropped connection counts as an answer of its own kind
+            status, retry, json_ok = type(exc).__name__, None, False
+        log.append(("GET", status, time.perf_counter() - t0, json_ok))
+        if retry is not None:
+            await asyncio.sleep(float(retry))
+
+
+async def post_once(http, url: str, key: str, jpeg: bytes, log: list, accepted: list) -> None:
+    t0 = time.perf_counter()
+    try:
+        r = await http.post(url, headers={"X-API-Key": key}, files={"file": ("selfie.jpg", jpeg, "image/jpeg")})
+        status = r.status_code
+        json_ok = r.headers.get("content-type", "").startswith("application/json")
+        if status == 200:
+            accepted.append(r.json()["data"]["request_id"])
+    except Exception as exc:
+        status, json_ok = type(exc).__name__, False
+    log.append(("POST", status, time.perf_counter() - t0, json_ok))
+
+
+async def load(base: str, keys: list[str], records: list[str], photos: list[bytes], args) -> dict:
+    import httpx
+
+    api = f"{base}/api/v1/ext/{ORG_ID}/event/{EVENT_ID}"
+    urls = [api, *(f"{api}/video-clipping/{rid}" for rid in records)]
+    log: list[tuple] = []
+    accepted: list[str] = []
+    limits = httpx.Limits(max_connections=args.clients + args.burst + 10, max_keepalive_connections=args.clients + 10)
+    me = psutil.Process()
+    cpu0 = me.cpu_times()
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        until = time.monotonic() + args.duration_s
+        clients = [
+            asyncio.create_task(get_client(http, urls, keys[i % len(keys)], until, log)) for i in range(args.clients)
+        ]
+        bursts = []
+        at = time.monotonic() + args.burst_every_s
+        n = 0
+        while at < until:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            for _ in range(args.burst):
+                key, photo = keys[n % len(keys)], photos[n % len(photos)]
+                post = post_once(http, f"{api}/video-clipping/search-by-selfie", key, photo, log, accepted)
+                bursts.append(asyncio.create_task(post))
+                n += 1
+            at += args.burst_every_s
+        await asyncio.gather(*clients, *bursts)
+        cpu1 = me.cpu_times()
+        # Every accepted search must end.
+        pending = set(accepted)
+        deadline = time.monotonic() + args.terminal_s
+        while pending and time.monotonic() < deadline:
+            for rid in list(pending):
+                r = await http.get(f"{api}/video-clipping/{rid}", headers={"X-API-Key": keys[0]})
+                if r.status_code == 200 and r.json()["data"]["status"] in TERMINAL:
+                    pending.discard(rid)
+            if pending:
+                await asyncio.sleep(1.0)
+    result: dict[str, Any] = {"client_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 1)}
+    for kind in ("GET", "POST"):
+        rows = [r for r in log if r[0] == kind]
+        statuses: dict[str, int] = {}
+        for r in rows:
+            statuses[str(r[1])] = statuses.get(str(r[1]), 0) + 1
+        ok = [r[2] for r in rows if r[1] == 200]
+        shed = [r[2] for r in rows if r[1] == 503]
+        result[kind] = {
+            "requests": len(rows),
+            "per_s": round(len(rows) / args.duration_s, 1),
+            "statuses": statuses,
+            "shares": {s: round(n / len(rows), 3) for s, n in statuses.items()} if rows else {},
+            "accepted_p50_ms": pct(ok, 50),
+            "accepted_p99_ms": pct(ok, 99),
+            "shed_p99_ms": pct(shed, 99),
+            "non_json": sum(1 for r in rows if not r[3]),
+        }
+    result["searches_accepted"] = len(accepted)
+    result["searches_not_terminal"] = len(pending)
+    return result
+
+
+def summarise(result: dict) -> str:
+    lines = [
+        f"Machine: {result['machine']['cpus']} cores, {result['machine']['cpu_model']}; command: `{result['command']}`",
+        "",
+        "| reads/writes | GET req/s | GET p50 / p99 (200) | GET 200 / 429 / 503 | POST p50 / p99 (200) "
+        "| POST 200 / 429 / 503 | non-JSON | searches accepted / not terminal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        g, p = run["GET"], run["POST"]
+
+        def shares(x: dict) -> str:
+            return " / ".join(f"{100 * x['shares'].get(s, 0):.1f} %" for s in ("200", "429", "503"))
+
+        lines.append(
+            f"| {run['limits']} | {g['per_s']} | {g['accepted_p50_ms']} / {g['accepted_p99_ms']} ms | {shares(g)} "
+            f"| {p['accepted_p50_ms']} / {p['accepted_p99_ms']} ms | {shares(p)} | {g['non_json'] + p['non_json']} "
+            f"| {run['searches_accepted']} / {run['searches_not_terminal']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--limits", default="64/16,32/8", help="max_concurrent_reads/max_concurrent_writes, comma-separated"
+    )
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--duration-s", type=float, default=60.0)
+    parser.add_argument("--burst", type=int, default=30, help="POSTs sent at once in each burst")
+    parser.add_argument("--burst-every-s", type=float, default=20.0)
+    parser.add_argument("--keys", type=int, default=20)
+    parser.add_argument("--videos", type=int, default=2)
+    parser.add_argument("--video-s", type=float, default=30.0)
+    parser.add_argument("--terminal-s", type=float, default=600.0)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/load"))
+    args = parser.parse_args()
+
+    out = args.out.resolve()
+    media = out / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    result: dict[str, Any] = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_info(),
+        "git": git_state(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "runs": [],
+    }
+    boxes = t1_face_boxes(out)
+    videos = [make_video(media, spec, boxes) for spec in video_plan(args.videos, args.video_s, 25.0)]
+    photos = [s["jpeg"] for s in selfies(boxes, 12)]
+
+    import httpx
+    import ray
+    from ray import serve
+
+    from app.config import load_app_settings
+    from app.control import ControlStore
+    from app.events import EventStore
+    from app.main import build_api
+    from app.security import KeyStore
+    from pipelines.index import index_event
+
+    run_dir = out / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = load_app_settings(None, data_dir=str(run_dir / "data"), ray={"num_cpus": 2},
+                                 api={"public_base_url": base})  # fmt: skip
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        print("indexing", flush=True)
+        index_event(settings, ORG_ID, EVENT_ID, [str(v) for v in videos])
+        control = ControlStore(settings.control_uri)
+        EventStore(control).create_org("load bench", ORG_ID)
+        EventStore(control).create_event(ORG_ID, "load bench event", EVENT_ID)
+        keys = [KeyStore(control).create(ORG_ID, name=f"load {i}")[0] for i in range(args.keys)]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # A few completed searches for the GETs to read (unlimited rates for the setup only).
+        setup = settings.model_copy(update={"api": settings.api.model_copy(update=HIGH_LIMITS)})
+        serve.run(build_api(setup), name="facereel", route_prefix="/")
+        records = []
+        with httpx.Client(timeout=120) as http:
+            url = f"{base}/api/v1/ext/{ORG_ID}/event/{EVENT_ID}/video-clipping"
+            for jpeg in photos[:3]:
+                rid = http.post(f"{url}/search-by-selfie", headers={"X-API-Key": keys[0]},
+                                files={"file": ("s.jpg", jpeg, "image/jpeg")}).json()["data"]["request_id"]  # fmt: skip
+                while http.get(f"{url}/{rid}", headers={"X-API-Key": keys[0]}).json()["data"]["status"] not in TERMINAL:
+                    time.sleep(0.5)
+                records.append(rid)
+        for spec in args.limits.split(","):
+            reads, writes = (int(x) for x in spec.split("/"))
+            api = settings.api.model_copy(update={"max_concurrent_reads": reads, "max_concurrent_writes": writes})
+            serve.run(build_api(settings.model_copy(update={"api": api})), name="facereel", route_prefix="/")
+            print(f"load with {reads}/{writes}", flush=True)
+            run = asyncio.run(load(base, keys, records, photos, args))
+            run["limits"] = spec
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    print(summarise(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
