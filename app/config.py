@@ -44,15 +44,18 @@ class ApiSettings(BaseModel):
     dispatch_deadline_s: float = Field(default=30.0, gt=0.0)
     # Admission control, per ingress replica: requests handled at once (more are answered 503
     # with Retry-After at once instead of queueing), selfies being embedded, and search jobs
-    # running. Measured on 2 cores (BENCHMARKS.md, bench/load.py): see serve_config.yaml.
-    max_concurrent_reads: int = Field(default=64, ge=1)
-    max_concurrent_writes: int = Field(default=16, ge=1)
+    # running. Chosen with bench/load.py on 2 cores (BENCHMARKS.md): 16 reads halve the GET
+    # p50 of 32 (0.44 s against 1.0 s at 200 clients), and a 4 s Retry-After keeps the
+    # shed clients' retries from filling the proxy (1 s: accepted GET p50 2.4 s).
+    max_concurrent_reads: int = Field(default=16, ge=1)
+    max_concurrent_writes: int = Field(default=8, ge=1)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
-    retry_after_s: float = Field(default=1.0, gt=0.0)
-    # Threads for blocking storage calls (LanceDB, files) per replica; asyncio's default of
-    # cpus + 4 is six on a 2-core host, and one slow table commit then stalls every request.
-    io_threads: int = Field(default=32, ge=1)
+    retry_after_s: float = Field(default=4.0, gt=0.0)
+    # Threads for blocking storage calls (LanceDB, files) per replica: a few more than
+    # asyncio's cpus + 4, so one slow table commit does not stall every request; many more
+    # only contend (bench/load.py on 2 cores: 6 threads 133 GET/s, 32 threads 116).
+    io_threads: int = Field(default=8, ge=1)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica checks the search jobs it started: one whose worker

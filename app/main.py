@@ -7,12 +7,13 @@ from ray.serve import Application
 from app.config import AppSettings, load_app_settings
 from app.deployments.embedder import SelfieEmbedder
 from app.deployments.ingress import ApiIngress
+from app.deployments.matcher import SearchMatcher
 
 
 def build_api(settings: AppSettings) -> Application:
     """The deployment graph for settings already loaded: they reach every replica as they are."""
     settings = settings.pinned()
-    return ApiIngress.bind(settings, SelfieEmbedder.bind(settings))
+    return ApiIngress.bind(settings, SelfieEmbedder.bind(settings), SearchMatcher.bind(settings))
 
 
 def build_app(args: dict | None = None) -> Application:

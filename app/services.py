@@ -51,6 +51,7 @@ class Services:
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: object  # RateLimiter actor handle
     cache: TtlCache
+    matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
     maintaining: bool = False
@@ -184,7 +185,7 @@ class Services:
             task.add_done_callback(self.background.discard)
 
     @classmethod
-    def create(cls, settings: AppSettings, embedder, limiter) -> Services:
+    def create(cls, settings: AppSettings, embedder, limiter, matcher=None) -> Services:
         control = ControlStore(settings.control_uri, settings.store.storage_options)
         return cls(
             settings=settings,
@@ -195,6 +196,7 @@ class Services:
             extra_clips=ExtraClips(control, settings.api.request_deadline_s),
             embedder=embedder,
             limiter=limiter,
+            matcher=matcher,
             cache=TtlCache(settings.api.auth_cache_s),
         )
 

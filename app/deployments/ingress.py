@@ -14,9 +14,10 @@ from app.config import AppSettings
 )
 @serve.ingress()
 class ApiIngress:
-    def __init__(self, settings: AppSettings, embedder) -> None:
+    def __init__(self, settings: AppSettings, embedder, matcher) -> None:
         self.settings = settings  # built by the driver; never re-read from this replica's env
         self.embedder = embedder  # DeploymentHandle to SelfieEmbedder
+        self.matcher = matcher  # DeploymentHandle to SearchMatcher
 
     def __serve_build_asgi_app__(self) -> Starlette:
         """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
@@ -24,4 +25,4 @@ class ApiIngress:
         from app.ratelimit import limiter_actor
         from app.services import Services
 
-        return create_api(Services.create(self.settings, self.embedder, limiter_actor()))
+        return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))

@@ -14,6 +14,7 @@ import numpy as np
 
 from app.errors import ApiError
 from app.events import Event
+from app.offload import offload
 from app.records import SearchRecord
 from app.search.requests import claim_request_id, embed_selfies, get_record, stored_selfie
 from app.search.stored_matches import encode_matches, matches_basis
@@ -50,39 +51,41 @@ class FaceSearch:
             record.negatives = None  # "not me" answers were about the old selfie's matches
         else:
             record = stored_selfie(self.settings, existing)
-        await asyncio.to_thread(self.match, event, record)
+        record.photos, record.video_matches, record.matches_basis = await offload(
+            self.services, face_search_matches, event, record
+        )
         try:
             return await asyncio.to_thread(self.services.records.save_face_search, record)
         except Exception as exc:
             log.exception("could not store face search %s", request_id)
             raise ApiError(500, f"The search could not be recorded: {exc}", "record_failed") from None
 
-    def match(self, event: Event, record: SearchRecord) -> None:
-        """Photos, and (when the event has video search) video matches, onto ``record``."""
-        rules = event.search_rules(self.settings)
-        store = self.services.face_store()
-        photos = find_photos(store, event.org_id, event.event_id, record.embedding, rules.threshold)
-        record.photos = [
-            {
-                "photo_key": p.media_key,
-                "similarity": round(p.similarity, 4),
-                "bbox": [round(v, 1) for v in p.bbox],
-                "match_count": p.match_count,
-            }
-            for p in photos
-        ]
-        record.video_matches = record.matches_basis = None
-        if event.video_search:
-            dim = record.embedding.shape[1]
-            negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
-            faces = store.count_faces(event.org_id, event.event_id)
-            refs = References(record.embedding, negatives)
-            matches = find_person(store, event.org_id, event.event_id, refs, rules.threshold, self.settings.match)
-            record.video_matches = encode_matches(matches)
-            record.matches_basis = matches_basis(self.settings, rules.threshold, len(negatives), faces)
-
     async def result(self, event: Event, request_id: str) -> SearchRecord:
         record = await get_record(self.services, event.org_id, event.event_id, request_id)
         if record.photos is None:
             raise ApiError(404, "No Face Search has run for this request_id.", "request_not_found")
         return record
+
+
+def face_search_matches(store, settings, event: Event, record: SearchRecord) -> tuple[list, str | None, str | None]:
+    """(ranked photo rows, encoded video matches, their basis) of the record's selfie (in a
+    worker, see app/offload.py); no video matches when the event has no video search."""
+    rules = event.search_rules(settings)
+    photos = find_photos(store, event.org_id, event.event_id, record.embedding, rules.threshold)
+    ranked = [
+        {
+            "photo_key": p.media_key,
+            "similarity": round(p.similarity, 4),
+            "bbox": [round(v, 1) for v in p.bbox],
+            "match_count": p.match_count,
+        }
+        for p in photos
+    ]
+    if not event.video_search:
+        return ranked, None, None
+    dim = record.embedding.shape[1]
+    negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
+    faces = store.count_faces(event.org_id, event.event_id)
+    matches = find_person(store, event.org_id, event.event_id, References(record.embedding, negatives),
+                          rules.threshold, settings.match)  # fmt: skip
+    return ranked, encode_matches(matches), matches_basis(settings, rules.threshold, len(negatives), faces)

@@ -21,6 +21,7 @@ from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_MATCHES, NO_SEGMENTS
 from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, run_search, video_bounds
 from app.errors import ApiError
 from app.events import Event
+from app.offload import offload
 from app.records import ExtraClip, SearchRecord
 from app.search.requests import (
     claim_request_id,
@@ -182,34 +183,10 @@ class VideoClippingSearch:
     def with_stored_selfie(self, existing: SearchRecord | None) -> SearchRecord:
         return stored_selfie(self.settings, existing)
 
-    def match(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
-        """The person's video faces by selfie, by BIB number, or both fused."""
-        by_selfie = self.match_selfie(event, record) if record.embedding is not None else {}
-        if not record.bib:
-            return by_selfie
-        by_bib = bib_video_matches(self.services.face_store(), event.org_id, event.event_id, record.bib)
-        return fuse(by_selfie, by_bib)
-
-    def match_selfie(self, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
-        """The person's video faces: the ones Face Search stored for this selfie when they
-        still hold (same rules, same index), else matched now."""
-        rules = event.search_rules(self.settings)
-        store = self.services.face_store()
-        if record.video_matches is not None and record.matches_basis is not None:
-            negatives = 0 if record.negatives is None else len(record.negatives)
-            faces = store.count_faces(event.org_id, event.event_id)
-            if record.matches_basis == matches_basis(self.settings, rules.threshold, negatives, faces):
-                log.info("search %s clips from the matches Face Search stored", record.request_id)
-                return decode_matches(record.video_matches)
-        dim = record.embedding.shape[1]
-        negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
-        refs = References(record.embedding, negatives)
-        return find_person(store, event.org_id, event.event_id, refs, rules.threshold, self.settings.match)
-
     async def dispatch(self, event: Event, record: SearchRecord) -> str:
         """Match once; ``no_matches`` at once without video hits, else start the job."""
         try:
-            matches = await asyncio.to_thread(self.match, event, record)
+            matches = await offload(self.services, match_record, event, record)
             if not matches:
                 await record_end(self.services, record, NO_MATCHES)
                 return NO_MATCHES
@@ -357,6 +334,31 @@ class VideoClippingSearch:
             )
         ]
         return faces_to_follow(matches, window)
+
+
+def match_record(store, settings, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
+    """The person's video faces by selfie, by BIB number, or both fused (in a worker, see
+    app/offload.py)."""
+    by_selfie = match_selfie(store, settings, event, record) if record.embedding is not None else {}
+    if not record.bib:
+        return by_selfie
+    return fuse(by_selfie, bib_video_matches(store, event.org_id, event.event_id, record.bib))
+
+
+def match_selfie(store, settings, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
+    """The person's video faces: the ones Face Search stored for this selfie when they
+    still hold (same rules, same index), else matched now."""
+    rules = event.search_rules(settings)
+    if record.video_matches is not None and record.matches_basis is not None:
+        negatives = 0 if record.negatives is None else len(record.negatives)
+        faces = store.count_faces(event.org_id, event.event_id)
+        if record.matches_basis == matches_basis(settings, rules.threshold, negatives, faces):
+            log.info("search %s clips from the matches Face Search stored", record.request_id)
+            return decode_matches(record.video_matches)
+    dim = record.embedding.shape[1]
+    negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
+    refs = References(record.embedding, negatives)
+    return find_person(store, event.org_id, event.event_id, refs, rules.threshold, settings.match)
 
 
 def with_rules(record: SearchRecord, event: Event, settings) -> SearchRecord:

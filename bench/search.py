@@ -1,0 +1,205 @@
+"""Search at season scale: a million face rows over 200 events, queries filtered by event.
+
+    python bench/search.py --rows 1000000 --events 200 --out bench-out/search
+
+One process, no Ray. The faces table is the product's own (pipelines.store.FaceStore, the
+default pack's schema and dimension). Vectors are synthetic but shaped like faces:
+--identities unit "identity centres" shared by all events (people come back), each face a
+centre plus Gaussian noise (cosine to its centre ~0.7, so two faces of one person meet at
+~0.5, around the 0.4 threshold, which is the hard case for an approximate index).
+
+Event sizes: one of 100k faces, ten of 10k, one of 1k, the rest sharing what is left.
+For events of 1k, 10k and 100k faces, --queries queries each (a fresh face of one of the
+event's people) are run:
+
+  exact      prefiltered brute force (``bypass_vector_index``): the ground truth, and the
+             latency without an index
+  ann        IVF_PQ (product settings: sqrt(rows) partitions, dim/8 sub-vectors), for each
+             nprobes x refine_factor in the grid: p50/p95 latency and recall of "every face
+             at or above the threshold" against exact
+  product    FaceStore.search as configured (--ann-min-rows etc.): what a search does today
+
+Results: <out>/results.json and a markdown summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from machine import cpu_model  # noqa: E402
+
+ORG_ID = 1
+
+
+def event_sizes(rows: int, events: int) -> list[int]:
+    """One 100k event, ten of 10k, one of 1k, the rest sharing what is left (scaled down
+    when --rows is small)."""
+    fixed = [100_000] + [10_000] * 10 + [1_000]
+    if sum(fixed) >= rows:
+        scale = rows / (2 * sum(fixed))
+        fixed = [max(100, int(s * scale)) for s in fixed]
+    rest = events - len(fixed)
+    each = (rows - sum(fixed)) // max(1, rest)
+    return fixed + [each] * rest
+
+
+def event_people(event_id: int, faces: int, identities: int) -> np.ndarray:
+    """The identities seen at an event (~50 faces each), the same in every run."""
+    k = min(max(20, faces // 50), identities)
+    return np.random.default_rng(1000 + event_id).choice(identities, size=k, replace=False)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def build(store, sizes: list[int], centres: np.ndarray, noise: float, seed: int) -> None:
+    """Write every event's faces."""
+    from pipelines.store import faces_schema
+
+    rng = np.random.default_rng(seed)
+    schema = faces_schema(store.pack)
+    dim = centres.shape[1]
+    for event_id, n in enumerate(sizes, start=1):
+        ids = event_people(event_id, n, len(centres))
+        for start in range(0, n, 100_000):
+            m = min(100_000, n - start)
+            who = ids[rng.integers(0, len(ids), m)]
+            vectors = unit(centres[who] + noise * rng.standard_normal((m, dim)).astype(np.float32))
+            cols = {
+                "face_id": pa.array([f"{event_id}-{start + i}" for i in range(m)]),
+                "org_id": pa.array(np.full(m, ORG_ID, np.int64)),
+                "event_id": pa.array(np.full(m, event_id, np.int64)),
+                "media_type": pa.array(["video"] * m),
+                "media_key": pa.array([f"e{event_id}/v{(start + i) // 500}.mp4" for i in range(m)]),
+                "timestamp_s": pa.array(((start + np.arange(m)) % 500) * 0.5),
+                "frame_index": pa.array(((start + np.arange(m)) % 500) * 12),
+                "bbox": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(m * 4, np.float32)), 4),
+                "landmarks": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(m * 10, np.float32)), 10),
+                "det_score": pa.array(np.full(m, 0.9, np.float32)),
+                "face_px": pa.array(np.full(m, 80.0, np.float32)),
+                "track_id": pa.array(np.full(m, -1, np.int64)),
+                "quality": pa.array(np.full(m, 0.5, np.float32)),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            }
+            table = pa.table({f.name: cols.get(f.name, pa.nulls(m, f.type)) for f in schema}, schema=schema)
+            store.faces.add(table)
+
+
+def query(store, event_id: int, vector: np.ndarray, threshold: float, mode: str, nprobes: int = 0, refine: int = 0):
+    """Face ids at or above ``threshold`` in one event, and the seconds it took."""
+    q = (
+        store.faces.search(vector, vector_column_name="vector")
+        .distance_type("cosine")
+        .where(f"org_id = {ORG_ID} AND event_id = {event_id}", prefilter=True)
+        .select(["face_id"])
+        .distance_range(upper_bound=1.0 - threshold + 1e-6)
+    )
+    q = q.bypass_vector_index() if mode == "exact" else q.nprobes(nprobes).refine_factor(refine)
+    started = time.perf_counter()
+    ids = q.limit(store.faces.count_rows(f"event_id = {event_id}")).to_arrow().column("face_id").to_pylist()
+    return set(ids), time.perf_counter() - started
+
+
+def ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)) * 1000, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--identities", type=int, default=3000)
+    parser.add_argument("--noise", type=float, default=0.09, help="per-dimension noise around a centre")
+    parser.add_argument("--threshold", type=float, default=0.4)
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--nprobes", default="20,50,100,200")
+    parser.add_argument("--refine", default="10,30")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/search"))
+    parser.add_argument("--reuse", action="store_true", help="keep <out>/db if it exists")
+    args = parser.parse_args()
+
+    from pipelines.config import Settings
+    from pipelines.models import pack_info
+    from pipelines.store import FaceStore
+
+    out = args.out.resolve()
+    db = out / "db"
+    pack = pack_info(Settings().models.pack)
+    result: dict = {"command": " ".join(["python", *sys.argv]), "cpu": cpu_model(), "pack": pack.name}
+    rng = np.random.default_rng(7)
+    centres = unit(rng.standard_normal((args.identities, pack.dim)).astype(np.float32))
+    sizes = event_sizes(args.rows, args.events)
+    if db.exists() and not args.reuse:
+        shutil.rmtree(db)
+    store = FaceStore(str(db), pack, ann_min_rows=args.rows + 1)
+    if store.faces.count_rows() == 0:
+        t = time.perf_counter()
+        build(store, sizes, centres, args.noise, seed=11)
+        result["write_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        store.faces.optimize()
+        store.ensure_indices()  # the scalar index on event_id
+        result["scalar_index_s"] = round(time.perf_counter() - t, 1)
+    rows = store.faces.count_rows()
+    result["rows"] = rows
+    # Queries: a fresh face of one of the event's people (same draw as the build's).
+    people = {e: event_people(e, n, args.identities) for e, n in enumerate(sizes, 1)}
+    targets = {"1k": sizes.index(min(sizes[:12], key=lambda s: abs(s - 1_000))) + 1, "10k": 2, "100k": 1}
+
+    def queries(event_id: int) -> list[np.ndarray]:
+        q_rng = np.random.default_rng(event_id)
+        out = []
+        for _ in range(args.queries):
+            c = centres[q_rng.choice(people[event_id])]
+            out.append(unit(c + args.noise * q_rng.standard_normal(pack.dim).astype(np.float32)))
+        return out
+
+    truth: dict[str, list[set]] = {}
+    result["exact"] = {}
+    for name, event_id in targets.items():
+        found, took = zip(*(query(store, event_id, v, args.threshold, "exact") for v in queries(event_id)), strict=True)
+        truth[name] = list(found)
+        result["exact"][name] = {"event_faces": sizes[event_id - 1], "p50_ms": ms(took, 50), "p95_ms": ms(took, 95),
+                                 "mean_matches": round(float(np.mean([len(f) for f in found])), 1)}  # fmt: skip
+        print(name, "exact", result["exact"][name], flush=True)
+
+    t = time.perf_counter()
+    store.faces.create_index(
+        metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
+        num_partitions=max(1, int(rows**0.5)), num_sub_vectors=max(1, pack.dim // 8),
+    )  # fmt: skip
+    result["ann_index_s"] = round(time.perf_counter() - t, 1)
+    print("IVF_PQ built in", result["ann_index_s"], "s", flush=True)
+    result["ann"] = []
+    for nprobes in (int(x) for x in args.nprobes.split(",")):
+        for refine in (int(x) for x in args.refine.split(",")):
+            for name, event_id in targets.items():
+                recalls, took = [], []
+                for v, exact in zip(queries(event_id), truth[name], strict=True):
+                    found, s = query(store, event_id, v, args.threshold, "ann", nprobes, refine)
+                    took.append(s)
+                    recalls.append(len(found & exact) / len(exact) if exact else 1.0)
+                row = {"event": name, "nprobes": nprobes, "refine": refine, "p50_ms": ms(took, 50),
+                       "p95_ms": ms(took, 95), "recall": round(float(np.mean(recalls)), 4),
+                       "min_recall": round(float(np.min(recalls)), 4)}  # fmt: skip
+                result["ann"].append(row)
+                print(row, flush=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
