@@ -56,7 +56,7 @@ class Services:
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
     maintaining: bool = False
     background: set = field(default_factory=set)
-    # Search jobs this replica started: request_id -> (job_id, the run_search ObjectRef).
+    # Search jobs this replica started: job_id -> (request_id, the run_search ObjectRef).
     jobs: dict = field(default_factory=dict)
     _face_store: object | None = None
 
@@ -130,20 +130,34 @@ class Services:
                     log.exception("orphaned clip sweep failed")
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
-        """Follow a dispatched search job, so that a dead worker fails it within seconds. A
-        job this replica started earlier for the same request is superseded: cancelled with
-        its clipping tasks (the new run deletes any files it left)."""
+        """Follow a dispatched search job, so that a dead worker fails it within seconds."""
+        self.jobs[job_id] = (request_id, ref)
+        running_searches(len(self.jobs))
+
+    def cancel_superseded(self, request_id: str) -> int:
+        """Cancel, with their clipping tasks, the jobs this replica started for ``request_id``
+        that are no longer its record's job (a re-POST replaced them); returns how many.
+
+        Called after each dispatch. The record decides, not the order of dispatch: with
+        concurrent POSTs a job can be dispatched after a newer one was recorded. Whichever
+        job is current when the last dispatch reads the record survives; each run deletes
+        the files of the runs it replaced.
+        """
         import ray
 
-        older = self.jobs.get(request_id)
-        if older is not None and older[0] != job_id:
+        record = self.records.get(request_id)
+        if record is None:
+            return 0
+        stale = [jid for jid, (rid, _) in self.jobs.items() if rid == request_id and jid != record.job_id]
+        for job_id in stale:
+            _, ref = self.jobs.pop(job_id)
             try:
-                ray.cancel(older[1], recursive=True)
-                log.info("search %s: job %s superseded by %s, cancelled", request_id, older[0], job_id)
+                ray.cancel(ref, recursive=True)
+                log.info("search %s: job %s superseded by %s, cancelled", request_id, job_id, record.job_id)
             except Exception:  # already finished, or its worker is gone
-                log.debug("cancelling superseded job %s failed", older[0], exc_info=True)
-        self.jobs[request_id] = (job_id, ref)
+                log.debug("cancelling superseded job %s failed", job_id, exc_info=True)
         running_searches(len(self.jobs))
+        return len(stale)
 
     def check_jobs(self) -> int:
         """Fail the searches whose job ended with an error instead of recording an outcome
@@ -152,13 +166,13 @@ class Services:
 
         if not self.jobs:
             return 0
-        refs = {ref: rid for rid, (_, ref) in self.jobs.items()}
+        refs = {ref: jid for jid, (_, ref) in self.jobs.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
         running_searches(len(refs) - len(ready))
         failed = 0
         for ref in ready:
-            request_id = refs[ref]
-            job_id, _ = self.jobs.pop(request_id)
+            job_id = refs[ref]
+            request_id, _ = self.jobs.pop(job_id)
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # the task never wrote its outcome

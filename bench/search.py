@@ -12,12 +12,11 @@ Event sizes: one of 100k faces, ten of 10k, one of 1k, the rest sharing what is 
 For events of 1k, 10k and 100k faces, --queries queries each (a fresh face of one of the
 event's people) are run:
 
-  exact      prefiltered brute force (``bypass_vector_index``): the ground truth, and the
-             latency without an index
-  ann        IVF_PQ (product settings: sqrt(rows) partitions, dim/8 sub-vectors), for each
-             nprobes x refine_factor in the grid: p50/p95 latency and recall of "every face
-             at or above the threshold" against exact
-  product    FaceStore.search as configured (--ann-min-rows etc.): what a search does today
+  exact      FaceStore.search on the event's rows by brute force (what events below
+             store.ann_min_rows get): the ground truth, and the latency without an index
+  ann        FaceStore.search through IVF_PQ (sqrt(rows) partitions, dim/8 sub-vectors), for
+             each nprobes x refine_factor in the grid: p50/p95 latency and recall of "every
+             face at or above the threshold" against exact
 
 Results: <out>/results.json and a markdown summary on stdout.
 """
@@ -99,18 +98,13 @@ def build(store, sizes: list[int], centres: np.ndarray, noise: float, seed: int)
 
 
 def query(store, event_id: int, vector: np.ndarray, threshold: float, mode: str, nprobes: int = 0, refine: int = 0):
-    """Face ids at or above ``threshold`` in one event, and the seconds it took."""
-    q = (
-        store.faces.search(vector, vector_column_name="vector")
-        .distance_type("cosine")
-        .where(f"org_id = {ORG_ID} AND event_id = {event_id}", prefilter=True)
-        .select(["face_id"])
-        .distance_range(upper_bound=1.0 - threshold + 1e-6)
-    )
-    q = q.bypass_vector_index() if mode == "exact" else q.nprobes(nprobes).refine_factor(refine)
+    """Face ids at or above ``threshold`` in one event through FaceStore.search (the product's
+    path), exact or through the index, and the seconds it took."""
+    store.ann_min_rows = 1 if mode == "ann" else 10**12
+    store.ann_nprobes, store.ann_refine_factor = nprobes or store.ann_nprobes, refine or store.ann_refine_factor
     started = time.perf_counter()
-    ids = q.limit(store.faces.count_rows(f"event_id = {event_id}")).to_arrow().column("face_id").to_pylist()
-    return set(ids), time.perf_counter() - started
+    hits = store.search(ORG_ID, event_id, vector, min_similarity=threshold, limit=None)
+    return {h.face_id for h in hits}, time.perf_counter() - started
 
 
 def ms(values: list[float], q: float) -> float:

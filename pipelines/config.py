@@ -115,8 +115,10 @@ class StoreSettings(BaseModel):
     # AWS_ENDPOINT_URL from the environment; LanceDB also needs AWS_ALLOW_HTTP=true for
     # an http:// endpoint. (Ray workers must see the same environment.)
     storage_options: dict[str, str] = {}
-    # Below this many rows searches are exact (brute force is ~100 ms at 500k rows);
-    # above it an IVF_PQ index is built and queried with a refine step.
+    # The faces table gets an IVF_PQ index once it has this many rows, and an event with at
+    # least this many faces is searched through it (with a refine step); smaller events are
+    # searched exactly, their own rows by brute force behind the event_id scalar index,
+    # however large the table (bench/search.py).
     ann_min_rows: int = Field(default=300_000, ge=1)
     ann_nprobes: int = Field(default=20, ge=1)
     ann_refine_factor: int = Field(default=10, ge=1)

@@ -387,7 +387,8 @@ class FaceStore:
         """Faces of one event by cosine similarity, best first.
 
         With ``min_similarity`` every face at or above it is returned (``limit=None``),
-        not a fixed top-k. Exact search unless the table has a vector index.
+        not a fixed top-k. Exact (the event's rows, brute force) unless the event has at
+        least ``ann_min_rows`` faces and the table a vector index.
         """
         vector = np.asarray(vector, np.float32).reshape(-1)
         if vector.shape[0] != self.pack.dim:
@@ -401,13 +402,16 @@ class FaceStore:
             .where(where, prefilter=True)
             .select([*FACE_COLUMNS, "_distance"])
         )
-        if self._has_vector_index():
+        event_faces = self.count_faces(org_id, event_id)
+        if event_faces >= self.ann_min_rows and self._has_vector_index():
             query = query.nprobes(self.ann_nprobes).refine_factor(self.ann_refine_factor)
-        if min_similarity is not None:
-            # cosine distance = 1 - similarity; the upper bound is exclusive.
-            query = query.distance_range(upper_bound=1.0 - min_similarity + 1e-6)
-        cap = limit if limit is not None else max(1, self.count_faces(org_id, event_id))
-        rows = query.limit(cap).to_arrow().to_pylist()
+            rows = self._ann_rows(query, min_similarity, limit, event_faces)
+        else:  # the event's own rows, brute force: exact, and fast below ann_min_rows
+            query = query.bypass_vector_index()
+            if min_similarity is not None:
+                # cosine distance = 1 - similarity; the upper bound is exclusive.
+                query = query.distance_range(upper_bound=1.0 - min_similarity + 1e-6)
+            rows = query.limit(limit if limit is not None else max(1, event_faces)).to_arrow().to_pylist()
         return [
             FaceHit(
                 r["face_id"],
@@ -424,6 +428,24 @@ class FaceStore:
         ]
 
     # ---- upkeep ----------------------------------------------------------------
+    @staticmethod
+    def _ann_rows(query, min_similarity: float | None, limit: int | None, event_faces: int) -> list[dict]:
+        """Top-k through the index, k growing fourfold while every hit still passes.
+
+        Not ``distance_range``: on an IVF_PQ query LanceDB applies it to the PQ-approximate
+        distances and drops true matches (tests/test_store_ann.py: recall 0.001). The
+        refined distances of the top-k are exact, so filtering them here is.
+        """
+        k = limit if limit is not None else 256
+        while True:
+            rows = query.limit(k).to_arrow().to_pylist()
+            if min_similarity is None:
+                return rows
+            passing = [r for r in rows if 1.0 - r["_distance"] >= min_similarity - 1e-6]
+            if limit is not None or len(passing) < len(rows) or len(rows) < k or k >= event_faces:
+                return passing
+            k *= 4
+
     def _has_vector_index(self) -> bool:
         return any(ix.columns == ["vector"] for ix in self.faces.list_indices())
 
@@ -440,6 +462,8 @@ class FaceStore:
         rows = self.faces.count_rows()
         if rows and ("event_id",) not in names:
             self.faces.create_index("event_id", config=BTree())
+        if rows and ("org_id",) not in names:
+            self.faces.create_index("org_id", config=BTree())
         if self.tracks.count_rows() and not any(ix.columns == ["event_id"] for ix in self.tracks.list_indices()):
             self.tracks.create_index("event_id", config=BTree())
         if self.bibs.count_rows() and not any(ix.columns == ["number"] for ix in self.bibs.list_indices()):

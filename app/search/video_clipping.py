@@ -208,6 +208,10 @@ class VideoClippingSearch:
             log.exception("could not start search %s", record.request_id)
             await record_end(self.services, record, FAILED, error=f"Failed to start processing: {exc}")
             raise ApiError(500, "The search could not be started; start a new search.", "dispatch_failed") from None
+        try:  # a re-POST of this request_id: its older jobs stop (only their work is lost)
+            await asyncio.to_thread(self.services.cancel_superseded, record.request_id)
+        except Exception:
+            log.exception("could not cancel the jobs search %s superseded", record.request_id)
         return PROCESSING
 
     async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
