@@ -171,10 +171,14 @@ def main() -> int:
         print(name, "exact", result["exact"][name], flush=True)
 
     t = time.perf_counter()
+    from lancedb.index import IvfPq
+
     store.faces.create_index(
-        metric="cosine", vector_column_name="vector", index_type="IVF_PQ",
-        num_partitions=max(1, int(rows**0.5)), num_sub_vectors=max(1, pack.dim // 8),
-    )  # fmt: skip
+        "vector",
+        config=IvfPq(
+            distance_type="cosine", num_partitions=max(1, int(rows**0.5)), num_sub_vectors=max(1, pack.dim // 8)
+        ),
+    )
     result["ann_index_s"] = round(time.perf_counter() - t, 1)
     print("IVF_PQ built in", result["ann_index_s"], "s", flush=True)
     result["ann"] = []

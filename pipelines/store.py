@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import BTree
+from lancedb.index import BTree, IvfPq
 
 from pipelines.models.base import PackInfo
 from pipelines.tracks import NO_TRACK
@@ -471,9 +471,10 @@ class FaceStore:
         if rows >= self.ann_min_rows and ("vector",) not in names:
             log.info("building IVF_PQ index over %d faces", rows)
             self.faces.create_index(
-                metric="cosine",
-                vector_column_name="vector",
-                index_type="IVF_PQ",
-                num_partitions=max(1, int(rows**0.5)),
-                num_sub_vectors=max(1, self.pack.dim // 8),
+                "vector",
+                config=IvfPq(
+                    distance_type="cosine",
+                    num_partitions=max(1, int(rows**0.5)),
+                    num_sub_vectors=max(1, self.pack.dim // 8),
+                ),
             )
