@@ -6,12 +6,14 @@ on every node reads and writes the same records, and they survive restarts.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from datetime import timedelta
 
 import lancedb
 import pyarrow as pa
 
+log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
 ORGS = "orgs"
@@ -23,6 +25,13 @@ EXTRA_CLIPS = "extra_clips"
 TS = pa.timestamp("us", tz="UTC")
 
 OWNER = (pa.field("org_id", pa.int64()), pa.field("event_id", pa.int64()))
+
+
+def key(name: str, type_: pa.DataType) -> pa.Field:
+    """A primary-key column: LanceDB requires it non-nullable."""
+    return pa.field(name, type_, nullable=False)
+
+
 # What every job record ends with: its error, when it started, changed, and must be done by.
 LIFECYCLE = (
     pa.field("error", pa.string()),
@@ -32,11 +41,11 @@ LIFECYCLE = (
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
-    ORGS: pa.schema([pa.field("org_id", pa.int64()), pa.field("name", pa.string()), pa.field("created_at", TS)]),
+    ORGS: pa.schema([key("org_id", pa.int64()), pa.field("name", pa.string()), pa.field("created_at", TS)]),
     EVENTS: pa.schema(
         [
-            pa.field("org_id", pa.int64()),
-            pa.field("event_id", pa.int64()),
+            key("org_id", pa.int64()),
+            key("event_id", pa.int64()),
             pa.field("name", pa.string()),
             pa.field("video_search", pa.bool_()),
             pa.field("video_selfie_search", pa.bool_()),
@@ -52,7 +61,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     API_KEYS: pa.schema(
         [
-            pa.field("key_id", pa.string()),
+            key("key_id", pa.string()),
             pa.field("org_id", pa.int64()),
             pa.field("event_id", pa.int64()),  # null: every event of the org
             pa.field("key_hash", pa.string()),
@@ -63,7 +72,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     REQUESTS: pa.schema(
         [
-            pa.field("request_id", pa.string()),
+            key("request_id", pa.string()),
             *OWNER,
             pa.field("status", pa.string()),
             pa.field("job_id", pa.string()),  # the attempt allowed to write results
@@ -87,7 +96,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     EXTRA_CLIPS: pa.schema(
         [
-            pa.field("clip_id", pa.string()),
+            key("clip_id", pa.string()),
             pa.field("request_id", pa.string()),
             *OWNER,
             pa.field("search_job_id", pa.string()),  # the search run whose segments it cuts
@@ -96,6 +105,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             *LIFECYCLE,
         ]
     ),
+}
+
+# Each table's primary key. Declared to LanceDB so that concurrent upserts of one new key
+# (twenty POSTs of one request_id at once) conflict and retry instead of each appending a
+# row: without it merge_insert's conflict check only sees rows that already existed.
+PRIMARY_KEYS: dict[str, list[str]] = {
+    ORGS: ["org_id"],
+    EVENTS: ["org_id", "event_id"],
+    API_KEYS: ["key_id"],
+    REQUESTS: ["request_id"],
+    EXTRA_CLIPS: ["clip_id"],
 }
 
 # The column each table is read by: indexed once the table has rows.
@@ -118,6 +138,22 @@ class ControlStore:
                     self.tables[name] = self.db.create_table(name, schema=schema)
                 except ValueError:  # another process created it first
                     self.tables[name] = self.db.open_table(name)
+            self._declare_primary_key(name)
+
+    def _declare_primary_key(self, name: str) -> None:
+        """Tables created before keys were declared (or just now) get theirs."""
+        table = self.tables[name]
+        columns = PRIMARY_KEYS[name]
+        if all(table.schema.field(c).metadata for c in columns):
+            return
+        try:
+            nullable = [{"path": c, "nullable": False} for c in columns if table.schema.field(c).nullable]
+            if nullable:
+                table.alter_columns(*nullable)
+            table.set_unenforced_primary_key(columns)
+        except Exception:  # another replica declared it first
+            log.debug("declaring the primary key of %s failed", name, exc_info=True)
+            self.tables[name] = self.db.open_table(name)
 
     def _add_missing_columns(self, name: str) -> None:
         """Tables written by an older release gain new columns as nulls."""
@@ -149,13 +185,12 @@ class ControlStore:
     def rows(self, name: str, where: str, limit: int | None = None) -> list[dict]:
         return self.tables[name].search().where(where).limit(limit).to_arrow().to_pylist()
 
-    def upsert(
-        self, name: str, on: list[str], rows: list[dict], only_if: str | None = None, insert: bool | None = None
-    ) -> int:
-        """Insert or update ``rows``; with ``only_if`` existing rows change only where it
-        holds (and new ones are inserted only when ``insert``). Returns rows written."""
+    def upsert(self, name: str, rows: list[dict], only_if: str | None = None, insert: bool | None = None) -> int:
+        """Insert or update ``rows`` by the table's primary key; with ``only_if`` existing
+        rows change only where it holds (and new ones are inserted only when ``insert``).
+        Returns rows written."""
         table = pa.Table.from_pylist(rows, schema=SCHEMAS[name])
-        builder = self.tables[name].merge_insert(on).when_matched_update_all(where=only_if)
+        builder = self.tables[name].merge_insert(PRIMARY_KEYS[name]).when_matched_update_all(where=only_if)
         if insert if insert is not None else only_if is None:
             builder = builder.when_not_matched_insert_all()
         result = builder.execute(table)

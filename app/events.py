@@ -98,7 +98,7 @@ class EventStore:
             org_id = max(existing.column("org_id").to_pylist(), default=0) + 1
         if self.control.rows(ORGS, f"org_id = {int(org_id)}", 1):
             raise ValueError(f"org {org_id} already exists")
-        self.control.upsert(ORGS, ["org_id"], [{"org_id": int(org_id), "name": name, "created_at": datetime.now(UTC)}])
+        self.control.upsert(ORGS, [{"org_id": int(org_id), "name": name, "created_at": datetime.now(UTC)}])
         return int(org_id)
 
     def org_exists(self, org_id: int) -> bool:
@@ -152,7 +152,7 @@ class EventStore:
             "created_at": datetime.now(UTC),
             "retention_days": None if retention_days is None else int(retention_days),
         }
-        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
+        self.control.upsert(EVENTS, [row])
         return _event(row)
 
     def set_search_rules(self, org_id: int, event_id: int, match_threshold: float | None, segments: dict) -> Event:
@@ -171,7 +171,7 @@ class EventStore:
         row = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)[0]
         row["match_threshold"] = None if match_threshold is None else float(match_threshold)
         row["segments_json"] = json.dumps(segments) if segments else None
-        self.control.upsert(EVENTS, ["org_id", "event_id"], [row])
+        self.control.upsert(EVENTS, [row])
         return _event(row)
 
     def get(self, org_id: int, event_id: int) -> Event | None:

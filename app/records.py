@@ -152,7 +152,7 @@ class RequestRecords:
         record.created_at = record.created_at or now
         record.updated_at = now
         record.deadline_at = now + self.dispatch_deadline
-        self.control.upsert(REQUESTS, ["request_id"], [record.to_row()])
+        self.control.upsert(REQUESTS, [record.to_row()])
         return record
 
     def dispatched(self, record: SearchRecord) -> None:
@@ -161,7 +161,6 @@ class RequestRecords:
         record.deadline_at = datetime.now(UTC) + self.deadline
         self.control.upsert(
             REQUESTS,
-            ["request_id"],
             [record.to_row()],
             only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
         )
@@ -197,7 +196,7 @@ class RequestRecords:
         only_if = f"target.job_id = {sql_str(job_id)}"
         if only_if_processing:
             only_if += f" AND target.status = {sql_str(PROCESSING)}"
-        written = bool(self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if))
+        written = bool(self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if))
         if written:
             search_outcome(status)
         return written
@@ -213,7 +212,7 @@ class RequestRecords:
             if current is None:
                 record.created_at = record.created_at or now
                 record.updated_at = record.face_searched_at = now
-                if self.control.upsert(REQUESTS, ["request_id"], [record.to_row()], only_if="false", insert=True):
+                if self.control.upsert(REQUESTS, [record.to_row()], only_if="false", insert=True):
                     return record
                 continue  # created meanwhile by another request: apply to that one
             for name in fields:
@@ -221,7 +220,7 @@ class RequestRecords:
             current.updated_at = current.face_searched_at = now
             status = "target.status IS NULL" if current.status is None else f"target.status = {sql_str(current.status)}"
             only_if = f"target.job_id = {sql_str(current.job_id)} AND {status}"
-            if self.control.upsert(REQUESTS, ["request_id"], [current.to_row()], only_if=only_if):
+            if self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if):
                 return current
         raise RuntimeError(f"request {record.request_id} kept changing; Face Search results not stored")
 
@@ -236,7 +235,6 @@ class RequestRecords:
     def fail_overdue(self, record: SearchRecord) -> None:
         self.control.upsert(
             REQUESTS,
-            ["request_id"],
             [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
             only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
         )
@@ -280,7 +278,7 @@ class ExtraClips:
     def start(self, clip: ExtraClip) -> ExtraClip:
         now = datetime.now(UTC)
         clip.status, clip.created_at, clip.updated_at, clip.deadline_at = PROCESSING, now, now, now + self.deadline
-        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)])
+        self.control.upsert(EXTRA_CLIPS, [_clip_row(clip)])
         return clip
 
     def finish(
@@ -296,7 +294,7 @@ class ExtraClips:
         if video is not None:
             clip.item = {**clip.item, **video}
         only_if = f"target.status = {sql_str(PROCESSING)}" if overdue else None
-        self.control.upsert(EXTRA_CLIPS, ["clip_id"], [_clip_row(clip)], only_if=only_if)
+        self.control.upsert(EXTRA_CLIPS, [_clip_row(clip)], only_if=only_if)
 
     def sweep_overdue(self) -> int:
         """Fail every extra clip processing past its deadline; returns how many."""

@@ -48,14 +48,14 @@ class KeyStore:
             "active": True,
             "created_at": datetime.now(UTC),
         }
-        self.control.upsert(API_KEYS, ["key_id"], [row])
+        self.control.upsert(API_KEYS, [row])
         return key, ApiKey(key_id, int(org_id), row["event_id"], name, True)
 
     def deactivate(self, key_id: str) -> None:
         rows = self.control.rows(API_KEYS, f"key_id = {sql_str(key_id)}", 1)
         if not rows:
             raise ValueError(f"no API key {key_id}")
-        self.control.upsert(API_KEYS, ["key_id"], [{**rows[0], "active": False}])
+        self.control.upsert(API_KEYS, [{**rows[0], "active": False}])
 
     def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)

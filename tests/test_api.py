@@ -349,9 +349,7 @@ def test_overdue_processing_record_turns_failed(api, serve_api):
     )
     from app.control import REQUESTS
 
-    serve_api.control.upsert(
-        REQUESTS, ["request_id"], [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}]
-    )
+    serve_api.control.upsert(REQUESTS, [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}])
     data = assert_result_shape(api.get(EVENT_ID, rid).json(), "failed")
     assert data["error"] == OVERDUE_ERROR
 
@@ -362,9 +360,7 @@ def test_sweeper_fails_overdue_records_nobody_polls(api, serve_api):
     record = records.start(SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", None))
     from app.control import REQUESTS
 
-    serve_api.control.upsert(
-        REQUESTS, ["request_id"], [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}]
-    )
+    serve_api.control.upsert(REQUESTS, [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}])
     end = time.monotonic() + 30  # the sweep runs every second in the test config
     while (
         serve_api.control.rows(REQUESTS, f"request_id = '{rid}'")[0]["status"] == "processing"

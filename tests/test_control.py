@@ -29,6 +29,45 @@ def test_a_stale_job_cannot_overwrite_a_newer_search(tmp_path):
     assert np.array_equal(got.embedding, np.ones((1, 128), np.float32))
 
 
+def test_concurrent_starts_of_one_new_request_leave_one_row(tmp_path):
+    """Twenty replicas' worth of writers start the same new request_id at once: LanceDB's
+    merge_insert appends a row for each unless the key is declared (one row, one job)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = str(tmp_path / "control")
+    ControlStore(uri)
+    rid = str(uuid.uuid4())
+
+    def start(_: int) -> str:
+        records = RequestRecords(ControlStore(uri), 60)
+        return records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None)).job_id
+
+    with ThreadPoolExecutor(20) as pool:
+        jobs = set(pool.map(start, range(20)))
+    control = ControlStore(uri)
+    rows = control.rows(REQUESTS, f"request_id = '{rid}'")
+    assert len(rows) == 1 and rows[0]["job_id"] in jobs
+
+
+def test_a_table_from_before_keys_were_declared_gets_its_key(tmp_path):
+    """A control store written by an older release (nullable key, no declared key) is
+    migrated on open, and its rows read the same."""
+    import lancedb
+    import pyarrow as pa
+
+    from app.control import PRIMARY_KEYS, SCHEMAS
+
+    uri = str(tmp_path / "control")
+    db = lancedb.connect(uri)
+    old = pa.schema([f.with_nullable(True) for f in SCHEMAS[REQUESTS]])
+    rid = str(uuid.uuid4())
+    db.create_table(REQUESTS, data=pa.Table.from_pylist([{"request_id": rid, "status": COMPLETED}], schema=old))
+    control = ControlStore(uri)
+    field = control.table(REQUESTS).schema.field("request_id")
+    assert not field.nullable and field.metadata and PRIMARY_KEYS[REQUESTS] == ["request_id"]
+    assert control.rows(REQUESTS, f"request_id = '{rid}'")[0]["status"] == COMPLETED
+
+
 def test_maintenance_indexes_and_compacts_without_changing_reads(tmp_path):
     control = ControlStore(str(tmp_path / "control"))
     records = RequestRecords(control, 60)
@@ -181,7 +220,6 @@ def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
     for clip in made:  # the state a worker that died leaves behind
         control.upsert(
             EXTRA_CLIPS,
-            ["clip_id"],
             [{**control.rows(EXTRA_CLIPS, f"clip_id = '{clip.clip_id}'")[0], "deadline_at": past}],
         )
     assert clips.sweep_overdue() == 2

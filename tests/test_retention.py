@@ -227,7 +227,7 @@ def add_search(
         record.videos.append({"uuid": clip_id, "video_url": f"http://x/media/1/{event_id}/clips/{rid}/{clip_id}.mp4"})
     when = datetime.now(UTC) - age
     record.status, record.created_at, record.updated_at = status, when, when
-    services.control.upsert(REQUESTS, ["request_id"], [record.to_row()])
+    services.control.upsert(REQUESTS, [record.to_row()])
     return record
 
 
@@ -254,7 +254,7 @@ def test_retention_sweep_deletes_expired_searches_like_a_consent_delete(services
             services.extra_clips.finish(clip.clip_id, status, {"uuid": "x"})
         when = datetime.now(UTC) - clip_age
         clip_row = services.control.rows(EXTRA_CLIPS, f"clip_id = '{clip.clip_id}'")[0]
-        services.control.upsert(EXTRA_CLIPS, ["clip_id"], [{**clip_row, "created_at": when, "updated_at": when}])
+        services.control.upsert(EXTRA_CLIPS, [{**clip_row, "created_at": when, "updated_at": when}])
 
     assert sweep_retention(services) == 2
     for gone in (expired, expired_failed):
