@@ -66,6 +66,9 @@ class ApiSettings(BaseModel):
     # How long a replica may reuse an API key or event it has read (a revoked key or a
     # toggled feature takes effect within this time). 0 disables the cache.
     auth_cache_s: float = Field(default=5.0, ge=0.0)
+    # Finished search results each replica keeps for polling GETs (app/result_cache.py:
+    # served only while no control table was written since; never stale). 0 disables it.
+    result_cache_entries: int = Field(default=10_000, ge=0)
     # How often control tables are compacted, indexed and pruned of old versions, and after
     # how many searches started by a replica (each search adds table versions and fragments;
     # point reads slow from ~4 ms at 20 searches to ~130 ms at 1,000 without it).

@@ -15,6 +15,7 @@ from app.errors import ApiError
 from app.events import Event, EventStore
 from app.metrics import running_searches
 from app.records import ExtraClips, RequestRecords
+from app.result_cache import ResultCache
 from app.security import ApiKey, KeyStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Services:
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: object  # RateLimiter actor handle
     cache: TtlCache
+    results: ResultCache
     matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
@@ -212,6 +214,7 @@ class Services:
             limiter=limiter,
             matcher=matcher,
             cache=TtlCache(settings.api.auth_cache_s),
+            results=ResultCache(control, settings.api.result_cache_entries),
         )
 
     async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:

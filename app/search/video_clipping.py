@@ -215,14 +215,23 @@ class VideoClippingSearch:
         return PROCESSING
 
     async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
-        record = await get_record(self.services, event.org_id, event.event_id, request_id)
+        """The search and its extra clips; a finished one from the replica's result cache."""
+
+        def load() -> tuple[SearchRecord | None, list[ExtraClip]]:
+            record = self.services.records.get(request_id)
+            if record is None or (record.org_id, record.event_id) != (event.org_id, event.event_id):
+                return None, []  # not this event's: its clips are not read (nor swept)
+            return record, self.services.extra_clips.of_request(request_id)
+
+        record, clips = await asyncio.to_thread(self.services.results.read, request_id, load)
+        if record is None or (record.org_id, record.event_id) != (event.org_id, event.event_id):
+            raise ApiError(404, "Unknown request_id.", "request_not_found")
         if record.status is None:  # a Face Search record: no video search started yet
             raise ApiError(
                 404,
                 "No video clipping search has been started for this request_id; POST search-by-selfie with it.",
                 "request_not_found",
             )
-        clips = await asyncio.to_thread(self.services.extra_clips.of_request, request_id)
         return record, [c for c in clips if c.search_job_id == record.job_id]
 
     # ---- "not me" ---------------------------------------------------------------------
