@@ -133,6 +133,8 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
             aspect=job.aspect,
             width=info.width,
             height=info.height,
+            encoding=info.encoding,
+            **({"encoding_reason": info.encoding_reason} if info.encoding_reason else {}),
         )
     }
 

@@ -82,6 +82,10 @@ class ClipItem(TypedDict):
     aspect: NotRequired[Aspect]
     width: NotRequired[int]
     height: NotRequired[int]
+    # smart_cut: only the partial GOPs at the edges were re-encoded, the rest copied from
+    # the source; reencoded: every frame was, for the reason given (reframed, codec, ...).
+    encoding: NotRequired[Literal["smart_cut", "reencoded"]]
+    encoding_reason: NotRequired[str]
 
 
 class ClipErrorItem(TypedDict):

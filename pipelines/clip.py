@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -51,6 +51,9 @@ EDGE_TOLERANCE_S = 1e-4
 STDERR_TAIL_CHARS = 300
 # libx264 with yuv420p needs even dimensions; this crops at most one pixel.
 EVEN_CROP = "crop=trunc(iw/2)*2:trunc(ih/2)*2"
+# Added to every smart-cut part's timestamps (then removed by the join): B-frames at the
+# very start of a video decode before 0, which MPEG-TS cannot carry.
+SMART_CUT_TS_OFFSET_S = 10.0
 
 
 class ClipError(Exception):
@@ -64,6 +67,11 @@ class ClipError(Exception):
         self.status_code = status_code
 
 
+# How a clip's video was made (ClipInfo.encoding).
+SMART_CUT = "smart_cut"  # edges re-encoded, whole GOPs in between stream-copied
+REENCODED = "reencoded"  # every frame re-encoded
+
+
 @dataclass(frozen=True)
 class ClipInfo:
     duration_s: float
@@ -71,6 +79,8 @@ class ClipInfo:
     height: int
     size_bytes: int
     has_audio: bool
+    encoding: str = REENCODED
+    encoding_reason: str | None = None  # why a smart cut was not used
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,6 +282,56 @@ def _temp_sibling(path: Path) -> Path:
     return Path(name)
 
 
+def _smart_cut(
+    ffmpeg_exe: str,
+    source: str,
+    first_pts: float,
+    end_s: float,
+    duration_s: float,
+    has_audio: bool,
+    out: Path,
+    s: ClipSettings,
+) -> str | None:
+    """Make ``out`` by smart cut (pipelines/smart_cut.py); None when it did, else why not
+    (the caller re-encodes instead). ffmpeg failing here is a reason, not an error: the
+    full re-encode is the answer to any source the smart path cannot handle."""
+    from pipelines import smart_cut
+
+    if s.video_codec != "libx264":
+        return f"clip.video_codec is {s.video_codec} (smart cut encodes edges with libx264)"
+    try:
+        fmt = smart_cut.video_format(source)
+        if reason := smart_cut.unsupported(fmt):
+            return reason
+        packets = smart_cut.window_packets(source, first_pts, end_s)
+    except av.FFmpegError as exc:
+        return f"could not read the source's packets: {exc}"
+    plan = smart_cut.plan_smart_cut(packets, first_pts, end_s, s.smart_cut_min_copy_s, EDGE_TOLERANCE_S)
+    if isinstance(plan, str):
+        return plan
+    codec_args = [
+        "-c:v", s.video_codec, "-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p",
+        "-profile:v", smart_cut.X264_PROFILES[(fmt.profile or "").lower()],
+    ]  # fmt: skip
+    audio_args = ["-c:a", s.audio_codec, "-b:a", s.audio_bitrate]
+    with tempfile.TemporaryDirectory(prefix="facereel-smartcut-", dir=out.parent) as tmp:
+        parts = [Path(tmp) / f"part{i}.ts" for i in range(len(plan.parts))]
+        try:
+            for part, path in zip(plan.parts, parts, strict=True):
+                offset = SMART_CUT_TS_OFFSET_S + part.start_s - first_pts
+                command = smart_cut.part_command(ffmpeg_exe, source, part, path, codec_args, offset)
+                _run_ffmpeg(command, "smart-cut part", s.timeout_s, s.nice)
+            command = smart_cut.join_command(
+                ffmpeg_exe, parts, source, first_pts, duration_s, has_audio, audio_args, out
+            )
+            _run_ffmpeg(command, "smart-cut join", s.timeout_s, s.nice)
+        except ClipError as exc:
+            log.warning("smart cut of %s failed, re-encoding instead: %s", source, exc.message)
+            return f"smart cut failed: {exc.message}"
+    log.debug("smart cut %s: %d frames copied, %d encoded", source, plan.copied_frames, plan.encoded_frames)
+    return None
+
+
 def probe_clip(path: str | os.PathLike[str]) -> ClipInfo:
     """Duration, size and audio presence of an MP4 (or any file PyAV opens)."""
     try:
@@ -353,19 +413,22 @@ def cut_clip(
             # The output's t is 0 at first_pts (input -ss resets timestamps): shift the path.
             video_filter = reframe.ffmpeg_filter(offset_s=first_pts) if reframe is not None else EVEN_CROP
             poster_filter = reframe.static_filter(poster_pts) if reframe is not None else None
-            _run_ffmpeg(
-                _cut_command(ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter),
-                "clip",
-                settings.timeout_s,
-                settings.nice,
-            )
+            encoding, reason = REENCODED, "reframed" if reframe is not None else "clip.smart_cut is off"
+            if settings.smart_cut and reframe is None:
+                reason = _smart_cut(ffmpeg_exe, local, first_pts, end_s, duration, source.has_audio, tmp_mp4, settings)
+                encoding = SMART_CUT if reason is None else REENCODED
+            if encoding == REENCODED:
+                command = _cut_command(
+                    ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter
+                )
+                _run_ffmpeg(command, "clip", settings.timeout_s, settings.nice)
             _run_ffmpeg(
                 _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter),
                 "poster",
                 settings.timeout_s,
                 settings.nice,
             )
-            info = probe_clip(tmp_mp4)
+            info = replace(probe_clip(tmp_mp4), encoding=encoding, encoding_reason=reason)
             if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:
                 raise ClipError("ffmpeg produced an empty clip or poster", 500)
             # Poster first: whoever sees the MP4 can rely on its poster being there.
@@ -375,7 +438,7 @@ def cut_clip(
             for tmp in (tmp_mp4, tmp_poster):
                 tmp.unlink(missing_ok=True)
     log.info(
-        "clip %s [%.3f, %.3f) -> %s: %.2f s, %d bytes, audio=%s, in %.2f s",
+        "clip %s [%.3f, %.3f) -> %s: %.2f s, %d bytes, audio=%s, %s%s, in %.2f s",
         source_uri,
         start_s,
         end_s,
@@ -383,6 +446,8 @@ def cut_clip(
         info.duration_s,
         info.size_bytes,
         info.has_audio,
+        info.encoding,
+        f" ({info.encoding_reason})" if info.encoding_reason else "",
         time.monotonic() - started,
     )
     return info

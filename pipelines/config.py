@@ -243,6 +243,12 @@ class ClipSettings(BaseModel):
     # serves HTTP a full-speed encoder starves the proxy and ingress (a 200-client load test
     # on 2 cores: shed answers took 15 s). Cutting yields; serving stays responsive. 0 = off.
     nice: int = Field(default=10, ge=0, le=19)
+    # Re-encode only the partial GOPs at a clip's edges and stream-copy the whole GOPs in
+    # between (pipelines/smart_cut.py), when the source is H.264 4:2:0 and no reframing is
+    # asked; a clip item says which way it was made. Off: every frame is re-encoded.
+    smart_cut: bool = True
+    # Below this much copyable video the three-part cut gains nothing over one re-encode.
+    smart_cut_min_copy_s: float = Field(default=1.0, ge=0.0)
 
 
 class RaySettings(BaseModel):

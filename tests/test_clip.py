@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -88,9 +88,17 @@ def colour_video(tmp_path_factory) -> ColourVideo:
     return ColourVideo(path, container_start, decode_frames(path))
 
 
-def cut(tmp_path: Path, source: str, start_s: float, end_s: float, poster_s: float | None = None, **kw) -> ClipInfo:
+def cut(
+    tmp_path: Path,
+    source: str,
+    start_s: float,
+    end_s: float,
+    poster_s: float | None = None,
+    settings: ClipSettings = SETTINGS,
+    **kw,
+) -> ClipInfo:
     poster = start_s if poster_s is None else poster_s
-    return cut_clip(source, start_s, end_s, tmp_path / "clip.mp4", tmp_path / "poster.jpg", poster, SETTINGS, **kw)
+    return cut_clip(source, start_s, end_s, tmp_path / "clip.mp4", tmp_path / "poster.jpg", poster, settings, **kw)
 
 
 # --- cutting ---------------------------------------------------------------------------
@@ -101,7 +109,7 @@ def test_cut_pan_video_gives_faststart_h264_aac_mp4_and_poster(tmp_path, synthet
     info = cut(tmp_path, str(pan.path), 3.0, 8.0, poster_s=5.0)
 
     clip, poster = tmp_path / "clip.mp4", tmp_path / "poster.jpg"
-    assert info == probe_clip(clip)
+    assert info == replace(probe_clip(clip), encoding="smart_cut")  # H.264 source with whole GOPs inside
     assert info.size_bytes == clip.stat().st_size > 0
     assert (info.width, info.height) == (pan.width, pan.height)
     assert info.has_audio
@@ -188,6 +196,94 @@ def test_remote_source_is_copied_locally(tmp_path, colour_video):
         assert err.value.status_code == 404
     finally:
         fsspec.filesystem("memory").rm("/facereel-test-clip", recursive=True)
+
+
+# --- smart cut: edges re-encoded, whole GOPs copied ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gop_video(tmp_path_factory) -> ColourVideo:
+    """10 s of uniquely coloured frames at 25 fps with a fixed 2 s GOP, B-frames and audio,
+    starting at 0.844 s like the camera-like source above."""
+    path = tmp_path_factory.mktemp("gop") / "gop.mp4"
+    raw = b"".join(colour_frame(i).tobytes() for i in range(250))
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "160x96", "-r", "25", "-i", "-",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=10",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "3",
+        "-c:a", "aac", "-shortest", "-output_ts_offset", "0.844", str(path),
+    ]  # fmt: skip
+    subprocess.run(cmd, input=raw, check=True)
+    with av.open(str(path)) as container:
+        container_start = container.start_time / av.time_base
+    return ColourVideo(path, container_start, decode_frames(path))
+
+
+def source_indices(clip: list[tuple[float, np.ndarray]], source: list[tuple[float, np.ndarray]]) -> list[int]:
+    """For each clip frame, the index of the source frame of the nearest colour (each
+    source frame is one solid colour, so its mean identifies it)."""
+    means = np.array([frame.reshape(-1, 3).mean(axis=0) for _, frame in source])
+    return [int(np.argmin(np.abs(means - frame.reshape(-1, 3).mean(axis=0)).sum(axis=1))) for _, frame in clip]
+
+
+@pytest.mark.parametrize(
+    ("first", "end"),
+    [(37, 163), (50, 150), (50, 151), (5, 250)],
+    ids=["mid-gop-edges", "keyframe-edges", "one-frame-tail", "to-the-end"],
+)
+def test_smart_cut_is_frame_accurate(tmp_path, gop_video, first, end):
+    """Every frame of the window, once, in order, with the source's timing: the re-encoded
+    head and tail join the copied GOPs without a missing, repeated or broken frame."""
+    src = gop_video.frames
+    t = [time for time, _ in src]
+    start_s = t[first] + 0.015  # mid-frame: the frame on screen is taken
+    end_s = t[end] + 0.015 if end < len(t) else t[-1] + 1.0
+    info = cut(tmp_path, str(gop_video.path), start_s, end_s, poster_s=t[first + 20])
+
+    assert info.encoding == "smart_cut" and info.encoding_reason is None
+    clip = decode_frames(tmp_path / "clip.mp4")
+    last = min(end, len(t) - 1) if end < len(t) else len(t) - 1
+    assert source_indices(clip, src) == list(range(first, last + 1))
+    assert [round(c[0] - clip[0][0], 3) for c in clip] == [round(x - t[first], 3) for x in t[first : last + 1]]
+    assert clip[0][0] == pytest.approx(0.0, abs=1e-3)
+    assert info.has_audio and info.duration_s == pytest.approx(t[last] + 0.04 - t[first], abs=0.05)
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+        audio = container.streams.audio[0]
+        with av.open(str(gop_video.path)) as source:  # the source's audio ends before its video
+            a = source.streams.audio[0]
+            audio_end = float((a.start_time + a.duration) * a.time_base)
+        expected = min(end_s - 1e-4, audio_end) - t[first]
+        assert float(audio.duration * audio.time_base) == pytest.approx(expected, abs=0.05)
+    assert top_level_atoms(tmp_path / "clip.mp4").index("moov") < top_level_atoms(tmp_path / "clip.mp4").index("mdat")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "poster.jpg"]  # no parts left behind
+
+
+def test_smart_cut_gives_the_frames_of_a_full_reencode(tmp_path, gop_video):
+    src = gop_video.frames
+    window = (src[37][0] + 0.015, src[163][0] + 0.015)
+    smart = cut(tmp_path / "smart", str(gop_video.path), *window)
+    full = cut(
+        tmp_path / "full", str(gop_video.path), *window, settings=SETTINGS.model_copy(update={"smart_cut": False})
+    )
+    assert (smart.encoding, full.encoding, full.encoding_reason) == ("smart_cut", "reencoded", "clip.smart_cut is off")
+    frames = {name: decode_frames(tmp_path / name / "clip.mp4") for name in ("smart", "full")}
+    assert source_indices(frames["smart"], src) == source_indices(frames["full"], src)
+    assert [round(f[0], 3) for f in frames["smart"]] == [round(f[0], 3) for f in frames["full"]]
+
+
+@pytest.mark.parametrize(
+    ("first", "end", "why"),
+    [(55, 95, "no keyframe inside the window"), (60, 120, "no whole GOP inside the window")],
+)
+def test_windows_without_whole_gops_are_reencoded_and_say_why(tmp_path, gop_video, first, end, why):
+    src = gop_video.frames
+    info = cut(tmp_path, str(gop_video.path), src[first][0], src[end][0])
+    assert (info.encoding, info.encoding_reason) == ("reencoded", why)
+    assert source_indices(decode_frames(tmp_path / "clip.mp4"), src) == list(range(first, end))
 
 
 # --- failures --------------------------------------------------------------------------

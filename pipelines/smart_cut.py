@@ -1,0 +1,235 @@
+"""Smart cut: a frame-accurate clip that re-encodes only the partial GOPs at its edges and
+stream-copies the whole GOPs in between (pipelines/clip.py falls back to a full re-encode
+when this does not apply).
+
+    source  |K....|K....|K....|K....|K....|        K: keyframe (a closed GOP starts)
+    window     [first_pts .................. end)
+    clip       [head)[copy .............)[tail)
+               x264   stream copy         x264
+
+The three parts are written as MPEG-TS (H.264 in Annex B, each GOP carrying its own SPS and
+PPS in band, so the re-encoded and the copied parts each decode with their own parameter
+sets), joined byte for byte (ffmpeg's concat protocol: MPEG-TS is made to be appended; a
+part of a frame or two is too short for ffmpeg to open alone), and muxed into the MP4 with
+the audio, which is re-encoded from the same instant exactly as in a full re-encode. Each
+part is cut with the same ``-seek_timestamp -ss`` as a full re-encode, which is frame-exact
+(``-copyts`` is not: it shifts the seek by the stream's start), and its timestamps are then
+offset to where it starts in the clip, so the joined frames keep the source's timing.
+
+A copied GOP must be closed: a keyframe is used only when no packet after it in decode
+order (up to the next keyframe) is displayed before it. Frame counts come from one demux
+pass over the window's packets (no decoding), so every part is cut by count, not by a
+rounded duration.
+
+Pure planning first; the demux and ffmpeg commands at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+# Codecs whose copied GOPs can be joined with x264-encoded edges into one H.264 stream.
+SMART_CODECS = {"h264"}
+SMART_PIX_FMTS = {"yuv420p", "yuvj420p"}
+# libx264 profile names for the source's profile (the edges are encoded with the same one).
+# Times from PyAV's frame.time and packet.pts * time_base may differ in the last bits.
+PTS_TOLERANCE_S = 1e-6
+X264_PROFILES = {"baseline": "baseline", "constrained baseline": "baseline", "main": "main", "high": "high"}
+
+
+@dataclass(frozen=True)
+class Packet:
+    """A video packet in decode order: its presentation time and whether it is a keyframe."""
+
+    pts_s: float
+    key: bool
+
+
+@dataclass(frozen=True)
+class Part:
+    """``frames`` frames from ``start_s`` (a frame's exact pts); ``copy`` means stream copy."""
+
+    start_s: float
+    frames: int
+    copy: bool
+
+
+@dataclass(frozen=True)
+class SmartCutPlan:
+    parts: tuple[Part, ...]
+
+    @property
+    def copied_frames(self) -> int:
+        return sum(p.frames for p in self.parts if p.copy)
+
+    @property
+    def encoded_frames(self) -> int:
+        return sum(p.frames for p in self.parts if not p.copy)
+
+
+def clean_keyframes(packets: list[Packet]) -> list[int]:
+    """Indices of keyframes that start a closed GOP: no later packet before the next
+    keyframe is displayed before it (open GOPs' leading frames need the previous GOP)."""
+    keys = [i for i, p in enumerate(packets) if p.key]
+    clean = []
+    for n, i in enumerate(keys):
+        stop = keys[n + 1] if n + 1 < len(keys) else len(packets)
+        if all(packets[j].pts_s >= packets[i].pts_s for j in range(i + 1, stop)):
+            clean.append(i)
+    return clean
+
+
+def plan_smart_cut(
+    packets: list[Packet], first_pts: float, end_s: float, min_copy_s: float, tolerance_s: float
+) -> SmartCutPlan | str:
+    """The parts of the clip of frames ``first_pts <= pts < end_s - tolerance_s`` (what the
+    full re-encode keeps), or why a smart cut does not apply.
+
+    ``packets`` must run in decode order from a keyframe at or before ``first_pts`` to a
+    keyframe after the window (or the end of the video)."""
+    stop = end_s - tolerance_s
+    in_window = sorted(p.pts_s for p in packets if first_pts - tolerance_s <= p.pts_s < stop)
+    if not in_window or abs(in_window[0] - first_pts) > tolerance_s:
+        return "the window's first frame was not found among the source's packets"
+    # The first frame past the window; none when the video ends inside it.
+    after = min((p.pts_s for p in packets if p.pts_s >= stop), default=math.inf)
+    keys = clean_keyframes(packets)
+    starts = [i for i in keys if first_pts - tolerance_s <= packets[i].pts_s < stop]
+    if not starts:
+        return "no keyframe inside the window"
+    a = starts[0]
+    # Copy up to the last clean keyframe at or before the first frame past the window
+    # (through the end of the video when it ends inside the window).
+    ends = [i for i in keys if packets[a].pts_s < packets[i].pts_s <= after + tolerance_s]
+    if after == math.inf:
+        b, copy_end = len(packets), math.inf
+    elif ends:
+        b, copy_end = ends[-1], min(packets[ends[-1]].pts_s, after)
+    else:
+        return "no whole GOP inside the window"
+    if min(copy_end, in_window[-1]) - packets[a].pts_s < min_copy_s:
+        return f"whole GOPs cover less than {min_copy_s:g} s of the window"
+    copied = packets[a:b]
+    if any(not (packets[a].pts_s - tolerance_s <= p.pts_s < copy_end - tolerance_s) for p in copied):
+        return "copied GOPs would include frames outside the window"
+    head = [t for t in in_window if t < packets[a].pts_s - tolerance_s]
+    tail = [t for t in in_window if t >= copy_end - tolerance_s]
+    if len(head) + len(copied) + len(tail) != len(in_window):
+        return "the source's packets do not cover the window frame by frame"
+    parts = []
+    if head:
+        parts.append(Part(head[0], len(head), copy=False))
+    parts.append(Part(packets[a].pts_s, len(copied), copy=True))
+    if tail:
+        parts.append(Part(tail[0], len(tail), copy=False))
+    return SmartCutPlan(tuple(parts))
+
+
+# ---------------------------------------------------------------------------------------
+# Side effects: demuxing the window's packets, ffmpeg commands
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    codec: str
+    pix_fmt: str | None
+    width: int
+    height: int
+    profile: str | None
+
+
+def video_format(path: str) -> VideoFormat:
+    with av.open(path) as container:
+        ctx = container.streams.video[0].codec_context
+        return VideoFormat(ctx.name, ctx.pix_fmt, ctx.width, ctx.height, ctx.profile)
+
+
+def unsupported(fmt: VideoFormat) -> str | None:
+    """Why the source's video cannot be joined with x264 edges, or None."""
+    if fmt.codec not in SMART_CODECS:
+        return f"source codec {fmt.codec} (smart cut joins H.264 only)"
+    if fmt.pix_fmt not in SMART_PIX_FMTS:
+        return f"source pixel format {fmt.pix_fmt}"
+    if fmt.width % 2 or fmt.height % 2:
+        return f"odd source size {fmt.width}x{fmt.height}"
+    if (fmt.profile or "").lower() not in X264_PROFILES:
+        return f"source H.264 profile {fmt.profile}"
+    return None
+
+
+def window_packets(path: str, first_pts: float, end_s: float) -> list[Packet]:
+    """Video packets in decode order, from the keyframe at or before ``first_pts`` through
+    the first GOP that starts at or after ``end_s`` (demuxed only, never decoded)."""
+    out: list[Packet] = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        container.seek(max(0, round(first_pts / tb)), stream=stream, backward=True, any_frame=False)
+        started = False
+        past_end = 0
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            t = float(packet.pts * tb)
+            if not started:
+                if not packet.is_keyframe:
+                    continue
+                if t > first_pts + PTS_TOLERANCE_S:  # the seek landed after the window's start
+                    return []
+                started = True
+            if packet.is_keyframe and t >= end_s:
+                past_end += 1
+                if past_end > 1:  # the GOP after the window is all we need to see
+                    break
+            out.append(Packet(t, bool(packet.is_keyframe)))
+    return out
+
+
+def part_command(
+    ffmpeg_exe: str, source: str, part: Part, out: Path, codec_args: list[str], ts_offset_s: float
+) -> list[str]:
+    """One part as MPEG-TS, its first frame at ``ts_offset_s``: where it belongs in the
+    clip, plus a constant that keeps B-frames' decode times non-negative (MPEG-TS needs it)."""
+    from pipelines.clip import _ffmpeg_time
+
+    video = ["-c:v", "copy", "-bsf:v", "h264_mp4toannexb"] if part.copy else codec_args
+    return [
+        ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-seek_timestamp", "1", "-ss", _ffmpeg_time(part.start_s), "-i", source,
+        "-map", "0:v:0", "-frames:v", str(part.frames), *video,
+        "-an", "-sn", "-dn", "-map_metadata", "-1", "-fps_mode", "passthrough",
+        "-output_ts_offset", f"{ts_offset_s:.6f}", "-muxdelay", "0", "-muxpreload", "0",
+        "-f", "mpegts", str(out),
+    ]  # fmt: skip
+
+
+def join_command(
+    ffmpeg_exe: str,
+    parts: list[Path],
+    source: str,
+    first_pts: float,
+    duration_s: float,
+    has_audio: bool,
+    audio_args: list[str],
+    out: Path,
+) -> list[str]:
+    """The parts' video (copied) and the window's audio (re-encoded from the same instant)
+    into a +faststart MP4 whose first frame is at 0."""
+    from pipelines.clip import _ffmpeg_time
+
+    audio_in = (
+        ["-seek_timestamp", "1", "-ss", _ffmpeg_time(first_pts), "-t", _ffmpeg_time(duration_s), "-i", source]
+        if has_audio
+        else []
+    )
+    audio_out = ["-map", "1:a:0", *audio_args] if has_audio else ["-an"]
+    return [
+        ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-i", "concat:" + "|".join(str(p) for p in parts), *audio_in,
+        "-map", "0:v:0", "-c:v", "copy", *audio_out, "-sn", "-dn", "-map_metadata", "-1",
+        "-movflags", "+faststart", "-f", "mp4", str(out),
+    ]  # fmt: skip
