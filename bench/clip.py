@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-s", type=float, default=20.0)
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--video", type=Path, help="cut this file instead of the generated one")
     parser.add_argument("--out", type=Path, default=Path("bench-out/clip"))
     args = parser.parse_args(argv)
 
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import ClipSettings
 
     args.out.mkdir(parents=True, exist_ok=True)
-    video, meta = make_video(args.out, args.duration, 25.0)
+    if args.video:
+        video, meta = args.video, {}
+    else:
+        video, meta = make_video(args.out, args.duration, 25.0)
     span = args.duration - args.clip_s - 1.0
     # Starts spread over the video, each 0.37 s past a GOP boundary (2 s GOPs).
     starts = [round(0.37 + (span - 0.37) * i / max(1, args.windows - 1), 2) for i in range(args.windows)]

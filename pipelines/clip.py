@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -282,6 +283,18 @@ def _temp_sibling(path: Path) -> Path:
     return Path(name)
 
 
+def _run_ffmpeg_concurrently(jobs: list[tuple[list[str], str]], timeout_s: float, nice: int = 0) -> None:
+    """Run independent ffmpeg commands at once; the first failure (in order) is raised
+    once all have ended."""
+    if len(jobs) == 1:
+        _run_ffmpeg(*jobs[0], timeout_s, nice)
+        return
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(_run_ffmpeg, cmd, what, timeout_s, nice) for cmd, what in jobs]
+        for future in futures:
+            future.result()
+
+
 def _smart_cut(
     ffmpeg_exe: str,
     source: str,
@@ -291,10 +304,12 @@ def _smart_cut(
     has_audio: bool,
     out: Path,
     s: ClipSettings,
+    alongside: list[tuple[list[str], str]],
 ) -> str | None:
-    """Make ``out`` by smart cut (pipelines/smart_cut.py); None when it did, else why not
-    (the caller re-encodes instead). ffmpeg failing here is a reason, not an error: the
-    full re-encode is the answer to any source the smart path cannot handle."""
+    """Make ``out`` by smart cut (pipelines/smart_cut.py), running the ``alongside`` ffmpeg
+    jobs (the poster) with its parts; None when it did, else why not (the caller then
+    re-encodes, and runs ``alongside`` itself). ffmpeg failing here is a reason, not an
+    error: the full re-encode is the answer to any source the smart path cannot handle."""
     from pipelines import smart_cut
 
     if s.video_codec != "libx264":
@@ -313,18 +328,26 @@ def _smart_cut(
         "-c:v", s.video_codec, "-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p",
         "-profile:v", smart_cut.X264_PROFILES[(fmt.profile or "").lower()],
     ]  # fmt: skip
-    audio_args = ["-c:a", s.audio_codec, "-b:a", s.audio_bitrate]
     with tempfile.TemporaryDirectory(prefix="facereel-smartcut-", dir=out.parent) as tmp:
         parts = [Path(tmp) / f"part{i}.ts" for i in range(len(plan.parts))]
-        try:
-            for part, path in zip(plan.parts, parts, strict=True):
-                offset = SMART_CUT_TS_OFFSET_S + part.start_s - first_pts
-                command = smart_cut.part_command(ffmpeg_exe, source, part, path, codec_args, offset)
-                _run_ffmpeg(command, "smart-cut part", s.timeout_s, s.nice)
-            command = smart_cut.join_command(
-                ffmpeg_exe, parts, source, first_pts, duration_s, has_audio, audio_args, out
+        audio = Path(tmp) / "audio.m4a" if has_audio else None
+        jobs = [
+            (
+                smart_cut.part_command(
+                    ffmpeg_exe, source, part, path, codec_args, SMART_CUT_TS_OFFSET_S + part.start_s - first_pts
+                ),
+                "smart-cut part",
             )
-            _run_ffmpeg(command, "smart-cut join", s.timeout_s, s.nice)
+            for part, path in zip(plan.parts, parts, strict=True)
+        ]
+        if audio is not None:
+            audio_args = ["-c:a", s.audio_codec, "-b:a", s.audio_bitrate]
+            jobs.append(
+                (smart_cut.audio_command(ffmpeg_exe, source, first_pts, duration_s, audio_args, audio), "audio")
+            )
+        try:
+            _run_ffmpeg_concurrently(jobs + alongside, s.timeout_s, s.nice)
+            _run_ffmpeg(smart_cut.join_command(ffmpeg_exe, parts, audio, out), "smart-cut join", s.timeout_s, s.nice)
         except ClipError as exc:
             log.warning("smart cut of %s failed, re-encoding instead: %s", source, exc.message)
             return f"smart cut failed: {exc.message}"
@@ -413,21 +436,18 @@ def cut_clip(
             # The output's t is 0 at first_pts (input -ss resets timestamps): shift the path.
             video_filter = reframe.ffmpeg_filter(offset_s=first_pts) if reframe is not None else EVEN_CROP
             poster_filter = reframe.static_filter(poster_pts) if reframe is not None else None
+            poster = [(_poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter), "poster")]
             encoding, reason = REENCODED, "reframed" if reframe is not None else "clip.smart_cut is off"
             if settings.smart_cut and reframe is None:
-                reason = _smart_cut(ffmpeg_exe, local, first_pts, end_s, duration, source.has_audio, tmp_mp4, settings)
+                reason = _smart_cut(
+                    ffmpeg_exe, local, first_pts, end_s, duration, source.has_audio, tmp_mp4, settings, poster
+                )
                 encoding = SMART_CUT if reason is None else REENCODED
             if encoding == REENCODED:
                 command = _cut_command(
                     ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter
                 )
-                _run_ffmpeg(command, "clip", settings.timeout_s, settings.nice)
-            _run_ffmpeg(
-                _poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter),
-                "poster",
-                settings.timeout_s,
-                settings.nice,
-            )
+                _run_ffmpeg_concurrently([(command, "clip"), *poster], settings.timeout_s, settings.nice)
             info = replace(probe_clip(tmp_mp4), encoding=encoding, encoding_reason=reason)
             if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:
                 raise ClipError("ffmpeg produced an empty clip or poster", 500)

@@ -10,8 +10,10 @@ when this does not apply).
 The three parts are written as MPEG-TS (H.264 in Annex B, each GOP carrying its own SPS and
 PPS in band, so the re-encoded and the copied parts each decode with their own parameter
 sets), joined byte for byte (ffmpeg's concat protocol: MPEG-TS is made to be appended; a
-part of a frame or two is too short for ffmpeg to open alone), and muxed into the MP4 with
-the audio, which is re-encoded from the same instant exactly as in a full re-encode. Each
+part of a frame or two is too short for ffmpeg to open alone), and remuxed into the MP4
+with the audio, which is re-encoded from the same instant exactly as in a full re-encode.
+The parts, the audio and the poster are made by concurrent ffmpeg processes: on a clip of
+a 2 s-GOP source each is short, and process start-up, not encoding, would otherwise add up. Each
 part is cut with the same ``-seek_timestamp -ss`` as a full re-encode, which is frame-exact
 (``-copyts`` is not: it shifts the seek by the stream's start), and its timestamps are then
 offset to where it starts in the clip, so the joined frames keep the source's timing.
@@ -207,29 +209,28 @@ def part_command(
     ]  # fmt: skip
 
 
-def join_command(
-    ffmpeg_exe: str,
-    parts: list[Path],
-    source: str,
-    first_pts: float,
-    duration_s: float,
-    has_audio: bool,
-    audio_args: list[str],
-    out: Path,
+def audio_command(
+    ffmpeg_exe: str, source: str, first_pts: float, duration_s: float, audio_args: list[str], out: Path
 ) -> list[str]:
-    """The parts' video (copied) and the window's audio (re-encoded from the same instant)
-    into a +faststart MP4 whose first frame is at 0."""
+    """The window's audio, re-encoded from the clip's first frame exactly as a full
+    re-encode cuts it (MP4, so the encoder's priming survives the remux)."""
     from pipelines.clip import _ffmpeg_time
 
-    audio_in = (
-        ["-seek_timestamp", "1", "-ss", _ffmpeg_time(first_pts), "-t", _ffmpeg_time(duration_s), "-i", source]
-        if has_audio
-        else []
-    )
-    audio_out = ["-map", "1:a:0", *audio_args] if has_audio else ["-an"]
+    return [
+        ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-seek_timestamp", "1", "-ss", _ffmpeg_time(first_pts), "-t", _ffmpeg_time(duration_s), "-i", source,
+        "-map", "0:a:0", "-vn", "-sn", "-dn", *audio_args, "-map_metadata", "-1", "-f", "mp4", str(out),
+    ]  # fmt: skip
+
+
+def join_command(ffmpeg_exe: str, parts: list[Path], audio: Path | None, out: Path) -> list[str]:
+    """The parts' video and the audio, both copied, into a +faststart MP4 whose first frame
+    is at 0 (ffmpeg starts each input at its first timestamp)."""
+    audio_in = ["-i", str(audio)] if audio is not None else []
+    audio_map = ["-map", "1:a:0"] if audio is not None else ["-an"]
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-i", "concat:" + "|".join(str(p) for p in parts), *audio_in,
-        "-map", "0:v:0", "-c:v", "copy", *audio_out, "-sn", "-dn", "-map_metadata", "-1",
+        "-map", "0:v:0", *audio_map, "-c", "copy", "-sn", "-dn", "-map_metadata", "-1",
         "-movflags", "+faststart", "-f", "mp4", str(out),
     ]  # fmt: skip
