@@ -13,6 +13,8 @@ from datetime import timedelta
 import lancedb
 import pyarrow as pa
 
+from pipelines.lance_tables import new_table_options
+
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
 
@@ -118,11 +120,6 @@ PRIMARY_KEYS: dict[str, list[str]] = {
     EXTRA_CLIPS: ["clip_id"],
 }
 
-# Lance file format of new control tables. 2.1 is built for random access: a point read of a
-# search record at 100,000 stored records takes 1.15x its time at 100, against 1.55x with the
-# default format (bench/records.py, BENCHMARKS.md). Tables made earlier keep their format.
-FILE_FORMAT = "2.1"
-
 # The column each table is read by: indexed once the table has rows.
 LOOKUP_COLUMNS = {REQUESTS: "request_id", API_KEYS: "key_hash", EVENTS: "event_id", EXTRA_CLIPS: "request_id"}
 
@@ -140,7 +137,7 @@ class ControlStore:
                 self._add_missing_columns(name)
             else:
                 try:
-                    self.tables[name] = self.db.create_table(name, schema=schema, data_storage_version=FILE_FORMAT)
+                    self.tables[name] = self.db.create_table(name, schema=schema, storage_options=new_table_options())
                 except ValueError:  # another process created it first
                     self.tables[name] = self.db.open_table(name)
             self._declare_primary_key(name)

@@ -501,6 +501,18 @@ def get_pieces(settings, api_key: str, request_id: str, n: int = 100) -> dict:
     return out
 
 
+def api_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs as api settings (numbers parsed; the settings model validates)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, value = pair.split("=", 1)
+        try:
+            out[name] = float(value) if "." in value else int(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
 def record_growth(counts: list[int], reads: int = 50) -> list[dict]:
     """Record reads as searches accumulate, in a scratch control store, in this process.
 
@@ -797,6 +809,9 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/api"))
     parser.add_argument("--report-only", action="store_true", help="re-print <out>/results.json as markdown")
+    parser.add_argument(
+        "--api-set", action="append", default=[], help="an api setting for the app, name=value (repeatable)"
+    )
     args = parser.parse_args()
     if args.report_only:
         print(summarise(json.loads((args.out / "results.json").read_text())))
@@ -847,7 +862,7 @@ def main() -> int:
         None,
         data_dir=str(run_dir / "data"),
         ray={"num_cpus": 2},
-        api={"public_base_url": f"http://127.0.0.1:{port}", **HIGH_LIMITS},
+        api={"public_base_url": f"http://127.0.0.1:{port}", **HIGH_LIMITS, **api_overrides(args.api_set)},
     )
     base = f"http://127.0.0.1:{port}"
 

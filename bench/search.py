@@ -123,6 +123,7 @@ def main() -> int:
     parser.add_argument("--refine", default="10,30")
     parser.add_argument("--out", type=Path, default=Path("bench-out/search"))
     parser.add_argument("--reuse", action="store_true", help="keep <out>/db if it exists")
+    parser.add_argument("--exact-only", action="store_true", help="skip building and querying the ANN index")
     args = parser.parse_args()
 
     from pipelines.config import Settings
@@ -170,6 +171,9 @@ def main() -> int:
                                  "mean_matches": round(float(np.mean([len(f) for f in found])), 1)}  # fmt: skip
         print(name, "exact", result["exact"][name], flush=True)
 
+    if args.exact_only:
+        (out / "results.json").write_text(json.dumps(result, indent=2))
+        return 0
     t = time.perf_counter()
     from lancedb.index import IvfPq
 

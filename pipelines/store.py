@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import BTree, IvfPq
 
+from pipelines.lance_tables import new_table_options
 from pipelines.models.base import PackInfo
 from pipelines.tracks import NO_TRACK
 
@@ -201,7 +202,7 @@ class FaceStore:
         if name in self.db.list_tables().tables:
             return self.db.open_table(name)
         try:
-            return self.db.create_table(name, schema=schema)
+            return self.db.create_table(name, schema=schema, storage_options=new_table_options())
         except ValueError:  # created concurrently by another process
             return self.db.open_table(name)
 
