@@ -463,8 +463,13 @@ class FaceStore:
         rows = self.faces.count_rows()
         if rows and ("event_id",) not in names:
             self.faces.create_index("event_id", config=BTree())
-        if rows and ("org_id",) not in names:
-            self.faces.create_index("org_id", config=BTree())
+        # No index on org_id: every filter names the event too, and an org holds most of the
+        # table, so LanceDB intersecting the org's row ids with the event's cost ~30 ms per
+        # query at a million faces (bench/search.py: 1k-face event 72 ms with it, 10 ms
+        # without). Stores made while it was built lose it here.
+        for ix in self.faces.list_indices():
+            if ix.columns == ["org_id"]:
+                self.faces.drop_index(ix.name)
         if self.tracks.count_rows() and not any(ix.columns == ["event_id"] for ix in self.tracks.list_indices()):
             self.tracks.create_index("event_id", config=BTree())
         if self.bibs.count_rows() and not any(ix.columns == ["number"] for ix in self.bibs.list_indices()):
