@@ -79,6 +79,11 @@ class ApiSettings(BaseModel):
     post_burst: int = Field(default=10, ge=1)
     get_per_minute: float = Field(default=600.0, gt=0.0)
     get_burst: int = Field(default=100, ge=1)
+    # Each replica takes a busy key's tokens from the shared buckets a few at a time (at most
+    # rate_lease_max, what the key earns in rate_lease_s, a tenth of its burst) and spends
+    # them locally for up to rate_lease_s: one actor call per lease, not per request. 0: none.
+    rate_lease_s: float = Field(default=1.0, ge=0.0)
+    rate_lease_max: int = Field(default=50, ge=1)
     # Consent: an event's searches are deleted this long after their last change unless it sets its own (None: kept).
     retention_days: int | None = Field(default=None, ge=1)
     # Retention is counted in days: looking for expired searches more often than this is wasted work.

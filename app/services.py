@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
 from app.metrics import running_searches
+from app.ratelimit import TokenLeases
 from app.records import ExtraClips, RequestRecords
 from app.result_cache import ResultCache
 from app.security import ApiKey, KeyStore
@@ -27,6 +29,13 @@ class TtlCache:
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self.items: dict[object, tuple[float, object]] = {}
+
+    def peek(self, key: object) -> tuple[bool, object]:
+        """(True, value) while ``key`` is cached and fresh, else (False, None)."""
+        hit = self.items.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return True, hit[1]
+        return False, None
 
     def get_or_load(self, key: object, load):
         now = time.monotonic()
@@ -50,7 +59,7 @@ class Services:
     records: RequestRecords
     extra_clips: ExtraClips
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
-    limiter: object  # RateLimiter actor handle
+    limiter: TokenLeases | None  # this replica's leases on the shared RateLimiter actor
     cache: TtlCache
     results: ResultCache
     matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
@@ -60,6 +69,11 @@ class Services:
     background: set = field(default_factory=set)
     # Search jobs this replica started: job_id -> (request_id, the run_search ObjectRef).
     jobs: dict = field(default_factory=dict)
+    # Guards ``jobs``: the event loop adds to it while the job watcher and the superseded-job
+    # cancelling read and remove from it in threads. Unguarded, a dict changing size during
+    # iteration (or a job already removed) made a cancelling pass give up half way, leaving
+    # superseded jobs running alongside the current one.
+    jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     _face_store: object | None = None
 
     def face_store(self):
@@ -75,9 +89,7 @@ class Services:
         """The output storage holding an event's clips (None for an unknown event)."""
         from pipelines.storage import OutputStorage
 
-        event = await asyncio.to_thread(
-            self.cache.get_or_load, ("event", org_id, event_id), lambda: self.events.get(org_id, event_id)
-        )
+        event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
         if event is None:
             return None
         return OutputStorage(event.output_location(self.settings), self.settings.store.storage_options)
@@ -133,8 +145,10 @@ class Services:
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
         """Follow a dispatched search job, so that a dead worker fails it within seconds."""
-        self.jobs[job_id] = (request_id, ref)
-        running_searches(len(self.jobs))
+        with self.jobs_lock:
+            self.jobs[job_id] = (request_id, ref)
+            running = len(self.jobs)
+        running_searches(running)
 
     def cancel_superseded(self, request_id: str) -> int:
         """Cancel, with their clipping tasks, the jobs this replica started for ``request_id``
@@ -150,15 +164,20 @@ class Services:
         record = self.records.get(request_id)
         if record is None:
             return 0
-        stale = [jid for jid, (rid, _) in self.jobs.items() if rid == request_id and jid != record.job_id]
-        for job_id in stale:
-            _, ref = self.jobs.pop(job_id)
+        with self.jobs_lock:
+            stale = {
+                jid: self.jobs.pop(jid)[1]
+                for jid, (rid, _) in list(self.jobs.items())
+                if rid == request_id and jid != record.job_id
+            }
+            running = len(self.jobs)
+        for job_id, ref in stale.items():
             try:
                 ray.cancel(ref, recursive=True)
                 log.info("search %s: job %s superseded by %s, cancelled", request_id, job_id, record.job_id)
             except Exception:  # already finished, or its worker is gone
                 log.debug("cancelling superseded job %s failed", job_id, exc_info=True)
-        running_searches(len(self.jobs))
+        running_searches(running)
         return len(stale)
 
     def check_jobs(self) -> int:
@@ -166,15 +185,20 @@ class Services:
         (its worker died, or it could not start); returns how many."""
         import ray
 
-        if not self.jobs:
+        with self.jobs_lock:
+            refs = {ref: jid for jid, (_, ref) in self.jobs.items()}
+        if not refs:
             return 0
-        refs = {ref: jid for jid, (_, ref) in self.jobs.items()}
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
         running_searches(len(refs) - len(ready))
         failed = 0
         for ref in ready:
             job_id = refs[ref]
-            request_id, _ = self.jobs.pop(job_id)
+            with self.jobs_lock:
+                popped = self.jobs.pop(job_id, None)
+            if popped is None:  # cancelled as superseded meanwhile
+                continue
+            request_id = popped[0]
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # the task never wrote its outcome
@@ -211,17 +235,29 @@ class Services:
             records=RequestRecords(control, settings.api.request_deadline_s, settings.api.dispatch_deadline_s),
             extra_clips=ExtraClips(control, settings.api.request_deadline_s),
             embedder=embedder,
-            limiter=limiter,
+            limiter=None
+            if limiter is None
+            else TokenLeases(
+                lambda *args: limiter.take_up_to.remote(*args), settings.api.rate_lease_s, settings.api.rate_lease_max
+            ),
             matcher=matcher,
             cache=TtlCache(settings.api.auth_cache_s),
             results=ResultCache(control, settings.api.result_cache_entries),
         )
 
+    async def cached(self, key: object, load):
+        """A TTL-cached auth read: from memory on the event loop when fresh, else loaded in a
+        thread (a thread hop per request costs more than the lookup itself)."""
+        hit, value = self.cache.peek(key)
+        if hit:
+            return value
+        return await asyncio.to_thread(self.cache.get_or_load, key, load)
+
     async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:
         """401 without a key; 403 for a bad, inactive or foreign key; 429 over the rate; 404 without the event."""
         if not api_key:
             raise ApiError(401, "API key is missing: send it in the X-API-Key header.", "missing_api_key")
-        key = await asyncio.to_thread(self.cache.get_or_load, ("key", api_key), lambda: self.keys.lookup(api_key))
+        key = await self.cached(("key", api_key), lambda: self.keys.lookup(api_key))
         if key is None or not key.active:
             raise ApiError(403, "API key is invalid or inactive.", "invalid_api_key")
         if key.org_id != org_id or (key.event_id is not None and key.event_id != event_id):
@@ -230,7 +266,7 @@ class Services:
         per_minute, burst = (
             (api.post_per_minute, api.post_burst) if kind == "post" else (api.get_per_minute, api.get_burst)
         )
-        allowed, retry_after = await self.limiter.take.remote(key.key_id, kind, per_minute, burst)
+        allowed, retry_after = await self.limiter.take(key.key_id, kind, per_minute, burst)
         if not allowed:
             raise ApiError(
                 429,
@@ -238,9 +274,7 @@ class Services:
                 "rate_limited",
                 {"Retry-After": str(max(1, math.ceil(retry_after)))},
             )
-        event = await asyncio.to_thread(
-            self.cache.get_or_load, ("event", org_id, event_id), lambda: self.events.get(org_id, event_id)
-        )
+        event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
         if event is None:
             raise ApiError(404, "Event configuration not found.", "event_not_found")
         return key, event

@@ -9,7 +9,7 @@ import pytest
 
 from app.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
 from app.control import REQUESTS, ControlStore
-from app.ratelimit import Bucket, take
+from app.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
 from app.records import RequestRecords, SearchRecord
 from app.services import TtlCache
 
@@ -100,6 +100,46 @@ def test_token_bucket():
     allowed, wait = take(b, 0.0, 1.0, 2)
     assert not allowed and wait == 1.0
     assert take(b, 1.0, 1.0, 2)[0]
+
+
+def test_take_up_to_grants_whole_tokens_only():
+    b = Bucket(tokens=5.5, updated=0.0)
+    assert take_up_to(b, 0.0, rate_per_s=1.0, burst=10, n=3) == (3, 0.0)
+    assert take_up_to(b, 0.0, 1.0, 10, n=3) == (2, 0.0)  # 2.5 left: two whole tokens
+    granted, wait = take_up_to(b, 0.0, 1.0, 10, n=3)
+    assert granted == 0 and wait == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "burst", "lease_s", "expected"),
+    [(60.0, 40, 1.0, 1), (600.0, 100, 1.0, 10), (60000.0, 500, 1.0, 50), (1e9, 10**7, 1.0, 50), (600.0, 100, 0.0, 1)],
+    ids=["post-defaults-one-at-a-time", "get-defaults", "tenth-of-burst", "capped", "leases-off"],
+)
+def test_lease_size(per_minute, burst, lease_s, expected):
+    assert lease_size(per_minute, burst, lease_s, max_lease=50) == expected
+
+
+def test_leases_never_let_a_key_past_its_burst_across_replicas_and_save_calls():
+    """Two replicas' leases on one set of buckets: together they admit exactly the burst
+    (one token a minute refills nothing during the test), in leases of a tenth of it."""
+    import asyncio
+
+    shared, calls = Buckets(), []
+
+    async def take_up_to(*args):
+        calls.append(args)
+        return shared.take_up_to(*args)
+
+    replicas = [TokenLeases(take_up_to, lease_s=3600.0, max_lease=50) for _ in range(2)]
+
+    async def takes(n: int) -> list[bool]:
+        return [(await replicas[i % 2].take("key", "get", 1.0, 200))[0] for i in range(n)]
+
+    assert asyncio.run(takes(200)) == [True] * 200
+    assert len(calls) == 10  # ten leases of 20 tokens, not 200 calls
+    assert asyncio.run(takes(50)) == [False] * 50  # the burst is spent, whichever replica asks
+    refused = asyncio.run(replicas[0].take("key", "get", 1.0, 200))
+    assert refused[0] is False and refused[1] > 0
 
 
 def test_contract_payload_shapes():
