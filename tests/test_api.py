@@ -754,7 +754,8 @@ def test_twenty_concurrent_posts_of_one_request_leave_one_jobs_clip_files(api, s
         assert r.headers["content-type"].startswith("application/json")
         if r.status_code == 503:
             assert r.json()["data"]["code"] == "overloaded" and int(r.headers["retry-after"]) >= 1
-    final = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
+    # Up to eight accepted runs share two cores until each is superseded: allow for that.
+    final = assert_result_shape(api.wait(EVENT_ID, rid, deadline_s=300), "completed")
     expected = {f"{v['uuid']}.{ext}" for v in final["videos"] for ext in ("mp4", "jpg")}
     folder = Path(serve_api.settings.output_root) / str(EVENT_ORG) / str(EVENT_ID) / "clips" / rid
     end = time.monotonic() + 90

@@ -162,6 +162,41 @@ def test_contract_payload_shapes():
     }
 
 
+def test_concurrent_misses_of_one_auth_entry_load_it_once(tmp_path):
+    """Fifty requests meeting an expired key or event entry read the table once, and a
+    failed read reaches every waiter without being cached."""
+    import asyncio
+    import threading
+
+    from app.config import load_app_settings
+    from app.services import Services
+
+    services = Services.create(load_app_settings(None, data_dir=str(tmp_path)), embedder=None, limiter=None)
+    loads, release = [], threading.Event()
+
+    def load() -> str:
+        loads.append(1)
+        release.wait(5)  # held until every request is waiting on it
+        return "event"
+
+    async def fifty(key, fn) -> list:
+        tasks = [asyncio.ensure_future(services.cached(key, fn)) for _ in range(50)]
+        asyncio.get_running_loop().call_soon(release.set)  # runs after every task's first step
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert asyncio.run(fifty(("event", 1, 1), load)) == ["event"] * 50 and len(loads) == 1
+
+    def broken() -> str:
+        loads.append(1)
+        release.wait(5)
+        raise OSError("table unreadable")
+
+    release.clear()
+    results = asyncio.run(fifty(("event", 1, 2), broken))
+    assert all(isinstance(r, OSError) for r in results) and len(loads) == 2
+    assert not services.loading and services.cache.peek(("event", 1, 2)) == (False, None)
+
+
 def test_every_n_searches_trigger_background_maintenance(tmp_path):
     import asyncio
 
