@@ -68,24 +68,29 @@ def colour_frame(i: int, width: int = 160, height: int = 96) -> np.ndarray:
     return img
 
 
-@pytest.fixture(scope="module")
-def colour_video(tmp_path_factory) -> ColourVideo:
-    """100 frames at 25 fps with audio, timeline shifted to start at 0.844 s like a camera
-    file. The AAC priming puts the container start_time (~0.821 s) before the first video
-    frame, which is what makes a plain ffmpeg ``-ss`` land on the wrong frame."""
-    path = tmp_path_factory.mktemp("colour") / "colour.mp4"
-    raw = b"".join(colour_frame(i).tobytes() for i in range(100))
+def make_colour_video(path: Path, frames: int, gop: list[str]) -> ColourVideo:
+    """``frames`` uniquely coloured frames at 25 fps (x264 with the ``gop`` options) plus a
+    sine track, the timeline shifted to start at 0.844 s like a camera file."""
+    raw = b"".join(colour_frame(i).tobytes() for i in range(frames))
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "160x96", "-r", "25", "-i", "-",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=4",
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "12",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={frames / 25:g}",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", *gop,
         "-c:a", "aac", "-shortest", "-output_ts_offset", "0.844", str(path),
     ]  # fmt: skip
     subprocess.run(cmd, input=raw, check=True)
     with av.open(str(path)) as container:
         container_start = container.start_time / av.time_base
     return ColourVideo(path, container_start, decode_frames(path))
+
+
+@pytest.fixture(scope="module")
+def colour_video(tmp_path_factory) -> ColourVideo:
+    """100 frames at 25 fps with audio, timeline shifted to start at 0.844 s like a camera
+    file. The AAC priming puts the container start_time (~0.821 s) before the first video
+    frame, which is what makes a plain ffmpeg ``-ss`` land on the wrong frame."""
+    return make_colour_video(tmp_path_factory.mktemp("colour") / "colour.mp4", 100, ["-g", "12"])
 
 
 def cut(
@@ -205,20 +210,8 @@ def test_remote_source_is_copied_locally(tmp_path, colour_video):
 def gop_video(tmp_path_factory) -> ColourVideo:
     """10 s of uniquely coloured frames at 25 fps with a fixed 2 s GOP, B-frames and audio,
     starting at 0.844 s like the camera-like source above."""
-    path = tmp_path_factory.mktemp("gop") / "gop.mp4"
-    raw = b"".join(colour_frame(i).tobytes() for i in range(250))
-    cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "160x96", "-r", "25", "-i", "-",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=10",
-        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "3",
-        "-c:a", "aac", "-shortest", "-output_ts_offset", "0.844", str(path),
-    ]  # fmt: skip
-    subprocess.run(cmd, input=raw, check=True)
-    with av.open(str(path)) as container:
-        container_start = container.start_time / av.time_base
-    return ColourVideo(path, container_start, decode_frames(path))
+    gop = ["-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "3"]
+    return make_colour_video(tmp_path_factory.mktemp("gop") / "gop.mp4", 250, gop)
 
 
 def source_indices(clip: list[tuple[float, np.ndarray]], source: list[tuple[float, np.ndarray]]) -> list[int]:
