@@ -22,16 +22,17 @@ def _settings(args: argparse.Namespace) -> AppSettings:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pipelines.index import index_event
+    from pipelines.index import IndexProgress, index_event
 
     settings = _settings(args)
     bibs = args.bibs if args.bibs is not None else event_reads_bibs(settings, args.org, args.event)
-    bar = tqdm(total=0, unit="chunk", desc="indexing" + (" (faces + BIBs)" if bibs else ""), disable=args.quiet)
+    bar = tqdm(total=0, unit="frame", desc="indexing" + (" (faces + BIBs)" if bibs else ""), disable=args.quiet)
 
-    def progress(done: int, total: int, faces: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix(faces=faces)
+    def progress(status: IndexProgress) -> None:
+        bar.total = status.frames_planned
+        bar.n = status.frames_done
+        bar.set_description(f"indexing: {status.stage}" + (" (faces + BIBs)" if bibs else ""))
+        bar.set_postfix(media=f"{status.media_done}/{status.media_total}", faces=status.faces)
         bar.refresh()
 
     report = index_event(settings, args.org, args.event, args.inputs, on_progress=progress, bibs=bibs)

@@ -92,6 +92,27 @@ class ApiSettings(BaseModel):
     orphan_grace_s: float = Field(default=3600.0, ge=0.0)
     # Listing every event's clip folders is costly on s3://, so it runs at most this often per replica.
     orphan_sweep_interval_s: float = Field(default=600.0, gt=0.0)
+    # Media over HTTP: uploads land in the event's source location (its source_uri, else
+    # <source_root>/<org>/<event>); registered URIs must lie under one of media_roots or that
+    # location. Uploads are spooled to disk, never held in memory.
+    source_root: str = ""
+    media_roots: list[str] = Field(default_factory=list)
+    max_media_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    max_media_files: int = Field(default=20, ge=1)  # per upload request
+    max_media_uris: int = Field(default=100, ge=1)  # per registration request
+    # An index job still running after this long is failed (its driver is presumed lost);
+    # until the job is handed to Ray, dispatch_deadline_s applies.
+    index_job_deadline_s: float = Field(default=6 * 3600.0, gt=0.0)
+    # How often a running index job writes its progress to its record.
+    index_progress_interval_s: float = Field(default=0.5, gt=0.0)
+    # Webhooks: signed POSTs of a job's or search's final result (app/webhooks.py), retried
+    # with backoff. Only public addresses receive them unless kinds are allowed here
+    # ("loopback", "private", "link-local", "shared (carrier-grade NAT)", ...): a webhook to an
+    # internal address would let a client probe the cluster's network (SSRF).
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_first_backoff_s: float = Field(default=2.0, ge=0.0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0.0)
+    webhook_allow_addresses: list[str] = Field(default_factory=list)
 
 
 class AppSettings(Settings):
@@ -104,6 +125,10 @@ class AppSettings(Settings):
     @property
     def output_root(self) -> str:
         return self.api.output_root or str(Path(self.data_dir) / "outputs")
+
+    @property
+    def source_root(self) -> str:
+        return self.api.source_root or str(Path(self.data_dir) / "sources")
 
     def pinned(self) -> AppSettings:
         """Relative local data paths made absolute: replicas and tasks may start in another

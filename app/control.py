@@ -23,6 +23,10 @@ EVENTS = "events"
 API_KEYS = "api_keys"
 REQUESTS = "search_requests"
 EXTRA_CLIPS = "extra_clips"
+EVENT_MEDIA = "event_media"
+INDEX_JOBS = "index_jobs"
+INDEX_LOCKS = "index_locks"
+WEBHOOK_DELIVERIES = "webhook_deliveries"
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -43,7 +47,14 @@ LIFECYCLE = (
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
-    ORGS: pa.schema([key("org_id", pa.int64()), pa.field("name", pa.string()), pa.field("created_at", TS)]),
+    ORGS: pa.schema(
+        [
+            key("org_id", pa.int64()),
+            pa.field("name", pa.string()),
+            pa.field("created_at", TS),
+            pa.field("webhook_secret", pa.string()),  # signs the org's webhooks; never returned by the API
+        ]
+    ),
     EVENTS: pa.schema(
         [
             key("org_id", pa.int64()),
@@ -93,6 +104,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("video_matches_json", pa.string()),  # Face Search: the video faces it matched
             pa.field("matches_basis", pa.string()),  # what those matches were computed under
             pa.field("face_searched_at", TS),
+            pa.field("webhook_url", pa.string()),  # told of the search's final result, when set
             *LIFECYCLE,
         ]
     ),
@@ -107,6 +119,57 @@ SCHEMAS: dict[str, pa.Schema] = {
             *LIFECYCLE,
         ]
     ),
+    # The sources an event's index jobs read: uploaded over HTTP or registered by URI.
+    EVENT_MEDIA: pa.schema(
+        [
+            key("org_id", pa.int64()),
+            key("event_id", pa.int64()),
+            key("media_key", pa.string()),
+            pa.field("uri", pa.string()),
+            pa.field("media_type", pa.string()),  # video | photo (sniffed from the content)
+            pa.field("origin", pa.string()),  # upload | uri
+            pa.field("size_bytes", pa.int64()),
+            pa.field("duration_s", pa.float64()),
+            pa.field("fps", pa.float64()),
+            pa.field("width", pa.int64()),
+            pa.field("height", pa.int64()),
+            pa.field("codec", pa.string()),
+            pa.field("created_at", TS),
+        ]
+    ),
+    INDEX_JOBS: pa.schema(
+        [
+            key("job_id", pa.string()),
+            *OWNER,
+            pa.field("status", pa.string()),  # queued | processing | completed | failed | cancelled
+            pa.field("media_keys_json", pa.string()),  # the media the job indexes
+            pa.field("webhook_url", pa.string()),
+            pa.field("current_stage", pa.string()),  # probe | decode | detect | embed | write
+            pa.field("frames_planned", pa.int64()),
+            pa.field("frames_done", pa.int64()),  # sampled frames of finished chunks
+            pa.field("media_done", pa.int64()),
+            pa.field("faces", pa.int64()),
+            pa.field("media_errors_json", pa.string()),  # {media_key: error}
+            pa.field("indexed_json", pa.string()),  # media keys fully indexed by this job
+            pa.field("cancel_requested", pa.bool_()),
+            *LIFECYCLE,
+        ]
+    ),
+    # One running index job per event: held by a job id, taken only when free (or stale).
+    INDEX_LOCKS: pa.schema([key("org_id", pa.int64()), key("event_id", pa.int64()), pa.field("job_id", pa.string())]),
+    WEBHOOK_DELIVERIES: pa.schema(
+        [
+            key("delivery_id", pa.string()),
+            *OWNER,
+            pa.field("event", pa.string()),  # index_job.completed, search.completed, ...
+            pa.field("subject_id", pa.string()),  # the job_id or request_id
+            pa.field("url", pa.string()),
+            pa.field("status", pa.string()),  # pending | delivered | failed
+            pa.field("attempts_json", pa.string()),  # [{at, status_code, error, duration_ms}]
+            pa.field("created_at", TS),
+            pa.field("updated_at", TS),
+        ]
+    ),
 }
 
 # Each table's primary key. Declared to LanceDB so that concurrent upserts of one new key
@@ -118,10 +181,22 @@ PRIMARY_KEYS: dict[str, list[str]] = {
     API_KEYS: ["key_id"],
     REQUESTS: ["request_id"],
     EXTRA_CLIPS: ["clip_id"],
+    EVENT_MEDIA: ["org_id", "event_id", "media_key"],
+    INDEX_JOBS: ["job_id"],
+    INDEX_LOCKS: ["org_id", "event_id"],
+    WEBHOOK_DELIVERIES: ["delivery_id"],
 }
 
 # The column each table is read by: indexed once the table has rows.
-LOOKUP_COLUMNS = {REQUESTS: "request_id", API_KEYS: "key_hash", EVENTS: "event_id", EXTRA_CLIPS: "request_id"}
+LOOKUP_COLUMNS = {
+    REQUESTS: "request_id",
+    API_KEYS: "key_hash",
+    EVENTS: "event_id",
+    EXTRA_CLIPS: "request_id",
+    EVENT_MEDIA: "event_id",
+    INDEX_JOBS: "job_id",
+    WEBHOOK_DELIVERIES: "subject_id",
+}
 
 
 class ControlStore:

@@ -28,7 +28,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such event, request, clip or photo (also for ids beyond the stored range).",
     405: "Method not allowed.",
     408: "The request body did not arrive within api.body_timeout_s.",
-    409: "The search is still processing.",
+    409: "The search is still processing, or the event's index job is running, or the media key is taken.",
     413: "An upload is larger than api.max_upload_bytes.",
     429: "Rate limit of this API key exceeded: retry after Retry-After seconds.",
     500: "Internal error (enveloped; also when a search could not be recorded or dispatched).",
@@ -42,6 +42,8 @@ PATH_PARAMS: dict[str, dict] = {
     "request_id": {"type": "string", "format": "uuid"},
     "name": {"type": "string", "pattern": r"^[0-9a-f-]{36}\.(mp4|jpg)$"},
     "media_id": {"type": "string", "pattern": r"^[0-9a-f]{32}$"},
+    "job_id": {"type": "string", "format": "uuid"},
+    "media_key": {"type": "string", "minLength": 1, "maxLength": 1024},
 }
 
 
@@ -141,7 +143,9 @@ def _operation(route: Route, op: Operation, refs: dict) -> dict:
             "content": {"multipart/form-data": {"schema": refs[op.form]}},
         }
     if op.json_body is not None:
-        result["requestBody"] = {"required": True, "content": {"application/json": {"schema": refs[op.json_body]}}}
+        content = result.get("requestBody", {}).get("content", {})
+        content["application/json"] = {"schema": refs[op.json_body]}
+        result["requestBody"] = {"required": True, "content": content}
     result["security"] = [{"ApiKey": []}] if op.auth else []
     return result
 

@@ -55,6 +55,7 @@ class SearchRecord:
     video_matches: dict | None = None  # Face Search's video matches (app/search/stored_matches.py)
     matches_basis: str | None = None  # the rules and index those matches were computed under
     face_searched_at: datetime | None = None
+    webhook_url: str | None = None  # told of the final result (app/webhooks.py)
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -82,6 +83,7 @@ class SearchRecord:
             "video_matches_json": None if self.video_matches is None else json.dumps(self.video_matches),
             "matches_basis": self.matches_basis,
             "face_searched_at": self.face_searched_at,
+            "webhook_url": self.webhook_url,
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -111,6 +113,7 @@ class SearchRecord:
             video_matches=None if r.get("video_matches_json") is None else json.loads(r["video_matches_json"]),
             matches_basis=r.get("matches_basis"),
             face_searched_at=r.get("face_searched_at"),
+            webhook_url=r.get("webhook_url"),
             error=r["error"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],

@@ -214,6 +214,142 @@ class DeletedEnvelope(TypedDict):
     data: DeletedData
 
 
+# ---- media and index jobs ---------------------------------------------------------------
+MediaIndexStatus = Literal["pending", "indexing", "indexed", "failed"]
+IndexJobStatus = Literal["queued", "processing", "completed", "failed", "cancelled"]
+IndexStage = Literal["probe", "decode", "detect", "embed", "write"]
+
+
+class MediaMetadata(TypedDict):
+    duration_s: float | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    codec: str | None
+    size_bytes: int | None
+
+
+class MediaItem(TypedDict):
+    media_key: str
+    media_type: Literal["video", "photo"]
+    origin: Literal["upload", "uri", "index"]
+    uri: str
+    metadata: MediaMetadata
+    index_status: MediaIndexStatus
+    index_error: str | None
+    faces: int | None
+
+
+class MediaItemError(TypedDict):
+    uri: str
+    error: str
+
+
+class MediaAdded(TypedDict):
+    media: list[MediaItem]
+    errors: list[MediaItemError]
+
+
+class MediaAddedEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: MediaAdded
+
+
+class MediaPage(TypedDict):
+    media: list[MediaItem]
+    page: int
+    page_size: int
+    total_media: int
+    total_pages: int
+
+
+class MediaPageEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: MediaPage
+
+
+class MediaRemovedRows(TypedDict):
+    faces: int
+    tracks: int
+    bibs: int
+    media: int
+    registration: int
+    files: list[str]
+
+
+class MediaDeleted(TypedDict):
+    media_key: str
+    deleted: bool
+    removed: MediaRemovedRows
+
+
+class MediaDeletedEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: MediaDeleted
+
+
+class WebhookAttempt(TypedDict):
+    at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class WebhookDelivery(TypedDict):
+    delivery_id: str
+    event: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttempt]
+
+
+class WebhookState(TypedDict):
+    url: str
+    deliveries: list[WebhookDelivery]
+
+
+class IndexJobMedia(TypedDict):
+    total: int
+    done: int
+    indexed: int
+    failed: int
+
+
+class IndexJobFrames(TypedDict):
+    planned: int
+    done: int
+
+
+class IndexJobError(TypedDict):
+    media_key: str
+    error: str
+
+
+class IndexJobData(TypedDict):
+    job_id: str
+    status: IndexJobStatus
+    progress_percent: Annotated[float, Field(ge=0, le=100, description="Sampled frames done / planned.")]
+    current_stage: IndexStage | None
+    media: IndexJobMedia
+    frames: IndexJobFrames
+    faces: int
+    media_keys: list[str]
+    errors: list[IndexJobError]
+    error: str | None
+    cancel_requested: bool
+    webhook: WebhookState | None
+    created_at: str | None
+    updated_at: str | None
+
+
+class IndexJobEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: IndexJobData
+
+
 # ---- request bodies ---------------------------------------------------------------------
 Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 Binary = Annotated[bytes, Field(json_schema_extra={"format": "binary"})]
@@ -253,6 +389,26 @@ class ClipBody(TypedDict, total=False):
     end_seconds: float
     aspect: Aspect
     max_duration_s: Annotated[float, Field(gt=0)]
+
+
+class MediaUploadForm(TypedDict):
+    """multipart/form-data: one or more media files, each a part named ``file``."""
+
+    file: list[Binary]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class MediaUrisBody(TypedDict):
+    """Media already in storage: s3:// URIs or local paths under the allowed roots (a folder
+    or prefix is walked for known photo and video extensions)."""
+
+    uris: Annotated[list[str], Field(min_length=1)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class IndexJobBody(TypedDict, total=False):
+    media_keys: Annotated[list[str], Field(description="Default: every registered source not yet indexed.")]
+    webhook_url: Annotated[str, Field(description="http(s) URL told of the final state (signed).")]
 
 
 class Health(TypedDict):

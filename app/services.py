@@ -14,11 +14,13 @@ from app.config import AppSettings
 from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
+from app.index_jobs import IndexJobs, end_lost
 from app.metrics import running_searches
 from app.ratelimit import TokenLeases
 from app.records import ExtraClips, RequestRecords
 from app.result_cache import ResultCache
 from app.security import ApiKey, KeyStore
+from app.sources import SourceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Services:
     limiter: TokenLeases | None  # this replica's leases on the shared RateLimiter actor
     cache: TtlCache
     results: ResultCache
+    index_jobs: IndexJobs | None = None
+    sources: SourceRegistry | None = None
     matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
@@ -74,6 +78,7 @@ class Services:
     # iteration (or a job already removed) made a cancelling pass give up half way, leaving
     # superseded jobs running alongside the current one.
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+    index_refs: dict = field(default_factory=dict)  # index jobs this replica started: job_id -> ObjectRef
     loading: dict = field(default_factory=dict)  # auth reads in flight: key -> future
     _face_store: object | None = None
 
@@ -124,6 +129,8 @@ class Services:
                     log.warning("failed %d overdue searches", n)
                 if n := await asyncio.to_thread(self.extra_clips.sweep_overdue):
                     log.warning("failed %d overdue clips", n)
+                if n := await asyncio.to_thread(self.sweep_overdue_index_jobs):
+                    log.warning("ended %d overdue index jobs", n)
                 if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
                     last_maintenance = time.monotonic()
                     await self.maintain()
@@ -209,13 +216,48 @@ class Services:
                     failed += 1
         return failed
 
+    def watch_index_job(self, job_id: str, ref) -> None:
+        with self.jobs_lock:
+            self.index_refs[job_id] = ref
+
+    def check_index_jobs(self) -> int:
+        """End the index jobs whose driver task died without ending them; returns how many."""
+        import ray
+
+        with self.jobs_lock:
+            refs = {ref: jid for jid, ref in self.index_refs.items()}
+        if not refs:
+            return 0
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
+        lost = 0
+        for ref in ready:
+            job_id = refs[ref]
+            with self.jobs_lock:
+                self.index_refs.pop(job_id, None)
+            try:
+                ray.get(ref, timeout=0)
+            except Exception as exc:
+                job = self.index_jobs.read(job_id)
+                if job is not None and job.status in ("queued", "processing"):
+                    log.warning("index job %s lost its driver: %s", job_id, exc)
+                    from app.index_jobs import LOST_ERROR
+
+                    lost += end_lost(self.settings, self.index_jobs, job, LOST_ERROR.format(type(exc).__name__))
+        return lost
+
+    def sweep_overdue_index_jobs(self) -> int:
+        from app.index_jobs import OVERDUE_ERROR
+
+        return sum(end_lost(self.settings, self.index_jobs, job, OVERDUE_ERROR) for job in self.index_jobs.overdue())
+
     async def watch_jobs_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.api.job_watch_interval_s)
             try:
                 await asyncio.to_thread(self.check_jobs)
+                await asyncio.to_thread(self.check_index_jobs)
             except Exception:
-                log.exception("checking search jobs failed")
+                log.exception("checking search and index jobs failed")
 
     def search_started(self) -> None:
         """Count writes; maintain in the background every ``maintenance_every_searches``."""
@@ -235,6 +277,8 @@ class Services:
             keys=KeyStore(control),
             records=RequestRecords(control, settings.api.request_deadline_s, settings.api.dispatch_deadline_s),
             extra_clips=ExtraClips(control, settings.api.request_deadline_s),
+            index_jobs=IndexJobs(control, settings.api.index_job_deadline_s, settings.api.dispatch_deadline_s),
+            sources=SourceRegistry(control),
             embedder=embedder,
             limiter=None
             if limiter is None

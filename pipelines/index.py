@@ -51,6 +51,42 @@ class IndexReport:
     bibs: int = 0  # race numbers read (events with BIB search)
 
 
+# The stages an index run reports, in order. Decode, detect and embed run as one stream, so
+# ``decode`` lasts until the first embedded batch reaches the writer (frames decoding and
+# models loading), ``embed`` while results stream into the index, and ``write`` is the last
+# flush, compaction and index build.
+STAGES = ("probe", "decode", "detect", "embed", "write")
+
+
+@dataclass
+class IndexProgress:
+    """Where an index run is: its stage and counts; ``frames_done`` counts the sampled frames
+    of finished chunks, so it reaches ``frames_planned`` exactly."""
+
+    stage: str = "probe"
+    media_total: int = 0
+    media_done: int = 0  # indexed or failed
+    frames_planned: int = 0
+    frames_done: int = 0
+    faces: int = 0
+    indexed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        if self.frames_planned:
+            return round(100.0 * min(1.0, self.frames_done / self.frames_planned), 1)
+        return 100.0 if self.media_total and self.media_done >= self.media_total else 0.0
+
+
+class IndexCancelled(Exception):
+    """The run was asked to stop; media it had not finished were left unindexed."""
+
+    def __init__(self, report: IndexReport) -> None:
+        super().__init__("indexing cancelled")
+        self.report = report
+
+
 @dataclass
 class _MediaProgress:
     source: MediaSource
@@ -279,13 +315,35 @@ def index_event(
     org_id: int,
     event_id: int,
     inputs: list[str],
-    on_progress: Callable[[int, int, int], None] | None = None,
+    on_progress: Callable[[IndexProgress], None] | None = None,
     bibs: bool = False,
 ) -> IndexReport:
     """Index ``inputs`` (paths, directories, URIs) into the event; returns what happened.
 
-    ``on_progress(chunks_done, chunks_total, faces)`` is called as work completes. With
-    ``bibs`` (events with BIB search) race numbers are read too (``settings.bibs``).
+    Media already indexed from the same location are skipped. ``on_progress`` is called at
+    each stage and as chunks finish. With ``bibs`` (events with BIB search) race numbers are
+    read too (``settings.bibs``).
+    """
+    sources = list_media(
+        inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None
+    )
+    return index_sources(settings, org_id, event_id, sources, on_progress=on_progress, bibs=bibs)
+
+
+def index_sources(
+    settings: Settings,
+    org_id: int,
+    event_id: int,
+    sources: list[MediaSource],
+    on_progress: Callable[[IndexProgress], None] | None = None,
+    bibs: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> IndexReport:
+    """Index the given sources (the work of ``index_event`` once media are listed).
+
+    ``should_stop`` is asked between batches; when it answers True the run stops, removes
+    every row of the media it had not finished (so each media item is fully indexed or not
+    at all) and raises ``IndexCancelled``.
     """
     started = time.monotonic()
     ensure_ray(settings)
@@ -294,17 +352,36 @@ def index_event(
     info = pack_info(settings.models.pack)
     store = FaceStore.from_settings(settings, info)
     report = IndexReport(org_id, event_id)
-    sources = list_media(
-        inputs, settings.index.photo_extensions, settings.index.video_extensions, settings.store.storage_options or None
-    )
     report.found = len(sources)
     done = store.indexed_sources(org_id, event_id)
     # Same key and same location: already indexed. Same key elsewhere: a replacement.
     todo = [s for s in sources if done.get(s.media_key) != s.uri]
     report.skipped = len(sources) - len(todo)
+    status = IndexProgress(media_total=len(todo), indexed=report.indexed, failed=report.failed)
+
+    def tell(stage: str | None = None) -> None:
+        if stage is not None:
+            status.stage = stage
+        if on_progress:
+            on_progress(status)
+
+    def stop_here() -> None:
+        """Stop if asked: remove what was started and not finished, then raise."""
+        if should_stop is None or not should_stop():
+            return
+        unfinished = [
+            s.media_key for s in todo if s.media_key not in report.indexed and s.media_key not in report.failed
+        ]
+        store.delete_media_faces(org_id, event_id, unfinished)
+        store.delete_media_rows(org_id, event_id, unfinished)
+        report.seconds = time.monotonic() - started
+        raise IndexCancelled(report)
+
     if not todo:
         report.seconds = time.monotonic() - started
         return report
+    tell("probe")
+    stop_here()
     store.delete_media_faces(org_id, event_id, [s.media_key for s in todo])
 
     def media_row(mp: _MediaProgress, status: str, error: str) -> dict:
@@ -329,6 +406,7 @@ def index_event(
         else:
             progress[source.media_key] = _MediaProgress(source, probe, 0)
     store.record_media(early_failures)
+    status.media_done = len(report.failed)
 
     items = plan_work(
         [(mp.source, mp.probe) for mp in progress.values() if mp.probe is not None],
@@ -337,8 +415,7 @@ def index_event(
     )
     for item in items:
         progress[item.source.media_key].chunks_total += 1
-    total_chunks = len(items)
-    chunks_done = 0
+    status.frames_planned = sum(item.chunk.end_sample - item.chunk.first_sample for item in items)
     pending: list[pa.Table] = []
     pending_tracks: list[pa.Table] = []
     pending_bibs: list[pa.Table] = []
@@ -363,9 +440,13 @@ def index_event(
             pending_tracks.append(tracks)  # stored with the next flush of faces
 
     if items:
+        tell("decode")
+        stop_here()
         ds = build_dataset(items, settings, bibs)
         linking = VideoTracks(settings.tracks, org_id, event_id, info)
         sightings = BibSightings(org_id, event_id)
+        planned = {(item.source.media_key, item.chunk_index): item.chunk for item in items}
+        chunk_of = {key: 0 for key in progress}  # chunks arrive in order per media
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             if len(batch["kind"]) == 0:
                 continue
@@ -380,7 +461,8 @@ def index_event(
                 ):
                     progress[str(key)].faces += int(count)
             finished = []
-            for i in np.flatnonzero(batch["kind"] == KIND_END):
+            ended = np.flatnonzero(batch["kind"] == KIND_END)
+            for i in ended:
                 mp = progress[str(batch["media_key"][i])]
                 chunk_faces, closed = linking.end_chunk(mp.source.media_key)
                 write(chunk_faces, closed)
@@ -388,11 +470,13 @@ def index_event(
                     read = sightings.end_chunk(mp.source.media_key, chunk_faces)
                     if read.num_rows:
                         pending_bibs.append(read)
+                chunk = planned[(mp.source.media_key, chunk_of[mp.source.media_key])]
+                chunk_of[mp.source.media_key] += 1
+                status.frames_done += chunk.end_sample - chunk.first_sample
                 mp.chunks_done += 1
                 mp.frames += int(batch["frames"][i])
                 if batch["error"][i]:
                     mp.errors.append(str(batch["error"][i]))
-                chunks_done += 1
                 if mp.chunks_done == mp.chunks_total:
                     write(None, linking.end_media(mp.source.media_key))
                     finished.append(mp)
@@ -413,11 +497,15 @@ def index_event(
                 report.faces += mp.faces
                 index_progress(mp.frames, mp.faces, rows[-1]["status"])
             store.record_media(rows)
-            if on_progress:
-                on_progress(chunks_done, total_chunks, sum(m.faces for m in progress.values()))
+            status.media_done = len(report.indexed) + len(report.failed)
+            status.faces = sum(m.faces for m in progress.values())
+            if len(ended) or faces.num_rows:
+                tell("embed")
+            stop_here()
         flush()
         report.tracking_s = linking.seconds
         report.bibs = sightings.count
+    tell("write")
     store.optimize()
     store.ensure_indices()
     report.seconds = time.monotonic() - started

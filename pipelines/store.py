@@ -328,13 +328,32 @@ class FaceStore:
             for table in (self.faces, self.tracks, self.bibs):
                 table.delete(f"{event_filter(org_id, event_id)} AND media_key IN ({keys})")
 
+    def delete_media_rows(self, org_id: int, event_id: int, media_keys: Sequence[str]) -> int:
+        """Forget media (their index status); returns rows removed. Their faces go with
+        ``delete_media_faces``."""
+        removed = 0
+        for start in range(0, len(media_keys), 500):
+            keys = ", ".join(sql_str(k) for k in media_keys[start : start + 500])
+            where = f"{event_filter(org_id, event_id)} AND media_key IN ({keys})"
+            removed += self.media.count_rows(where)
+            self.media.delete(where)
+        return removed
+
+    def count_media_rows(self, org_id: int, event_id: int, media_key: str) -> dict[str, int]:
+        """Rows of one media item per table (faces, tracks, bibs, media)."""
+        where = f"{event_filter(org_id, event_id)} AND media_key = {sql_str(media_key)}"
+        return {name: table.count_rows(where) for name, table in self._tables().items()}
+
+    def _tables(self) -> dict:
+        return {FACES: self.faces, TRACKS: self.tracks, BIBS: self.bibs, MEDIA: self.media}
+
     def delete_event(self, org_id: int, event_id: int) -> dict[str, int]:
         """Remove every row of one event from the faces, tracks, BIBs and media tables (the
         re-index deletion, for all of the event's media, including rows whose media row is
         missing); returns rows removed per table."""
         removed = {}
         where = event_filter(org_id, event_id)
-        for name, table in ((FACES, self.faces), (TRACKS, self.tracks), (BIBS, self.bibs), (MEDIA, self.media)):
+        for name, table in self._tables().items():
             removed[name] = table.count_rows(where)
             if removed[name]:
                 table.delete(where)

@@ -170,6 +170,12 @@ def serve_api(ray_cluster, settings):
             "sweep_interval_s": 1.0,
             "body_timeout_s": 2.0,
             "dispatch_deadline_s": 15.0,
+            # Index jobs and webhooks (tests/test_index_jobs.py): its receiver is on 127.0.0.1,
+            # its media library a folder of the data dir, its uploads at most 8 MiB.
+            "webhook_allow_addresses": ["loopback"],
+            "webhook_first_backoff_s": 0.2,
+            "media_roots": [str(Path(settings.data_dir) / "library")],
+            "max_media_upload_bytes": 8 * 1024 * 1024,
         }
     )
     api_settings = settings.model_copy(update={"api": api})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -115,3 +116,99 @@ async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_
             400, f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).", "invalid_form"
         ) from None
     return collector.form
+
+
+@dataclass
+class Upload:
+    filename: str | None  # as the client named it (untrusted: only ever sanitised)
+    path: Path  # the spooled bytes
+    size: int
+
+
+class _Spooler:
+    """File parts of field ``file`` written to disk as they arrive; other parts refused."""
+
+    def __init__(self, folder: Path, max_file_bytes: int, max_files: int) -> None:
+        self.folder, self.max_file_bytes, self.max_files = folder, max_file_bytes, max_files
+        self.uploads: list[Upload] = []
+        self.header_field = bytearray()
+        self.header_value = bytearray()
+        self.disposition = b""
+        self.fh = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self.part_begin,
+            "on_part_data": self.part_data,
+            "on_part_end": self.part_end,
+            "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self.header_value.extend(d[s:e]),
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+        }
+
+    def part_begin(self) -> None:
+        self.disposition = b""
+
+    def header_end(self) -> None:
+        if bytes(self.header_field).lower() == b"content-disposition":
+            self.disposition = bytes(self.header_value)
+        self.header_field, self.header_value = bytearray(), bytearray()
+
+    def headers_finished(self) -> None:
+        kind, params = parse_options_header(self.disposition)
+        if kind != b"form-data" or params.get(b"name") != b"file" or b"filename" not in params:
+            raise ApiError(400, "Send each media file as a multipart file part named 'file'.", "invalid_form")
+        if len(self.uploads) >= self.max_files:
+            raise ApiError(400, f"Send at most {self.max_files} files per request.", "too_many_files")
+        path = self.folder / f"upload-{len(self.uploads)}"
+        name = params[b"filename"].decode("utf-8", "replace")
+        self.uploads.append(Upload(name, path, 0))
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed at part end or by close()
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        upload = self.uploads[-1]
+        upload.size += end - start
+        if upload.size > self.max_file_bytes:
+            raise ApiError(413, f"A file is larger than {self.max_file_bytes} bytes.", "file_too_large")
+        self.fh.write(data[start:end])
+
+    def part_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+async def read_uploads(
+    request: Request, folder: Path, max_file_bytes: int, max_files: int, timeout_s: float
+) -> list[Upload]:
+    """The request's ``file`` parts, spooled into ``folder`` chunk by chunk as they arrive:
+    400 for any other part or a broken form, 413 past ``max_file_bytes`` (stopped there, not
+    read to the end), 408 when the body does not arrive within ``timeout_s``."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise ApiError(400, "Expected a multipart form with one or more 'file' parts.", "invalid_form")
+    spooler = _Spooler(folder, max_file_bytes, max_files)
+    parser = MultipartParser(boundary, spooler.callbacks(), max_header_size=MAX_HEADER_BYTES)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                parser.write(chunk)
+        parser.finalize()
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise ApiError(
+            400, f"Expected a multipart form with one or more 'file' parts ({exc}).", "invalid_form"
+        ) from None
+    finally:
+        spooler.close()
+    if not spooler.uploads:
+        raise ApiError(400, "Send at least one file part named 'file'.", "no_file")
+    return spooler.uploads

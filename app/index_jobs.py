@@ -1,0 +1,423 @@
+"""Index jobs: an event's registered media indexed on the Ray cluster, followed over HTTP.
+
+A job is a record in the ``index_jobs`` control table and one Ray task, ``run_index_job``,
+that drives the same streaming Ray Data pipeline as ``facereel index``
+(``pipelines.index.index_sources``) and writes its progress to the record. One job runs per
+event at a time (the ``index_locks`` row names it). Every path ends in a terminal status:
+the task writes completed / failed / cancelled; the replica that dispatched it fails it at
+once if its worker dies; any replica's sweep fails it past its deadline. A job that did not
+finish removes the rows of the media it had started, so a media item is always either fully
+indexed or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import ray
+
+from app.config import AppSettings
+from app.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
+from pipelines.store import sql_str
+
+log = logging.getLogger(__name__)
+
+QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = "queued", "processing", "completed", "failed", "cancelled"
+ACTIVE = (QUEUED, PROCESSING)
+TERMINAL = (COMPLETED, FAILED, CANCELLED)
+OVERDUE_ERROR = "The index job did not finish within its deadline (its driver was lost); start a new job."
+LOST_ERROR = "The index job's driver was lost ({}); media it had not finished were left unindexed."
+
+
+@dataclass
+class IndexJob:
+    job_id: str
+    org_id: int
+    event_id: int
+    status: str
+    media_keys: list[str]
+    webhook_url: str | None = None
+    current_stage: str | None = None
+    frames_planned: int = 0
+    frames_done: int = 0
+    media_done: int = 0
+    faces: int = 0
+    media_errors: dict[str, str] = field(default_factory=dict)
+    indexed: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deadline_at: datetime | None = None
+
+    @property
+    def progress_percent(self) -> float:
+        if self.status == COMPLETED:
+            return 100.0
+        if self.frames_planned:
+            return round(100.0 * min(1.0, self.frames_done / self.frames_planned), 1)
+        return 0.0
+
+    def to_row(self) -> dict:
+        return {
+            "job_id": self.job_id,
+            "org_id": self.org_id,
+            "event_id": self.event_id,
+            "status": self.status,
+            "media_keys_json": json.dumps(self.media_keys),
+            "webhook_url": self.webhook_url,
+            "current_stage": self.current_stage,
+            "frames_planned": self.frames_planned,
+            "frames_done": self.frames_done,
+            "media_done": self.media_done,
+            "faces": self.faces,
+            "media_errors_json": json.dumps(self.media_errors),
+            "indexed_json": json.dumps(self.indexed),
+            "cancel_requested": self.cancel_requested,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "deadline_at": self.deadline_at,
+        }
+
+    @classmethod
+    def from_row(cls, r: dict) -> IndexJob:
+        return cls(
+            job_id=r["job_id"],
+            org_id=r["org_id"],
+            event_id=r["event_id"],
+            status=r["status"],
+            media_keys=json.loads(r["media_keys_json"] or "[]"),
+            webhook_url=r["webhook_url"],
+            current_stage=r["current_stage"],
+            frames_planned=r["frames_planned"] or 0,
+            frames_done=r["frames_done"] or 0,
+            media_done=r["media_done"] or 0,
+            faces=r["faces"] or 0,
+            media_errors=json.loads(r["media_errors_json"] or "{}"),
+            indexed=json.loads(r["indexed_json"] or "[]"),
+            cancel_requested=bool(r["cancel_requested"]),
+            error=r["error"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            deadline_at=r["deadline_at"],
+        )
+
+    def payload(self, deliveries: list[dict] | None = None) -> dict:
+        """The job as GET answers it (and as its webhook delivers it)."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "progress_percent": self.progress_percent,
+            "current_stage": self.current_stage,
+            "media": {
+                "total": len(self.media_keys),
+                "done": self.media_done,
+                "indexed": len(self.indexed),
+                "failed": len(self.media_errors),
+            },
+            "frames": {"planned": self.frames_planned, "done": self.frames_done},
+            "faces": self.faces,
+            "media_keys": self.media_keys,
+            "errors": [{"media_key": k, "error": e} for k, e in sorted(self.media_errors.items())],
+            "error": self.error,
+            "cancel_requested": self.cancel_requested,
+            "webhook": None if not self.webhook_url else {"url": self.webhook_url, "deliveries": deliveries or []},
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(value: datetime) -> str:
+    return f"timestamp '{value.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}'"
+
+
+class IndexJobs:
+    """The job records and the per-event lock (writes are conditional, so replicas and the
+    job's own task never overwrite each other's newer state)."""
+
+    def __init__(self, control: ControlStore, deadline_s: float, dispatch_deadline_s: float) -> None:
+        self.control = control
+        self.deadline = timedelta(seconds=deadline_s)
+        self.dispatch_deadline = timedelta(seconds=dispatch_deadline_s)
+
+    # ---- records -----------------------------------------------------------------------
+    def read(self, job_id: str) -> IndexJob | None:
+        rows = self.control.rows(INDEX_JOBS, f"job_id = {sql_str(job_id)}", 1)
+        return IndexJob.from_row(rows[0]) if rows else None
+
+    def get(self, org_id: int, event_id: int, job_id: str) -> IndexJob | None:
+        """The event's job (None for another event's), failed first when past its deadline."""
+        job = self.read(job_id)
+        if job is None or (job.org_id, job.event_id) != (org_id, event_id):
+            return None
+        if job.status in ACTIVE and job.deadline_at is not None and job.deadline_at < datetime.now(UTC):
+            self.end(job, FAILED, OVERDUE_ERROR)
+            job = self.read(job_id) or job
+        return job
+
+    def create(self, org_id: int, event_id: int, media_keys: list[str], webhook_url: str | None) -> IndexJob:
+        now = datetime.now(UTC)
+        job = IndexJob(
+            job_id=str(uuid.uuid4()),
+            org_id=org_id,
+            event_id=event_id,
+            status=QUEUED,
+            media_keys=media_keys,
+            webhook_url=webhook_url,
+            current_stage=None,
+            created_at=now,
+            updated_at=now,
+            deadline_at=now + self.dispatch_deadline,
+        )
+        self.control.upsert(INDEX_JOBS, [job.to_row()])
+        return job
+
+    def delete(self, job_id: str) -> None:
+        self.control.table(INDEX_JOBS).delete(f"job_id = {sql_str(job_id)}")
+
+    def _write(self, job: IndexJob, only_if: str) -> bool:
+        job.updated_at = datetime.now(UTC)
+        return bool(self.control.upsert(INDEX_JOBS, [job.to_row()], only_if=only_if, insert=False))
+
+    def dispatched(self, job: IndexJob) -> None:
+        """Handed to Ray: the full deadline applies."""
+        job.deadline_at = datetime.now(UTC) + self.deadline
+        self._write(job, f"target.status = {sql_str(QUEUED)}")
+
+    def started(self, job_id: str) -> IndexJob | None:
+        """The task took the job (queued -> processing); None when it was cancelled first."""
+        job = self.read(job_id)
+        if job is None or job.status != QUEUED:
+            return None
+        job.status = PROCESSING
+        job.current_stage = "probe"
+        job.deadline_at = datetime.now(UTC) + self.deadline
+        return job if self._write(job, f"target.status = {sql_str(QUEUED)}") else None
+
+    def progress(self, job: IndexJob) -> bool:
+        """Store progress; False once a cancel was asked or the job ended."""
+        only_if = f"target.status = {sql_str(PROCESSING)} AND (target.cancel_requested IS NULL OR NOT target.cancel_requested)"
+        return self._write(job, only_if)
+
+    def end(self, job: IndexJob, status: str, error: str | None = None) -> bool:
+        """Write a terminal status (only over an active one) and free the event's lock."""
+        if status not in TERMINAL:
+            raise ValueError(f"a job ends in a terminal status, not {status!r}")
+        job.status, job.error = status, error
+        written = self._write(job, f"target.status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)})")
+        if written:
+            self.release(job)
+        return written
+
+    def request_cancel(self, job: IndexJob) -> IndexJob:
+        """A queued job is cancelled at once; a running one is asked to stop (its task removes
+        what it had not finished, then writes ``cancelled``)."""
+        if job.status == QUEUED:
+            job.cancel_requested = True
+            if self.end(job, CANCELLED, "Cancelled before it started."):
+                return job
+            job = self.read(job.job_id) or job
+        if job.status == PROCESSING and not job.cancel_requested:
+            job.cancel_requested = True
+            self._write(job, f"target.status = {sql_str(PROCESSING)}")
+        return self.read(job.job_id) or job
+
+    def cancel_requested(self, job_id: str) -> bool:
+        rows = self.control.rows(INDEX_JOBS, f"job_id = {sql_str(job_id)}", 1)
+        return bool(rows and (rows[0]["cancel_requested"] or rows[0]["status"] not in ACTIVE))
+
+    def of_event(self, org_id: int, event_id: int, status: tuple[str, ...] = ()) -> list[IndexJob]:
+        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+        if status:
+            where += f" AND status IN ({', '.join(sql_str(s) for s in status)})"
+        return [IndexJob.from_row(r) for r in self.control.rows(INDEX_JOBS, where)]
+
+    def overdue(self) -> list[IndexJob]:
+        where = (
+            f"status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)}) AND deadline_at < {_timestamp(datetime.now(UTC))}"
+        )
+        return [IndexJob.from_row(r) for r in self.control.rows(INDEX_JOBS, where)]
+
+    # ---- the event's lock --------------------------------------------------------------
+    def holder(self, org_id: int, event_id: int) -> str | None:
+        rows = self.control.rows(INDEX_LOCKS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
+        return rows[0]["job_id"] if rows else None
+
+    def acquire(self, job: IndexJob) -> str | None:
+        """Take the event's lock for ``job``; None when taken, else the active job holding it.
+        A lock left by a job that has ended (or vanished) is taken over."""
+        row = {"org_id": job.org_id, "event_id": job.event_id, "job_id": job.job_id}
+        for _ in range(3):
+            held = self.holder(job.org_id, job.event_id)
+            only_if = "target.job_id IS NULL" if held is None else f"target.job_id = {sql_str(held)}"
+            if held is not None:
+                other = self.read(held)
+                if other is not None and other.status in ACTIVE:
+                    return held
+            taken = self.control.upsert(INDEX_LOCKS, [row], only_if=only_if, insert=True)
+            if taken and self.holder(job.org_id, job.event_id) == job.job_id:
+                return None
+        return self.holder(job.org_id, job.event_id) or "unknown"
+
+    def release(self, job: IndexJob) -> None:
+        row = {"org_id": job.org_id, "event_id": job.event_id, "job_id": None}
+        self.control.upsert(INDEX_LOCKS, [row], only_if=f"target.job_id = {sql_str(job.job_id)}", insert=False)
+
+
+# ---- what a job indexes -----------------------------------------------------------------
+def registered_media(
+    control: ControlStore, org_id: int, event_id: int, media_keys: list[str] | None = None
+) -> list[dict]:
+    where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+    if media_keys is not None:
+        if not media_keys:
+            return []
+        where += f" AND media_key IN ({', '.join(sql_str(k) for k in media_keys)})"
+    return sorted(control.rows(EVENT_MEDIA, where), key=lambda r: r["media_key"])
+
+
+def remove_unfinished(settings: AppSettings, control: ControlStore, job: IndexJob) -> list[str]:
+    """Remove the rows of the job's media that it started and did not finish, so an
+    interrupted job leaves each media item fully indexed or not at all; returns their keys.
+
+    Kept: media indexed from their registered location (skipped by the job, or finished by
+    it: a media row is written only after all of its faces), and media the job itself marked
+    failed (their faces were removed then).
+    """
+    from pipelines.models import pack_info
+    from pipelines.store import FaceStore
+
+    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+    registered = {r["media_key"]: r["uri"] for r in registered_media(control, job.org_id, job.event_id, job.media_keys)}
+    rows = store.media_by_keys(job.org_id, job.event_id, job.media_keys)
+    started = job.created_at or datetime.now(UTC)
+
+    def settled(key: str) -> bool:
+        row = rows.get(key)
+        if row is None:
+            return False
+        if row["status"] == "indexed":
+            return row["uri"] == registered.get(key, row["uri"])
+        return row["indexed_at"] is not None and row["indexed_at"] >= started
+
+    unfinished = [k for k in job.media_keys if not settled(k)]
+    if unfinished:
+        store.delete_media_faces(job.org_id, job.event_id, unfinished)
+        store.delete_media_rows(job.org_id, job.event_id, unfinished)
+    return unfinished
+
+
+# ---- the job's task ---------------------------------------------------------------------
+@ray.remote(num_cpus=0, max_retries=0)
+def run_index_job(settings: AppSettings, job_id: str) -> str:
+    """Drive one job to a terminal status; returns it."""
+    from app.control import ControlStore
+    from pipelines.index import IndexCancelled, IndexProgress, index_sources
+    from pipelines.media import MediaSource
+
+    control = ControlStore(settings.control_uri, settings.store.storage_options)
+    jobs = IndexJobs(control, settings.api.index_job_deadline_s, settings.api.dispatch_deadline_s)
+    job = jobs.started(job_id)
+    if job is None:
+        return "not started"
+    media = registered_media(control, job.org_id, job.event_id, job.media_keys)
+    sources = [MediaSource(r["uri"], r["media_key"], r["media_type"], r["size_bytes"] or 0) for r in media]
+    missing = sorted(set(job.media_keys) - {s.media_key for s in sources})
+    job.media_errors.update({k: "not registered (deleted before the job ran)" for k in missing})
+    last = {"write": 0.0, "check": 0.0, "stop": False}
+    interval = settings.api.index_progress_interval_s
+
+    def on_progress(status: IndexProgress) -> None:
+        stage_changed = status.stage != job.current_stage
+        job.current_stage = status.stage
+        job.frames_planned, job.frames_done = status.frames_planned, status.frames_done
+        job.media_done, job.faces = status.media_done + len(missing), status.faces
+        job.indexed = list(status.indexed)
+        job.media_errors.update(status.failed)
+        now = time.monotonic()
+        if stage_changed or now - last["write"] >= interval:
+            last["write"] = now
+            if not jobs.progress(job):
+                last["stop"] = True
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not last["stop"] and now - last["check"] >= interval:
+            last["check"] = now
+            last["stop"] = jobs.cancel_requested(job_id)
+        return bool(last["stop"])
+
+    try:
+        from app.cli import event_reads_bibs
+
+        bibs = event_reads_bibs(settings, job.org_id, job.event_id)
+        report = index_sources(
+            settings, job.org_id, job.event_id, sources, on_progress=on_progress, bibs=bibs, should_stop=should_stop
+        )
+    except IndexCancelled as stopped:
+        job.indexed = list(stopped.report.indexed)
+        job.media_errors.update(stopped.report.failed)
+        jobs.end(job, CANCELLED, "Cancelled: media it had not finished were left unindexed.")
+        notify_job(settings, control, job)
+        return CANCELLED
+    except Exception as exc:
+        log.exception("index job %s failed", job_id)
+        try:
+            remove_unfinished(settings, control, job)
+        finally:
+            jobs.end(job, FAILED, f"indexing failed: {type(exc).__name__}: {exc}")
+            notify_job(settings, control, job)
+        return FAILED
+    job.indexed = list(report.indexed)
+    job.media_errors.update(report.failed)
+    job.media_done = len(job.media_keys)
+    job.frames_done = job.frames_planned
+    job.current_stage = "write"
+    status = COMPLETED
+    if job.media_keys and not job.indexed and job.media_errors:
+        status = FAILED  # nothing could be indexed
+    jobs.end(job, status, None if status == COMPLETED else "No media could be indexed; see errors.")
+    notify_job(settings, control, job)
+    return status
+
+
+def notify_job(settings: AppSettings, control: ControlStore, job: IndexJob) -> None:
+    """The job's final state to its webhook, when it has one (never raises)."""
+    if not job.webhook_url:
+        return
+    from app.notify import notify
+
+    final = IndexJobs(control, 1, 1).read(job.job_id) or job
+    notify(
+        settings,
+        control,
+        final.org_id,
+        final.event_id,
+        f"index_job.{final.status}",
+        final.job_id,
+        final.webhook_url,
+        final.payload(),
+    )
+
+
+def end_lost(settings: AppSettings, jobs: IndexJobs, job: IndexJob, error: str) -> bool:
+    """A job whose driver is gone: remove its unfinished media, then end it (cancelled when a
+    cancel was asked, else failed) and tell its webhook."""
+    try:
+        remove_unfinished(settings, jobs.control, job)
+    except Exception:
+        log.exception("removing the unfinished media of index job %s failed", job.job_id)
+    ended = jobs.end(job, CANCELLED if job.cancel_requested else FAILED, error)
+    if ended:
+        notify_job(settings, jobs.control, job)
+    return ended

@@ -1,0 +1,149 @@
+"""Index jobs over HTTP: POST …/index-jobs, GET …/index-jobs/{job_id},
+POST …/index-jobs/{job_id}/cancel. The job itself is app/index_jobs.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from app import schemas
+from app.config import AppSettings
+from app.contract import envelope
+from app.errors import ApiError
+from app.events import Event
+from app.index_jobs import ACTIVE, IndexJob, registered_media, run_index_job
+from app.notify import deliveries
+from app.openapi import Operation, api_route
+from app.routes.common import API, authorize, read_json, services_of
+from app.services import Services
+
+MAX_MEDIA_KEYS = 10_000
+
+
+def parse_job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ApiError(404, "No such index job.", "index_job_not_found") from None
+
+
+def parse_body(body: object, settings: AppSettings) -> tuple[list[str] | None, str | None]:
+    from app.webhooks import WebhookUrlError, check_webhook_url
+
+    if not isinstance(body, dict) or set(body) - {"media_keys", "webhook_url"}:
+        raise ApiError(400, 'Send {"media_keys": [...], "webhook_url": "https://..."} (both optional).', "invalid_body")
+    keys = body.get("media_keys")
+    if keys is not None and (
+        not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys) or len(keys) > MAX_MEDIA_KEYS
+    ):
+        raise ApiError(400, f"media_keys must be a list of up to {MAX_MEDIA_KEYS} media keys.", "invalid_body")
+    url = body.get("webhook_url")
+    if url is not None:
+        if not isinstance(url, str):
+            raise ApiError(400, "webhook_url must be a string.", "invalid_webhook_url")
+        try:
+            url = check_webhook_url(url, set(settings.api.webhook_allow_addresses))
+        except WebhookUrlError as exc:
+            raise ApiError(400, f"webhook_url refused: {exc}", "invalid_webhook_url") from None
+    return (list(dict.fromkeys(keys)) if keys is not None else None), url
+
+
+async def start_job(request: Request) -> JSONResponse:
+    event = await authorize(request, "post")
+    services = services_of(request)
+    keys, url = parse_body(await read_json(request), services.settings)
+    job = await asyncio.to_thread(create_job, services, event, keys, url)
+    return JSONResponse(envelope("Index job queued", job.payload([])))
+
+
+def create_job(services: Services, event: Event, keys: list[str] | None, url: str | None) -> IndexJob:
+    """Record the job, take the event's lock (409 while another job runs; the record is
+    removed again), hand it to Ray."""
+    org_id, event_id = event.org_id, event.event_id
+    registered = registered_media(services.control, org_id, event_id, keys)
+    if keys is not None:
+        unknown = sorted(set(keys) - {r["media_key"] for r in registered})
+        if unknown:
+            shown = ", ".join(repr(k) for k in unknown[:5])
+            raise ApiError(400, f"Unknown media keys (register them first): {shown}.", "unknown_media")
+        todo = keys
+    else:  # every registered source not indexed from where it is registered
+        indexed = services.face_store().indexed_sources(org_id, event_id)
+        todo = [r["media_key"] for r in registered if indexed.get(r["media_key"]) != r["uri"]]
+    jobs = services.index_jobs
+    job = jobs.create(org_id, event_id, todo, url)
+    holder = jobs.acquire(job)
+    if holder is not None:
+        jobs.delete(job.job_id)
+        raise ApiError(409, f"Index job {holder} of this event is still running.", "index_job_running")
+    try:
+        ref = run_index_job.remote(services.settings, job.job_id)
+    except Exception:
+        jobs.end(job, "failed", "The job could not be handed to Ray.")
+        raise
+    jobs.dispatched(job)
+    services.watch_index_job(job.job_id, ref)
+    return job
+
+
+async def get_job(request: Request) -> JSONResponse:
+    job_id = parse_job_id(request.path_params["job_id"])
+    event = await authorize(request, "get")
+    services = services_of(request)
+    job = await asyncio.to_thread(services.index_jobs.get, event.org_id, event.event_id, job_id)
+    if job is None:
+        raise ApiError(404, "No such index job.", "index_job_not_found")
+    sent = await asyncio.to_thread(deliveries, services.control, job.job_id) if job.webhook_url else []
+    return JSONResponse(envelope("Index job retrieved", job.payload(sent)))
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    job_id = parse_job_id(request.path_params["job_id"])
+    event = await authorize(request, "post")
+    services = services_of(request)
+
+    def cancel() -> IndexJob:
+        job = services.index_jobs.get(event.org_id, event.event_id, job_id)
+        if job is None:
+            raise ApiError(404, "No such index job.", "index_job_not_found")
+        if job.status not in ACTIVE:
+            raise ApiError(409, f"The index job has already ended ({job.status}).", "index_job_ended")
+        return services.index_jobs.request_cancel(job)
+
+    job = await asyncio.to_thread(cancel)
+    return JSONResponse(envelope("Cancel requested" if job.status in ACTIVE else "Index job cancelled", job.payload()))
+
+
+def routes() -> list[Route]:
+    tag, path = "Media and indexing", f"{API}/index-jobs"
+    start = Operation(
+        "startIndexJob",
+        "Index the event's registered media on the Ray cluster (default: every source not yet indexed)",
+        tag,
+        ok=schemas.IndexJobEnvelope,
+        json_body=schemas.IndexJobBody,
+        errors=(400, 409),
+        description="One job runs per event at a time (409 index_job_running). Poll its GET, or pass webhook_url.",
+    )
+    get = Operation(
+        "getIndexJob",
+        "An index job's status, progress (sampled frames done / planned), stage, counts and errors",
+        tag,
+        ok=schemas.IndexJobEnvelope,
+    )
+    cancel = Operation(
+        "cancelIndexJob",
+        "Stop an index job: media it had not finished are left unindexed, never half-indexed",
+        tag,
+        ok=schemas.IndexJobEnvelope,
+        errors=(409,),
+    )
+    return [
+        api_route(path, start_job, "POST", start),
+        api_route(f"{path}/{{job_id}}", get_job, "GET", get),
+        api_route(f"{path}/{{job_id}}/cancel", cancel_job, "POST", cancel),
+    ]
