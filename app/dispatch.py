@@ -271,7 +271,44 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
         collect_garbage(settings, job, outcome.get("videos", []), current, still_current)
     except Exception:  # the outcome is recorded; stray files are the next run's to remove
         log.exception("removing superseded clips of %s failed", job.request_id)
+    if current:
+        notify_search(settings, records, job.request_id)
     return outcome["status"]
+
+
+def notify_search(settings: AppSettings, records, request_id: str) -> None:
+    """The search's final result (the data its GET answers) to its webhook, when it has one."""
+    from app.contract import extra_clip_item, result_payload
+    from app.notify import notify
+    from app.records import ExtraClips
+
+    record = records.read(request_id)
+    if record is None or not record.webhook_url:
+        return
+    extra = [
+        extra_clip_item(c.clip_id, c.status, c.item, c.error)
+        for c in ExtraClips(records.control, settings.api.request_deadline_s).of_request(request_id)
+    ]
+    data = result_payload(
+        record.request_id,
+        record.status,
+        record.videos,
+        record.error,
+        record.clip_errors,
+        record.segments,
+        extra,
+        record.rules,
+    )["data"]
+    notify(
+        settings,
+        records.control,
+        record.org_id,
+        record.event_id,
+        f"search.{record.status}",
+        request_id,
+        record.webhook_url,
+        data,
+    )
 
 
 def collect_garbage(

@@ -360,12 +360,14 @@ class SelfieForm(TypedDict, total=False):
 
     file: list[Binary]
     request_id: Uuid
+    webhook_url: Annotated[str, Field(description="http(s) URL told of the final result (signed).")]
 
 
 class BibForm(TypedDict, total=False):
     bib: Annotated[str, Field(description="The race number, digits only.")]
     file: list[Binary]
     request_id: Uuid
+    webhook_url: Annotated[str, Field(description="http(s) URL told of the final result (signed).")]
 
 
 class FaceSearchForm(TypedDict, total=False):

@@ -22,7 +22,8 @@ from app.security import KeyStore
 from app.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipelines.models import pack_info
 from pipelines.store import FaceStore
-from pipelines.synthetic import make_pan_video
+from pipelines.synthetic import make_pan_video, selfie_of
+from tests.test_api import jpeg
 
 ORG, UPLOADS, CANCEL, OTHER_ORG = 61, 1, 2, 62
 POLL_S = 0.1
@@ -205,12 +206,30 @@ def test_upload_index_with_progress_and_a_signed_webhook(api, synthetic_event, r
         time.sleep(POLL_S)
     assert [a["status_code"] for a in hook["deliveries"][0]["attempts"]] == [500, 503, 200]
 
+    # A search of the uploaded media tells its webhook the data its GET answers.
+    pan = synthetic_event.pan
+    selfie = jpeg(selfie_of(pan.face_boxes[0] / pan.scale))
+    response = api.http.post(
+        api.url(UPLOADS, "/video-clipping/search-by-selfie"),
+        files=[("file", ("me.jpg", selfie, "image/jpeg"))],
+        data={"webhook_url": receiver.url},
+    )
+    assert response.status_code == 200, response.text
+    request_id = response.json()["data"]["request_id"]
+    headers, body = receiver.wait_for(5, deadline_s=120)[-1]
+    assert verify(secret, body, headers[TIMESTAMP_HEADER.lower()], headers[SIGNATURE_HEADER.lower()])
+    result = json.loads(body)
+    assert headers[EVENT_HEADER.lower()] == f"search.{result['status']}"
+    got = api.http.get(api.url(UPLOADS, f"/video-clipping/{request_id}")).json()["data"]
+    assert result == got and got["status"] == "completed" and got["videos"], got
+    assert {v["source_video_key"] for v in got["videos"]} <= {"pan.mp4", "crowd_shot.mp4"}
+
 
 def test_cancel_leaves_no_media_half_indexed_and_a_rerun_indexes_the_rest(api, synthetic_event, tmp_path_factory):
     library = Path(api.serve_api.settings.api.media_roots[0]) / "cancel"
     library.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(synthetic_event.pan.path, library / "a-pan.mp4")
-    make_pan_video(library / "b-long.mp4", synthetic_event.t1_faces, duration_s=90.0, audio=False)
+    make_pan_video(library / "b-long.mp4", synthetic_event.t1_faces, duration_s=40.0, audio=False)
     response = api.http.post(api.url(CANCEL, "/media"), json={"uris": [str(library)]})
     assert response.status_code == 200, response.text
     assert sorted(m["media_key"] for m in response.json()["data"]["media"]) == ["a-pan.mp4", "b-long.mp4"]
@@ -273,6 +292,7 @@ def test_bad_input_gets_its_4xx_and_changes_nothing(api, serve_api, tmp_path):
         (api.url(UPLOADS, "/index-jobs"), {"json": {"media_keys": ["never-uploaded.mp4"]}}, 400, "unknown_media"),
         (api.url(UPLOADS, "/index-jobs"), {"json": {"media_keys": "pan.mp4"}}, 400, "invalid_body"),
         (api.url(UPLOADS, "/index-jobs"), {"json": {"surprise": 1}}, 400, "invalid_body"),
+        (api.url(UPLOADS, "/video-clipping/search-by-selfie"), {"data": {"request_id": "00000000-0000-4000-8000-000000000001", "webhook_url": "http://169.254.169.254/"}}, 400, "invalid_webhook_url"),
     ]  # fmt: skip
     for url, kwargs, status, code in cases:
         response = api.http.post(url, **kwargs)

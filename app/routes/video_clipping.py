@@ -18,6 +18,18 @@ from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
 
 
+def parse_webhook_url(value: str | None, settings) -> str | None:
+    """The optional ``webhook_url`` field: told of the search's final result (400 when refused)."""
+    from app.webhooks import WebhookUrlError, check_webhook_url
+
+    if value is None:
+        return None
+    try:
+        return check_webhook_url(value, set(settings.api.webhook_allow_addresses))
+    except WebhookUrlError as exc:
+        raise ApiError(400, f"webhook_url refused: {exc}", "invalid_webhook_url") from None
+
+
 def search_of(request: Request) -> VideoClippingSearch:
     return request.app.state.video_clipping
 
@@ -26,8 +38,9 @@ async def search_by_selfie(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     search = search_of(request)
     search.require_selfie_search(event)
-    form = await read_search_form(request, search.settings.api, ("request_id",))
-    request_id, status = await search.start(event, form.files, form.fields.get("request_id"))
+    form = await read_search_form(request, search.settings.api, ("request_id", "webhook_url"))
+    webhook_url = parse_webhook_url(form.fields.get("webhook_url"), search.settings)
+    request_id, status = await search.start(event, form.files, form.fields.get("request_id"), webhook_url=webhook_url)
     return JSONResponse(start_payload(request_id, status))
 
 
@@ -37,9 +50,12 @@ async def search_by_bib(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     search = search_of(request)
     search.require_bib_search(event)
-    form = await read_search_form(request, search.settings.api, ("bib", "request_id"))
+    form = await read_search_form(request, search.settings.api, ("bib", "request_id", "webhook_url"))
     bib = parse_bib(form.fields.get("bib"), search.settings)
-    request_id, status = await search.start(event, form.files, form.fields.get("request_id"), bib=bib)
+    webhook_url = parse_webhook_url(form.fields.get("webhook_url"), search.settings)
+    request_id, status = await search.start(
+        event, form.files, form.fields.get("request_id"), bib=bib, webhook_url=webhook_url
+    )
     return JSONResponse(start_payload(request_id, status))
 
 

@@ -133,10 +133,16 @@ class VideoClippingSearch:
 
     # ---- a search ---------------------------------------------------------------------
     async def start(
-        self, event: Event, selfies: list[bytes], raw_request_id: str | None, bib: str | None = None
+        self,
+        event: Event,
+        selfies: list[bytes],
+        raw_request_id: str | None,
+        bib: str | None = None,
+        webhook_url: str | None = None,
     ) -> tuple[str, str]:
         """Start (or rerun) a search by selfie, by BIB number, or by both; (request_id,
-        ``processing`` or ``no_matches``)."""
+        ``processing`` or ``no_matches``). A ``webhook_url`` is told of the final result (a
+        rerun without one keeps the stored one)."""
         if not selfies and not raw_request_id and bib is None:
             raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
         if len(selfies) > self.settings.api.max_selfies:  # before anything is read or stored
@@ -165,6 +171,8 @@ class VideoClippingSearch:
             record = self.with_stored_selfie(existing)
         if bib is not None:
             record.bib = bib
+        if webhook_url is not None:
+            record.webhook_url = webhook_url
         record = await record_start(self.services, with_rules(record, event, self.settings))
         return request_id, await self.dispatch(event, record)
 
