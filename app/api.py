@@ -26,7 +26,17 @@ from app.errors import ApiError
 from app.log_context import install as install_log_context
 from app.metrics import RequestMetrics
 from app.openapi import document
-from app.routes import bib_search, event_media, events, face_search, index_jobs, media, service, video_clipping
+from app.routes import (
+    bib_search,
+    event_media,
+    events,
+    face_search,
+    index_jobs,
+    media,
+    service,
+    storage,
+    video_clipping,
+)
 from app.search.bib_search import BibSearch
 from app.search.face_search import FaceSearch
 from app.search.video_clipping import VideoClippingSearch
@@ -103,6 +113,7 @@ def create_api(services: Services) -> Starlette:
             *bib_search.routes(services.settings),
             *event_media.routes(services.settings),
             *index_jobs.routes(),
+            *storage.routes(),
             *media.routes(),
             *service.routes(),
         ],

@@ -171,6 +171,18 @@ def cmd_org_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_org_webhook_secret(args: argparse.Namespace) -> int:
+    from app.notify import org_secret
+
+    try:
+        secret = org_secret(_control(args), args.org, rotate=args.rotate)
+    except KeyError:
+        print(f"no org {args.org}", file=sys.stderr)
+        return 1
+    print(secret)
+    return 0
+
+
 def cmd_event_create(args: argparse.Namespace) -> int:
     import json
 
@@ -295,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--id", type=int, help="default: next free number")
     p.set_defaults(func=cmd_org_create)
+    p = org.add_parser("webhook-secret", help="print the secret that signs the org's webhooks (made on first use)")
+    p.add_argument("--org", type=int, required=True)
+    p.add_argument("--rotate", action="store_true", help="replace it with a new secret")
+    p.set_defaults(func=cmd_org_webhook_secret)
 
     event = sub.add_parser("event", help="events").add_subparsers(dest="action", required=True)
     p = event.add_parser("create")

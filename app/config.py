@@ -113,6 +113,9 @@ class ApiSettings(BaseModel):
     webhook_first_backoff_s: float = Field(default=2.0, ge=0.0)
     webhook_timeout_s: float = Field(default=10.0, gt=0.0)
     webhook_allow_addresses: list[str] = Field(default_factory=list)
+    # The same rule for the endpoints of an org's own storage locations: the service connects
+    # to an endpoint a client names.
+    storage_allow_addresses: list[str] = Field(default_factory=list)
 
 
 class AppSettings(Settings):

@@ -27,6 +27,7 @@ EVENT_MEDIA = "event_media"
 INDEX_JOBS = "index_jobs"
 INDEX_LOCKS = "index_locks"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+STORAGE_LOCATIONS = "storage_locations"
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -70,6 +71,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("output_uri", pa.string()),  # null: <api.output_root>
             pa.field("created_at", TS),
             pa.field("retention_days", pa.int64()),  # null: <api.retention_days>
+            pa.field("storage_location", pa.string()),  # the org's location for sources and clips; null: ours
         ]
     ),
     API_KEYS: pa.schema(
@@ -157,6 +159,24 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     # One running index job per event: held by a job id, taken only when free (or stale).
     INDEX_LOCKS: pa.schema([key("org_id", pa.int64()), key("event_id", pa.int64()), pa.field("job_id", pa.string())]),
+    # Bring-your-own storage (app/storage_locations.py): secrets stay in this table.
+    STORAGE_LOCATIONS: pa.schema(
+        [
+            key("org_id", pa.int64()),
+            key("location_id", pa.string()),
+            pa.field("name", pa.string()),
+            pa.field("endpoint_url", pa.string()),
+            pa.field("bucket", pa.string()),
+            pa.field("prefix", pa.string()),
+            pa.field("region", pa.string()),
+            pa.field("access_key_id", pa.string()),
+            pa.field("secret_access_key", pa.string()),
+            pa.field("profile", pa.string()),
+            pa.field("public_base_url", pa.string()),
+            pa.field("url_ttl_s", pa.int64()),
+            pa.field("created_at", TS),
+        ]
+    ),
     WEBHOOK_DELIVERIES: pa.schema(
         [
             key("delivery_id", pa.string()),
@@ -185,6 +205,7 @@ PRIMARY_KEYS: dict[str, list[str]] = {
     INDEX_JOBS: ["job_id"],
     INDEX_LOCKS: ["org_id", "event_id"],
     WEBHOOK_DELIVERIES: ["delivery_id"],
+    STORAGE_LOCATIONS: ["org_id", "location_id"],
 }
 
 # The column each table is read by: indexed once the table has rows.

@@ -33,6 +33,7 @@ from app.contract import (
 )
 from app.events import SearchRules
 from app.metrics import clip_cut
+from app.storage_locations import StorageLocation
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
 from pipelines.tracks import NO_TRACK
@@ -66,6 +67,19 @@ class ClipJob:
     window: ClipWindow
     aspect: str = "source"  # "source", "9:16", "1:1"
     faces: tuple[tuple[float, float, float, float, float], ...] = ()  # (t, x1, y1, x2, y2) to follow
+    storage: StorageLocation | None = None  # the org's own storage: written there, URLs presigned
+
+    def output_options(self, settings: AppSettings) -> dict:
+        return self.storage.storage_options() if self.storage is not None else dict(settings.store.storage_options)
+
+    def source_options(self, settings: AppSettings) -> dict:
+        uri = self.media["uri"]
+        if self.storage is not None and self.storage.holds(uri):
+            return self.storage.storage_options()
+        return dict(settings.store.storage_options)
+
+    def url(self, settings: AppSettings, key: str) -> str:
+        return self.storage.url(key) if self.storage is not None else clip_url(settings, key)
 
 
 def clip_key(job: ClipJob, clip_id: str, ext: str) -> str:
@@ -91,7 +105,7 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
 
     key, window = job.media["media_key"], job.window
     clip_id = str(uuid.uuid4())
-    storage = OutputStorage(job.output_root, settings.store.storage_options)
+    storage = OutputStorage(job.output_root, job.output_options(settings))
     try:
         reframe = None
         if job.aspect != "source":
@@ -107,7 +121,7 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
                 jpg,
                 window.poster_s,
                 settings.clip,
-                settings.store.storage_options or None,
+                job.source_options(settings) or None,
                 reframe=reframe,
             )
             storage.put(mp4, clip_key(job, clip_id, "mp4"))
@@ -120,11 +134,11 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
     return {
         "video": clip_item(
             clip_id,
-            clip_url(settings, clip_key(job, clip_id, "mp4")),
+            job.url(settings, clip_key(job, clip_id, "mp4")),
             key,
             window.start_s,
             window.end_s,
-            poster_url=clip_url(settings, clip_key(job, clip_id, "jpg")),
+            poster_url=job.url(settings, clip_key(job, clip_id, "jpg")),
             start_seconds=round(window.start_s, 3),
             end_seconds=round(window.end_s, 3),
             duration_seconds=round(info.duration_s, 3),
@@ -211,13 +225,21 @@ def execute_search(settings: AppSettings, job: SearchJob) -> dict:
             "clip_errors": [clip_error(k, NO_USABLE_SEGMENT) for k in unusable],
         }
     try:
-        OutputStorage(job.rules.output_root, settings.store.storage_options).check_writable()
+        OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
     except StorageError as exc:
         return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
     clip_task = cut_one_clip.options(num_cpus=settings.clip.num_cpus)
     ranked = rank_windows(windows)
     clip_jobs = [
-        ClipJob(job.org_id, job.event_id, job.request_id, job.rules.output_root, media[key], window)
+        ClipJob(
+            job.org_id,
+            job.event_id,
+            job.request_id,
+            job.rules.output_root,
+            media[key],
+            window,
+            storage=job.rules.storage,
+        )
         for key, window in ranked
     ]
     results = [
@@ -319,7 +341,7 @@ def collect_garbage(
     every other file under the request (earlier runs', and superseded runs' already done)."""
     from pipelines.storage import OutputStorage
 
-    storage = OutputStorage(job.rules.output_root, settings.store.storage_options)
+    storage = OutputStorage(job.rules.output_root, job.rules.storage_options)
     folder = f"{job.org_id}/{job.event_id}/clips/{job.request_id}"
     own = {f"{folder}/{v['uuid']}.{ext}" for v in videos for ext in ("mp4", "jpg")}
     if current:

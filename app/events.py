@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.config import AppSettings
 from app.control import EVENTS, ORGS, ControlStore
+from app.storage_locations import StorageLocation, StorageLocations
 from pipelines.config import SegmentSettings
 from pipelines.models.registry import match_threshold
 
@@ -19,6 +20,9 @@ class SearchRules:
     threshold: float
     segments: SegmentSettings
     output_root: str
+    # Options for the event's storage (its own location's, else store.storage_options).
+    storage_options: dict = field(default_factory=dict, repr=False, compare=False)
+    storage: StorageLocation | None = None  # the org's location: clip URLs are presigned there
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class Event:
     output_uri: str | None
     created_at: datetime
     retention_days: int | None = None  # None: <api.retention_days>
+    storage: StorageLocation | None = None  # bring-your-own storage for sources and clips
 
     def search_rules(self, settings: AppSettings) -> SearchRules:
         """The one place where event overrides meet the defaults."""
@@ -43,10 +48,31 @@ class Event:
             threshold=match_threshold(settings.models) if self.match_threshold is None else self.match_threshold,
             segments=SegmentSettings.model_validate({**settings.segments.model_dump(), **self.segments}),
             output_root=self.output_location(settings),
+            storage_options=self.storage_options(settings),
+            storage=self.storage,
         )
 
     def output_location(self, settings: AppSettings) -> str:
+        if self.storage is not None:
+            return self.storage.outputs_root
         return self.output_uri or settings.output_root
+
+    def source_location(self, settings: AppSettings) -> str:
+        """Where uploads go: the org's location, the event's source_uri, else
+        <api.source_root>/<org>/<event>."""
+        if self.storage is not None:
+            return self.storage.sources_root
+        return (self.source_uri or f"{settings.source_root}/{self.org_id}/{self.event_id}").rstrip("/")
+
+    def storage_options(self, settings: AppSettings) -> dict:
+        """Options for the event's sources and outputs."""
+        return self.storage.storage_options() if self.storage is not None else dict(settings.store.storage_options)
+
+    def options_for(self, uri: str, settings: AppSettings) -> dict:
+        """Options to read ``uri``: the event's location's when it lies there, else the store's."""
+        if self.storage is not None and self.storage.holds(uri):
+            return self.storage.storage_options()
+        return dict(settings.store.storage_options)
 
     def retention(self, settings: AppSettings) -> int | None:
         """Days a search of this event is kept after its last change (None: until deleted)."""
@@ -70,7 +96,7 @@ class Event:
         }
 
 
-def _event(row: dict) -> Event:
+def _event(row: dict, storage: StorageLocation | None = None) -> Event:
     return Event(
         org_id=row["org_id"],
         event_id=row["event_id"],
@@ -85,6 +111,7 @@ def _event(row: dict) -> Event:
         output_uri=row["output_uri"],
         created_at=row["created_at"],
         retention_days=row.get("retention_days"),
+        storage=storage,
     )
 
 
@@ -176,12 +203,28 @@ class EventStore:
 
     def get(self, org_id: int, event_id: int) -> Event | None:
         rows = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
-        return _event(rows[0]) if rows else None
+        return self._with_storage(rows[0]) if rows else None
+
+    def _with_storage(self, row: dict) -> Event:
+        location = row.get("storage_location")
+        storage = StorageLocations(self.control).get(row["org_id"], location) if location else None
+        return _event(row, storage)
 
     def all(self) -> list[Event]:
         """Every event of every org, by (org, event) id."""
         rows = self.control.table(EVENTS).search().limit(None).to_arrow().to_pylist()
-        return sorted((_event(r) for r in rows), key=lambda e: (e.org_id, e.event_id))
+        return sorted((self._with_storage(r) for r in rows), key=lambda e: (e.org_id, e.event_id))
+
+    def set_storage(self, org_id: int, event_id: int, location_id: str | None) -> Event:
+        """Point the event at one of its org's storage locations (None: back to ours)."""
+        rows = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
+        if not rows:
+            raise ValueError(f"event {org_id}/{event_id} does not exist")
+        if location_id is not None and StorageLocations(self.control).get(org_id, location_id) is None:
+            raise ValueError(f"org {org_id} has no storage location {location_id}")
+        row = {**rows[0], "storage_location": location_id}
+        self.control.upsert(EVENTS, [row])
+        return self._with_storage(row)
 
     def delete_event(self, org_id: int, event_id: int) -> int:
         """Remove the event's configuration; returns rows removed (its API keys are kept and

@@ -18,12 +18,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import ray
 
 from app.config import AppSettings
 from app.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
+from app.errors import ApiError
 from pipelines.store import sql_str
+
+if TYPE_CHECKING:
+    from app.events import Event
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +323,36 @@ def remove_unfinished(settings: AppSettings, control: ControlStore, job: IndexJo
     return unfinished
 
 
+def start_index_job(services: Services, event: Event, keys: list[str] | None, url: str | None) -> IndexJob:
+    """Record the job, take the event's lock (409 while another job runs; the record is
+    removed again), hand it to Ray."""
+    org_id, event_id = event.org_id, event.event_id
+    registered = registered_media(services.control, org_id, event_id, keys)
+    if keys is not None:
+        unknown = sorted(set(keys) - {r["media_key"] for r in registered})
+        if unknown:
+            shown = ", ".join(repr(k) for k in unknown[:5])
+            raise ApiError(400, f"Unknown media keys (register them first): {shown}.", "unknown_media")
+        todo = keys
+    else:  # every registered source not indexed from where it is registered
+        indexed = services.face_store().indexed_sources(org_id, event_id)
+        todo = [r["media_key"] for r in registered if indexed.get(r["media_key"]) != r["uri"]]
+    jobs = services.index_jobs
+    job = jobs.create(org_id, event_id, todo, url)
+    holder = jobs.acquire(job)
+    if holder is not None:
+        jobs.delete(job.job_id)
+        raise ApiError(409, f"Index job {holder} of this event is still running.", "index_job_running")
+    try:
+        ref = run_index_job.remote(services.settings, job.job_id)
+    except Exception:
+        jobs.end(job, "failed", "The job could not be handed to Ray.")
+        raise
+    jobs.dispatched(job)
+    services.watch_index_job(job.job_id, ref)
+    return job
+
+
 # ---- the job's task ---------------------------------------------------------------------
 @ray.remote(num_cpus=0, max_retries=0)
 def run_index_job(settings: AppSettings, job_id: str) -> str:
@@ -331,7 +367,20 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
     if job is None:
         return "not started"
     media = registered_media(control, job.org_id, job.event_id, job.media_keys)
-    sources = [MediaSource(r["uri"], r["media_key"], r["media_type"], r["size_bytes"] or 0) for r in media]
+    from app.events import EventStore
+
+    event = EventStore(control).get(job.org_id, job.event_id)
+    sources = [
+        MediaSource(
+            r["uri"],
+            r["media_key"],
+            r["media_type"],
+            r["size_bytes"] or 0,
+            # a source in the org's own storage is read with its options
+            event.options_for(r["uri"], settings) if event is not None and event.storage is not None else None,
+        )
+        for r in media
+    ]
     missing = sorted(set(job.media_keys) - {s.media_key for s in sources})
     job.media_errors.update({k: "not registered (deleted before the job ran)" for k in missing})
     last = {"write": 0.0, "check": 0.0, "stop": False}

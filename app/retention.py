@@ -197,7 +197,7 @@ def orphan_keys(
 def sweep_event_orphans(services: Services, event: Event, now: float | None = None) -> list[str]:
     """Remove the event's orphaned clip files; returns their keys."""
     settings = services.settings
-    storage = OutputStorage(event.output_location(settings), settings.store.storage_options)
+    storage = OutputStorage(event.output_location(settings), event.storage_options(settings))
     prefix = f"{event.org_id}/{event.event_id}/clips"
     # Files are listed before records are read: a clip recorded after the listing is then
     # seen as referenced, never removed as an orphan.
@@ -295,7 +295,9 @@ def purge_event(
     report = PurgeReport(org_id, event_id)
 
     root = event.output_location(settings) if event is not None else settings.output_root
-    storage = OutputStorage(root, settings.store.storage_options)
+    storage = OutputStorage(
+        root, event.storage_options(settings) if event is not None else settings.store.storage_options
+    )
     for key in storage.remove_folder(f"{int(org_id)}/{int(event_id)}"):
         top = key.split("/")[2] if key.count("/") >= 3 else "other"
         report.files[top] = report.files.get(top, 0) + 1

@@ -350,6 +350,48 @@ class IndexJobEnvelope(TypedDict):
     data: IndexJobData
 
 
+# ---- bring-your-own storage -------------------------------------------------------------
+class StorageLocationItem(TypedDict):
+    location_id: str
+    name: str
+    endpoint_url: str | None
+    bucket: str
+    prefix: str
+    region: str | None
+    credentials: Literal["keys", "profile", "environment"]
+    public_base_url: str | None
+    url_ttl_s: int
+    root: str
+
+
+class StorageLocationEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: StorageLocationItem
+
+
+class StorageLocations(TypedDict):
+    locations: list[StorageLocationItem]
+
+
+class StorageLocationsEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: StorageLocations
+
+
+class EventStorage(TypedDict):
+    org_id: int
+    event_id: int
+    storage: StorageLocationItem | None
+
+
+class EventStorageEnvelope(TypedDict):
+    responseType: Literal["success"]
+    message: str
+    data: EventStorage
+
+
 # ---- request bodies ---------------------------------------------------------------------
 Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 Binary = Annotated[bytes, Field(json_schema_extra={"format": "binary"})]
@@ -411,6 +453,27 @@ class MediaUrisBody(TypedDict):
 class IndexJobBody(TypedDict, total=False):
     media_keys: Annotated[list[str], Field(description="Default: every registered source not yet indexed.")]
     webhook_url: Annotated[str, Field(description="http(s) URL told of the final state (signed).")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class StorageLocationBody(TypedDict, total=False):
+    """An S3-compatible location. Keys (both) or a profile, or neither (the servers' environment)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9 ._-]{1,100}$")]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: str
+    endpoint_url: Annotated[str, Field(description="http(s) URL of the S3 API; omit for AWS.")]
+    region: str
+    access_key_id: str
+    secret_access_key: Annotated[str, Field(description="Stored and used, never returned.")]
+    profile: str
+    public_base_url: Annotated[str, Field(description="Clips served from here instead of presigned URLs.")]
+    url_ttl_s: Annotated[int, Field(ge=60, le=604800, description="Lifetime of presigned clip URLs.")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class EventStorageBody(TypedDict):
+    location_id: str | None
 
 
 class Health(TypedDict):

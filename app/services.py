@@ -21,6 +21,7 @@ from app.records import ExtraClips, RequestRecords
 from app.result_cache import ResultCache
 from app.security import ApiKey, KeyStore
 from app.sources import SourceRegistry
+from app.storage_locations import StorageLocations
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Services:
     results: ResultCache
     index_jobs: IndexJobs | None = None
     sources: SourceRegistry | None = None
+    locations: StorageLocations | None = None
     matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
@@ -98,7 +100,24 @@ class Services:
         event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
         if event is None:
             return None
-        return OutputStorage(event.output_location(self.settings), self.settings.store.storage_options)
+        return OutputStorage(event.output_location(self.settings), event.storage_options(self.settings))
+
+    def set_event_storage(self, org_id: int, event_id: int, location_id: str | None) -> Event:
+        """Point an event at one of its org's storage locations, while it has no media yet."""
+        if self.events.get(org_id, event_id) is None:
+            raise ApiError(404, "Event configuration not found.", "event_not_found")
+        if location_id is not None and self.locations.get(org_id, location_id) is None:
+            raise ApiError(400, "The org has no such storage location.", "unknown_storage_location")
+        if self.sources.rows(org_id, event_id) or self.face_store().media_rows(org_id, event_id):
+            raise ApiError(409, "The event already has media; its storage cannot change under them.", "event_has_media")
+        event = self.events.set_storage(org_id, event_id, location_id)
+        self.cache.items.pop(("event", org_id, event_id), None)
+        return event
+
+    async def source_options(self, org_id: int, event_id: int, uri: str) -> dict:
+        """Options to read one of an event's sources (its org's storage, or the store's)."""
+        event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
+        return event.options_for(uri, self.settings) if event is not None else dict(self.settings.store.storage_options)
 
     async def maintain(self) -> None:
         """Compact and index the control tables (one pass at a time per replica)."""
@@ -279,6 +298,7 @@ class Services:
             extra_clips=ExtraClips(control, settings.api.request_deadline_s),
             index_jobs=IndexJobs(control, settings.api.index_job_deadline_s, settings.api.dispatch_deadline_s),
             sources=SourceRegistry(control),
+            locations=StorageLocations(control),
             embedder=embedder,
             limiter=None
             if limiter is None
@@ -307,12 +327,26 @@ class Services:
 
     async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:
         """401 without a key; 403 for a bad, inactive or foreign key; 429 over the rate; 404 without the event."""
+        key = await self.authorize_key(api_key, org_id, event_id, kind)
+        event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
+        if event is None:
+            raise ApiError(404, "Event configuration not found.", "event_not_found")
+        return key, event
+
+    async def authorize_org(self, api_key: str | None, org_id: int, kind: str) -> ApiKey:
+        """``authorize`` for the org's own settings: only a key for every event of the org may."""
+        key = await self.authorize_key(api_key, org_id, None, kind)
+        if key.event_id is not None:
+            raise ApiError(403, "Only an API key for the whole organisation may do this.", "org_key_required")
+        return key
+
+    async def authorize_key(self, api_key: str | None, org_id: int, event_id: int | None, kind: str) -> ApiKey:
         if not api_key:
             raise ApiError(401, "API key is missing: send it in the X-API-Key header.", "missing_api_key")
         key = await self.cached(("key", api_key), lambda: self.keys.lookup(api_key))
         if key is None or not key.active:
             raise ApiError(403, "API key is invalid or inactive.", "invalid_api_key")
-        if key.org_id != org_id or (key.event_id is not None and key.event_id != event_id):
+        if key.org_id != org_id or (event_id is not None and key.event_id is not None and key.event_id != event_id):
             raise ApiError(403, "This API key does not grant access to this organisation or event.", "forbidden_event")
         api = self.settings.api
         per_minute, burst = (
@@ -326,10 +360,7 @@ class Services:
                 "rate_limited",
                 {"Retry-After": str(max(1, math.ceil(retry_after)))},
             )
-        event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
-        if event is None:
-            raise ApiError(404, "Event configuration not found.", "event_not_found")
-        return key, event
+        return key
 
 
 def parse_request_id(value: str) -> str:

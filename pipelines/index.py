@@ -396,7 +396,7 @@ def index_sources(
         }  # fmt: skip
 
     opts = settings.store.storage_options or None
-    probes = ray.get([_probe.remote(s, opts) for s in todo])
+    probes = ray.get([_probe.remote(s, s.storage_options if s.storage_options is not None else opts) for s in todo])
     progress: dict[str, _MediaProgress] = {}
     early_failures = []
     for source, probe in zip(todo, probes, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
@@ -17,6 +17,8 @@ class MediaSource:
     media_key: str
     media_type: str  # video | photo
     size_bytes: int
+    # Options to read this source when they differ from the store's (an org's own storage).
+    storage_options: dict | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 def is_remote(uri: str) -> bool:

@@ -71,6 +71,8 @@ def decode_chunk(
     """Frames of one work item (a video chunk or a photo), then its end marker."""
     count, error = 0, ""
     uri = item.source.uri
+    if item.source.storage_options is not None:  # a source in an org's own storage
+        storage_options = item.source.storage_options
     try:
         if item.source.media_type == "photo":
             yield _frame_batch(item, [SampledFrame(0.0, 0, load_photo(uri, storage_options))])

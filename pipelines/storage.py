@@ -100,6 +100,13 @@ class OutputStorage:
             return fs.open(f"{path}/{safe_key(key)}", "rb")
         return open(self.local_path(key), "rb")
 
+    def presigned_url(self, key: str, expires_s: int) -> str:
+        """A time-limited GET URL of ``key`` that needs no credentials (object stores only)."""
+        if not self.remote:
+            raise StorageError("a local root has no presigned URLs")
+        fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        return fs.sign(f"{path}/{safe_key(key)}", expiration=int(expires_s))
+
     def exists(self, key: str) -> bool:
         if self.remote:
             fs, path = fsspec.core.url_to_fs(self.root, **self.storage_options)

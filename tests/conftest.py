@@ -173,6 +173,7 @@ def serve_api(ray_cluster, settings):
             # Index jobs and webhooks (tests/test_index_jobs.py): its receiver is on 127.0.0.1,
             # its media library a folder of the data dir, its uploads at most 8 MiB.
             "webhook_allow_addresses": ["loopback"],
+            "storage_allow_addresses": ["loopback"],  # the local S3 server of tests/test_byo_storage.py
             "webhook_first_backoff_s": 0.2,
             "media_roots": [str(Path(settings.data_dir) / "library")],
             "max_media_upload_bytes": 8 * 1024 * 1024,
@@ -182,3 +183,6 @@ def serve_api(ray_cluster, settings):
     start_serve(api_settings)
     yield ServeApi(f"http://127.0.0.1:{port}", api_settings, ControlStore(api_settings.control_uri))
     serve.shutdown()
+
+
+from tests.webhook_receiver import receiver  # noqa: E402, F401 - the fixture, for every test module

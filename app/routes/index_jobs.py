@@ -14,12 +14,10 @@ from app import schemas
 from app.config import AppSettings
 from app.contract import envelope
 from app.errors import ApiError
-from app.events import Event
-from app.index_jobs import ACTIVE, IndexJob, registered_media, run_index_job
+from app.index_jobs import ACTIVE, IndexJob, start_index_job
 from app.notify import deliveries
 from app.openapi import Operation, api_route
 from app.routes.common import API, authorize, read_json, services_of
-from app.services import Services
 
 MAX_MEDIA_KEYS = 10_000
 
@@ -56,38 +54,8 @@ async def start_job(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     services = services_of(request)
     keys, url = parse_body(await read_json(request), services.settings)
-    job = await asyncio.to_thread(create_job, services, event, keys, url)
+    job = await asyncio.to_thread(start_index_job, services, event, keys, url)
     return JSONResponse(envelope("Index job queued", job.payload([])))
-
-
-def create_job(services: Services, event: Event, keys: list[str] | None, url: str | None) -> IndexJob:
-    """Record the job, take the event's lock (409 while another job runs; the record is
-    removed again), hand it to Ray."""
-    org_id, event_id = event.org_id, event.event_id
-    registered = registered_media(services.control, org_id, event_id, keys)
-    if keys is not None:
-        unknown = sorted(set(keys) - {r["media_key"] for r in registered})
-        if unknown:
-            shown = ", ".join(repr(k) for k in unknown[:5])
-            raise ApiError(400, f"Unknown media keys (register them first): {shown}.", "unknown_media")
-        todo = keys
-    else:  # every registered source not indexed from where it is registered
-        indexed = services.face_store().indexed_sources(org_id, event_id)
-        todo = [r["media_key"] for r in registered if indexed.get(r["media_key"]) != r["uri"]]
-    jobs = services.index_jobs
-    job = jobs.create(org_id, event_id, todo, url)
-    holder = jobs.acquire(job)
-    if holder is not None:
-        jobs.delete(job.job_id)
-        raise ApiError(409, f"Index job {holder} of this event is still running.", "index_job_running")
-    try:
-        ref = run_index_job.remote(services.settings, job.job_id)
-    except Exception:
-        jobs.end(job, "failed", "The job could not be handed to Ray.")
-        raise
-    jobs.dispatched(job)
-    services.watch_index_job(job.job_id, ref)
-    return job
 
 
 async def get_job(request: Request) -> JSONResponse:

@@ -81,8 +81,9 @@ async def photo_file(request: Request) -> Response:
         if not await asyncio.to_thread(local.is_file):
             raise ApiError(404, "No such photo.", "not_found")
         return FileResponse(local, media_type=media_type)
+    options = await services_of(request).source_options(row["org_id"], row["event_id"], row["uri"])
     try:
-        fh = await asyncio.to_thread(open_binary, row["uri"], services_of(request).settings.store.storage_options)
+        fh = await asyncio.to_thread(open_binary, row["uri"], options or None)
     except OSError:
         raise ApiError(404, "No such photo.", "not_found") from None
     return StreamingResponse(chunks_then_close(fh), media_type=media_type)
@@ -107,11 +108,10 @@ async def photo_thumbnail(request: Request) -> Response:
         raise ApiError(404, "No such photo.", "not_found")
     key = f"{org_id}/{event_id}/thumbnails/{row['media_id']}.jpg"
     settings = services.settings
+    options = await services.source_options(org_id, event_id, row["uri"])
     try:
         if not await asyncio.to_thread(storage.exists, key):
-            await asyncio.to_thread(
-                make_thumbnail, row, storage, key, settings.api.thumbnail_px, settings.store.storage_options
-            )
+            await asyncio.to_thread(make_thumbnail, row, storage, key, settings.api.thumbnail_px, options)
         if not storage.remote:
             return FileResponse(storage.local_path(key), media_type="image/jpeg")
         fh = await asyncio.to_thread(storage.open, key)

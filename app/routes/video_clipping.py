@@ -4,6 +4,8 @@ live in app/search/video_clipping.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -66,11 +68,14 @@ async def get_result(request: Request) -> JSONResponse:
     search.require_enabled(event)
     record, clips = await search.result(event, request_id)
     extra = [extra_clip_item(c.clip_id, c.status, c.item, c.error) for c in clips]
+    videos = record.videos
+    if event.storage is not None and not event.storage.public_base_url:  # presigned URLs expire: sign anew
+        videos, extra = await asyncio.to_thread(search.signed_urls, event, record.request_id, (videos, extra))
     return JSONResponse(
         result_payload(
             record.request_id,
             record.status,
-            record.videos,
+            videos,
             record.error,
             record.clip_errors,
             record.segments,

@@ -135,7 +135,7 @@ def remove_request(services: Services, event: Event, record: SearchRecord) -> di
     clips = services.extra_clips.of_request(record.request_id)
     if record.status == PROCESSING or any(c.status == PROCESSING for c in clips):
         raise RequestBusy(record.request_id)
-    storage = OutputStorage(event.output_location(services.settings), services.settings.store.storage_options)
+    storage = OutputStorage(event.output_location(services.settings), event.storage_options(services.settings))
     files = storage.remove_folder(f"{event.org_id}/{event.event_id}/clips/{record.request_id}")
     extra = services.extra_clips.delete_of_request(record.request_id)
     services.records.delete(record.request_id)

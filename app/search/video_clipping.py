@@ -131,6 +131,13 @@ class VideoClippingSearch:
                 "feature_disabled",
             )
 
+    def signed_urls(self, event: Event, request_id: str, items: tuple) -> tuple:
+        """Clip items of an event in its org's storage, their URLs presigned now."""
+        from app.storage_locations import fresh_urls
+
+        folder = f"{event.org_id}/{event.event_id}/clips/{request_id}"
+        return tuple(fresh_urls(list(part), event.storage, folder) for part in items)
+
     # ---- a search ---------------------------------------------------------------------
     async def start(
         self,
@@ -330,7 +337,17 @@ class VideoClippingSearch:
             },
         )
         await asyncio.to_thread(self.services.extra_clips.start, clip)
-        job = ClipJob(event.org_id, event.event_id, request_id, rules.output_root, media, window, req.aspect, faces)
+        job = ClipJob(
+            event.org_id,
+            event.event_id,
+            request_id,
+            rules.output_root,
+            media,
+            window,
+            req.aspect,
+            faces,
+            storage=rules.storage,
+        )
         try:
             run_extra_clip.options(num_cpus=self.settings.clip.num_cpus).remote(self.settings, clip.clip_id, job)
         except Exception as exc:
