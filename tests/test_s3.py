@@ -9,10 +9,6 @@ LanceDB as is, fsspec/s3fs translated by ``pipelines.media.fsspec_options``.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,15 +28,11 @@ from pipelines.selfie import embed_selfie
 from pipelines.storage import OutputStorage, StorageError
 from pipelines.store import FaceStore, PackMismatch, faces_schema
 from pipelines.synthetic import selfie_of
-from tests.conftest import REPO, free_port
+from tests.s3_server import REGION, moto_server, needs_s3
 
-MOTO_SERVER = REPO / ".venv-moto" / "bin" / "moto_server"
-pytestmark = pytest.mark.skipif(
-    not MOTO_SERVER.exists(), reason=f"no local S3 server at {MOTO_SERVER}: run scripts/setup-s3-test-server.sh"
-)
+pytestmark = needs_s3
 
 BUCKET = "facereel-test"
-REGION = "us-west-2"  # s3fs's create_bucket sends a LocationConstraint, which us-east-1 refuses
 ORG, EVENT = 11, 5
 # The event's files, as laid out locally and under s3://BUCKET/event/.
 PAN_KEY, PHOTO_KEY, OTHER_KEY = "videos/pan.mp4", "group.jpg", "notes.txt"
@@ -57,40 +49,10 @@ class S3:
         return f"s3://{BUCKET}/event/{key}"
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, log: Path, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited ({proc.returncode}): {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"moto_server not answering at {url} after {deadline_s:g} s") from None
-            time.sleep(0.05)  # poll interval; the deadline above bounds the wait
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory, synthetic_event):
-    from s3fs import S3FileSystem
-
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_for_http(endpoint + "/", proc, log)
-        options = {
-            "aws_endpoint": endpoint,
-            "allow_http": "true",
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-            "aws_region": REGION,
-        }
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        options = server.options()
         fs = fsspec.filesystem("s3", **fsspec_options("s3://", options))
         fs.mkdir(BUCKET)
         local = tmp_path_factory.mktemp("s3-event")
@@ -100,15 +62,7 @@ def s3(tmp_path_factory, synthetic_event):
         (local / OTHER_KEY).write_text("not media\n")
         for key in (PAN_KEY, PHOTO_KEY, OTHER_KEY):
             fs.put_file(str(local / key), f"{BUCKET}/event/{key}")
-        yield S3(endpoint, options, fs, local)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        S3FileSystem.clear_instance_cache()  # no cached client may point at the dead server
+        yield S3(server.endpoint, options, fs, local)
 
 
 def on_store(settings: Settings, uri: str, storage_options: dict[str, str] | None = None) -> Settings:
