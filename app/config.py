@@ -116,6 +116,9 @@ class ApiSettings(BaseModel):
     # The same rule for the endpoints of an org's own storage locations: the service connects
     # to an endpoint a client names.
     storage_allow_addresses: list[str] = Field(default_factory=list)
+    # Whether a location may use a profile or the servers' environment credentials instead of
+    # its own keys: only where every org may use the service's own credentials.
+    storage_server_credentials: bool = False
 
 
 class AppSettings(Settings):

@@ -174,8 +174,14 @@ FIELDS = {
 }
 
 
-def parse_location(org_id: int, body: object, allow_addresses: set[str]) -> StorageLocation:
-    """A location from a client's JSON (400 ``invalid_storage_location`` for anything off)."""
+def parse_location(
+    org_id: int, body: object, allow_addresses: set[str], server_credentials: bool = False
+) -> StorageLocation:
+    """A location from a client's JSON (400 ``invalid_storage_location`` for anything off).
+
+    Without ``server_credentials`` a location must bring its own keys: a profile or the
+    servers' environment would lend the service's own credentials to whoever names a bucket.
+    """
     if not isinstance(body, dict) or set(body) - FIELDS:
         raise ApiError(400, f"Send a JSON object with: {', '.join(sorted(FIELDS))}.", "invalid_storage_location")
     key_id, secret = _text(body, "access_key_id"), _text(body, "secret_access_key")
@@ -184,6 +190,12 @@ def parse_location(org_id: int, body: object, allow_addresses: set[str]) -> Stor
     profile = _text(body, "profile", NAME)
     if profile and key_id:
         raise ApiError(400, "Send keys or a profile, not both.", "invalid_storage_location")
+    if not key_id and not server_credentials:
+        raise ApiError(
+            400,
+            "Send access_key_id and secret_access_key: this server lends no credentials of its own.",
+            "invalid_storage_location",
+        )
     ttl = body.get("url_ttl_s", 3600)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= MAX_TTL_S:
         raise ApiError(400, f"url_ttl_s must be a whole number from 60 to {MAX_TTL_S}.", "invalid_storage_location")

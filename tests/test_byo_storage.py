@@ -95,6 +95,9 @@ def test_registration_is_checked_and_never_shows_a_secret(org):
         (org.location_body(bucket="Not_A_Bucket"), "invalid_storage_location"),
         (org.location_body(prefix="a/../../b"), "invalid_storage_location"),
         (org.location_body(secret_access_key=None), "invalid_storage_location"),
+        # No keys: the service's own credentials are not lent (api.storage_server_credentials).
+        (org.location_body(access_key_id=None, secret_access_key=None), "invalid_storage_location"),
+        (org.location_body(access_key_id=None, secret_access_key=None, profile="default"), "invalid_storage_location"),
         (org.location_body(url_ttl_s=10**9), "invalid_storage_location"),
         ({**org.location_body(), "extra": 1}, "invalid_storage_location"),
     ]

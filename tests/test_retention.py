@@ -40,6 +40,7 @@ from app.services import Services
 from pipelines.media import fsspec_options
 from pipelines.storage import OutputStorage, modified_time
 from pipelines.store import BIBS_SCHEMA, MEDIA_INDEXED, faces_schema, tracks_schema
+from tests.s3_server import moto_server, needs_s3
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -486,27 +487,10 @@ def test_purge_cli_asks_first_and_prints_what_it_removed(tmp_path, monkeypatch, 
 
 
 # ---- the orphan sweep on s3:// (LastModified instead of mtime) ---------------------------
+@needs_s3
 def test_orphan_sweep_on_s3(tmp_path):
-    import subprocess
-
-    from tests.conftest import free_port
-    from tests.test_s3 import MOTO_SERVER, REGION, wait_for_http
-
-    if not MOTO_SERVER.exists():
-        pytest.skip(f"no local S3 server at {MOTO_SERVER}: run scripts/setup-s3-test-server.sh")
-    port = free_port()
-    log = tmp_path / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", proc, log)
-        options = {
-            "aws_endpoint": f"http://127.0.0.1:{port}",
-            "allow_http": "true",
-            "aws_access_key_id": "t",
-            "aws_secret_access_key": "t",
-            "aws_region": REGION,
-        }
+    with moto_server(tmp_path) as server:
+        options = server.options()
         settings = load_app_settings(
             None,
             data_dir=str(tmp_path / "data"),
@@ -530,6 +514,3 @@ def test_orphan_sweep_on_s3(tmp_path):
         removed = sweep_event_orphans(services, event, now=time.time() + 2 * GRACE)
         assert sorted(removed) == sorted([f"1/1/clips/{recorded.request_id}/stale.mp4", f"1/1/clips/{lost}/a.mp4"])
         assert fs.find("facereel-orphans/out") == [f"facereel-orphans/out/1/1/clips/{recorded.request_id}/kept.mp4"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

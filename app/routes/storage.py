@@ -33,7 +33,10 @@ async def authorize_org(request: Request, kind: str) -> int:
 async def add_location(request: Request) -> JSONResponse:
     org_id = await authorize_org(request, "post")
     services = services_of(request)
-    location = parse_location(org_id, await read_json(request), set(services.settings.api.storage_allow_addresses))
+    api = services.settings.api
+    location = parse_location(
+        org_id, await read_json(request), set(api.storage_allow_addresses), api.storage_server_credentials
+    )
     await asyncio.to_thread(check_reachable, location)
     await asyncio.to_thread(services.locations.add, location)
     return JSONResponse(envelope("Storage location registered", location.public()))
