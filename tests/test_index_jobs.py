@@ -4,13 +4,16 @@ progress, webhooks signed and retried, cancel that leaves no media half-indexed,
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from app.control import EVENT_MEDIA, INDEX_JOBS, WEBHOOK_DELIVERIES
@@ -23,7 +26,7 @@ from pipelines.store import FaceStore
 from pipelines.synthetic import make_pan_video, selfie_of
 from tests.test_api import jpeg
 
-ORG, UPLOADS, CANCEL, OTHER_ORG = 61, 1, 2, 62
+ORG, UPLOADS, CANCEL, DRIVER, OTHER_ORG = 61, 1, 2, 3, 62
 POLL_S = 0.1
 STAGE_ORDER = ("probe", "decode", "detect", "embed", "write")
 
@@ -63,12 +66,23 @@ def api(serve_api) -> Iterator[Api]:
     events = EventStore(serve_api.control)
     events.create_org("index jobs org", ORG)
     events.create_org("another org", OTHER_ORG)
-    for event in (UPLOADS, CANCEL):
+    for event in (UPLOADS, CANCEL, DRIVER):
         events.create_event(ORG, f"event {event}", event)
     events.create_event(OTHER_ORG, "theirs", UPLOADS)
     key, _ = KeyStore(serve_api.control).create(ORG, name="index jobs")
     with httpx.Client(headers={"X-API-Key": key}, timeout=60.0) as client:
         yield Api(client, serve_api.base_url, serve_api)
+
+
+@pytest.fixture(scope="module")
+def two_videos(api, synthetic_event) -> Path:
+    """A folder under the allowed media roots: the 16 s pan, and a 40 s one that is still
+    being indexed when the short one is done."""
+    library = Path(api.serve_api.settings.api.media_roots[0]) / "two-videos"
+    library.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(synthetic_event.pan.path, library / "a-pan.mp4")
+    make_pan_video(library / "b-long.mp4", synthetic_event.t1_faces, duration_s=40.0, audio=False)
+    return library
 
 
 def stored_state(serve_api, org: int, event: int) -> dict:
@@ -181,11 +195,8 @@ def test_upload_index_with_progress_and_a_signed_webhook(api, synthetic_event, r
     assert {v["source_video_key"] for v in got["videos"]} <= {"pan.mp4", "crowd_shot.mp4"}
 
 
-def test_cancel_leaves_no_media_half_indexed_and_a_rerun_indexes_the_rest(api, synthetic_event, tmp_path_factory):
-    library = Path(api.serve_api.settings.api.media_roots[0]) / "cancel"
-    library.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(synthetic_event.pan.path, library / "a-pan.mp4")
-    make_pan_video(library / "b-long.mp4", synthetic_event.t1_faces, duration_s=40.0, audio=False)
+def test_cancel_leaves_no_media_half_indexed_and_a_rerun_indexes_the_rest(api, two_videos):
+    library = two_videos
     response = api.http.post(api.url(CANCEL, "/media"), json={"uris": [str(library)]})
     assert response.status_code == 200, response.text
     assert sorted(m["media_key"] for m in response.json()["data"]["media"]) == ["a-pan.mp4", "b-long.mp4"]
@@ -226,6 +237,36 @@ def test_cancel_leaves_no_media_half_indexed_and_a_rerun_indexes_the_rest(api, s
     assert store.count_media_rows(ORG, CANCEL, "a-pan.mp4") == {"faces": 0, "tracks": 0, "bibs": 0, "media": 0}
     assert "a-pan.mp4" not in api.media(CANCEL)
     assert api.http.delete(api.url(CANCEL, "/media/a-pan.mp4")).status_code == 404
+
+
+def test_a_job_whose_driver_dies_fails_within_seconds_leaving_nothing_half_indexed(api, two_videos):
+    response = api.http.post(api.url(DRIVER, "/media"), json={"uris": [str(two_videos)]})
+    assert response.status_code == 200, response.text
+    job = api.http.post(api.url(DRIVER, "/index-jobs"), json={}).json()["data"]
+    deadline = time.monotonic() + 180
+    while api.job(DRIVER, job["job_id"])["current_stage"] not in ("decode", "embed"):
+        assert time.monotonic() < deadline
+        time.sleep(POLL_S)
+    drivers = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if "ray::run_index_job" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert len(drivers) == 1, drivers
+    killed = time.monotonic()
+    os.kill(drivers[0], signal.SIGKILL)
+    final = api.follow(DRIVER, job["job_id"], deadline_s=60)[-1]
+    assert final["status"] == "failed" and "driver was lost" in final["error"], final
+    assert time.monotonic() - killed < 30
+    store = FaceStore.from_settings(api.serve_api.settings, pack_info(api.serve_api.settings.models.pack))
+    for key in ("a-pan.mp4", "b-long.mp4"):
+        assert_whole(store, ORG, DRIVER, key)
+    # The lock went with it: a new job runs and indexes what is left.
+    rerun = api.http.post(api.url(DRIVER, "/index-jobs"), json={}).json()["data"]
+    assert api.follow(DRIVER, rerun["job_id"])[-1]["status"] == "completed"
+    assert {k: assert_whole(store, ORG, DRIVER, k) for k in ("a-pan.mp4", "b-long.mp4")} == dict.fromkeys(
+        ("a-pan.mp4", "b-long.mp4"), "indexed"
+    )
 
 
 def test_bad_input_gets_its_4xx_and_changes_nothing(api, serve_api, tmp_path):
