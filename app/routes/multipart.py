@@ -28,14 +28,13 @@ class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
 
 
-class _Collector:
-    def __init__(self, max_file_bytes: int, max_files: int, max_fields: int) -> None:
-        self.form = Form()
-        self.limits = (max_file_bytes, max_files, max_fields)
+class _PartHeaders:
+    """Keeps each part's Content-Disposition as python-multipart's callbacks deliver it."""
+
+    def __init__(self) -> None:
         self.header_field = bytearray()
         self.header_value = bytearray()
         self.disposition = b""
-        self.data = bytearray()
 
     def callbacks(self) -> dict:
         return {
@@ -45,15 +44,36 @@ class _Collector:
             "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
             "on_header_value": lambda d, s, e: self.header_value.extend(d[s:e]),
             "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
         }
-
-    def part_begin(self) -> None:
-        self.disposition, self.data = b"", bytearray()
 
     def header_end(self) -> None:
         if bytes(self.header_field).lower() == b"content-disposition":
             self.disposition = bytes(self.header_value)
         self.header_field, self.header_value = bytearray(), bytearray()
+
+    def part_begin(self) -> None:
+        self.disposition = b""
+
+    def headers_finished(self) -> None:
+        pass
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        raise NotImplementedError
+
+    def part_end(self) -> None:
+        raise NotImplementedError
+
+
+class _Collector(_PartHeaders):
+    def __init__(self, max_file_bytes: int, max_files: int, max_fields: int) -> None:
+        super().__init__()
+        self.form = Form()
+        self.limits = (max_file_bytes, max_files, max_fields)
+        self.data = bytearray()
+
+    def part_begin(self) -> None:
+        self.disposition, self.data = b"", bytearray()
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
         max_file_bytes = self.limits[0]
@@ -125,35 +145,14 @@ class Upload:
     size: int
 
 
-class _Spooler:
+class _Spooler(_PartHeaders):
     """File parts of field ``file`` written to disk as they arrive; other parts refused."""
 
     def __init__(self, folder: Path, max_file_bytes: int, max_files: int) -> None:
+        super().__init__()
         self.folder, self.max_file_bytes, self.max_files = folder, max_file_bytes, max_files
         self.uploads: list[Upload] = []
-        self.header_field = bytearray()
-        self.header_value = bytearray()
-        self.disposition = b""
         self.fh = None
-
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self.part_begin,
-            "on_part_data": self.part_data,
-            "on_part_end": self.part_end,
-            "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self.header_value.extend(d[s:e]),
-            "on_header_end": self.header_end,
-            "on_headers_finished": self.headers_finished,
-        }
-
-    def part_begin(self) -> None:
-        self.disposition = b""
-
-    def header_end(self) -> None:
-        if bytes(self.header_field).lower() == b"content-disposition":
-            self.disposition = bytes(self.header_value)
-        self.header_field, self.header_value = bytearray(), bytearray()
 
     def headers_finished(self) -> None:
         kind, params = parse_options_header(self.disposition)
