@@ -298,6 +298,16 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     return outcome["status"]
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def notify_search_later(settings: AppSettings, request_id: str) -> None:
+    """``notify_search`` for a search ended outside its job (a lost worker, the deadline)."""
+    from app.control import ControlStore
+    from app.records import RequestRecords
+
+    control = ControlStore(settings.control_uri, settings.store.storage_options)
+    notify_search(settings, RequestRecords(control, settings.api.request_deadline_s), request_id)
+
+
 def notify_search(settings: AppSettings, records, request_id: str) -> None:
     """The search's final result (the data its GET answers) to its webhook, when it has one."""
     from app.contract import extra_clip_item, result_payload

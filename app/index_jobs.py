@@ -467,6 +467,14 @@ def end_lost(settings: AppSettings, jobs: IndexJobs, job: IndexJob, error: str) 
     except Exception:
         log.exception("removing the unfinished media of index job %s failed", job.job_id)
     ended = jobs.end(job, CANCELLED if job.cancel_requested else FAILED, error)
-    if ended:
-        notify_job(settings, jobs.control, job)
+    if ended and job.webhook_url:  # from a task: deliveries retry for a while, the caller must not wait
+        notify_job_later.remote(settings, job.job_id)
     return ended
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def notify_job_later(settings: AppSettings, job_id: str) -> None:
+    control = ControlStore(settings.control_uri, settings.store.storage_options)
+    job = IndexJobs(control, 1, 1).read(job_id)
+    if job is not None:
+        notify_job(settings, control, job)

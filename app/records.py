@@ -242,13 +242,14 @@ class RequestRecords:
             only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
         )
 
-    def sweep_overdue(self) -> int:
-        """Fail every search processing past its deadline; returns how many."""
+    def sweep_overdue(self) -> list[SearchRecord]:
+        """Fail every search processing past its deadline; returns them."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         rows = self.control.rows(REQUESTS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
-        for row in rows:
-            self.fail_overdue(SearchRecord.from_row(row))
-        return len(rows)
+        failed = [SearchRecord.from_row(row) for row in rows]
+        for record in failed:
+            self.fail_overdue(record)
+        return failed
 
 
 @dataclass

@@ -144,8 +144,9 @@ class Services:
         while True:
             await asyncio.sleep(api.sweep_interval_s)
             try:
-                if n := await asyncio.to_thread(self.records.sweep_overdue):
-                    log.warning("failed %d overdue searches", n)
+                if failed := await asyncio.to_thread(self.records.sweep_overdue):
+                    log.warning("failed %d overdue searches", len(failed))
+                    self.tell_webhooks([r.request_id for r in failed if r.webhook_url])
                 if n := await asyncio.to_thread(self.extra_clips.sweep_overdue):
                     log.warning("failed %d overdue clips", n)
                 if n := await asyncio.to_thread(self.sweep_overdue_index_jobs):
@@ -233,6 +234,7 @@ class Services:
                 error = f"The search's worker was lost ({type(exc).__name__}); start a new search."
                 if self.records.finish(request_id, job_id, "failed", error=error, only_if_processing=True):
                     failed += 1
+                    self.tell_webhooks([request_id])
         return failed
 
     def watch_index_job(self, job_id: str, ref) -> None:
@@ -268,6 +270,14 @@ class Services:
         from app.index_jobs import OVERDUE_ERROR
 
         return sum(end_lost(self.settings, self.index_jobs, job, OVERDUE_ERROR) for job in self.index_jobs.overdue())
+
+    def tell_webhooks(self, request_ids: list[str]) -> None:
+        """Searches failed here (lost worker, deadline) tell their webhooks from a Ray task:
+        deliveries retry for a while, and the watcher must not wait on them."""
+        from app.dispatch import notify_search_later
+
+        for request_id in request_ids:
+            notify_search_later.remote(self.settings, request_id)
 
     async def watch_jobs_forever(self) -> None:
         while True:

@@ -41,14 +41,16 @@ def allowed_roots(settings: AppSettings, event: Event) -> list[str]:
 
 
 def media_key_for_upload(filename: str | None) -> str:
-    """A safe media key from a client's file name: its last path part, in [A-Za-z0-9._-]
-    (other runs of characters become ``_``), at most 200 characters, never hidden or empty."""
+    """A safe media key from a client's file name: its last path part in [A-Za-z0-9._-]
+    (other runs of characters become ``_``), its extension kept, at most 200 characters,
+    never hidden or empty (``upload``)."""
     name = unicodedata.normalize("NFKC", (filename or "").replace("\\", "/")).rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip("._") or "upload"
-    if len(name) > MAX_KEY_CHARS:
-        stem, dot, ext = name.rpartition(".")
-        name = (stem[: MAX_KEY_CHARS - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else name[:MAX_KEY_CHARS]
-    return name
+    stem, dot, ext = _UNSAFE.sub("_", name).rpartition(".")
+    if not dot:
+        stem, ext = ext, ""
+    stem, ext = stem.strip("._") or "upload", ext.strip("._")[:10]
+    stem = stem[: MAX_KEY_CHARS - len(ext) - 1]
+    return f"{stem}.{ext}" if ext else stem
 
 
 def within_roots(uri: str, roots: list[str]) -> str | None:
