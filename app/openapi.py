@@ -188,7 +188,9 @@ def document(routes: list[BaseRoute], settings: AppSettings) -> dict:
                 "Find a participant's moments in an event's videos and photos from a selfie or a BIB number. "
                 "Every JSON body is the envelope {responseType, message, data}; errors carry data.code. "
                 f"A revoked API key or a changed event stops taking effect within api.auth_cache_s "
-                f"({settings.api.auth_cache_s:g} s), the time a replica reuses what it read."
+                f"({settings.api.auth_cache_s:g} s), the time a replica reuses what it read. "
+                "Webhooks (webhook_url on index jobs and searches) POST the final data of the GET, signed: "
+                "X-Facereel-Signature is sha256=HMAC-SHA256(org secret, X-Facereel-Timestamp + '.' + body)."
             ),
         },
         "servers": [{"url": settings.api.public_base_url}],
