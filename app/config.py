@@ -96,10 +96,15 @@ class ApiSettings(BaseModel):
     # <source_root>/<org>/<event>); registered URIs must lie under one of media_roots or that
     # location. Uploads are spooled to disk, never held in memory.
     source_root: str = ""
+    # Every org may register media under these: write {org_id} (and {event_id}) into a root,
+    # e.g. /srv/media/{org_id}, to give each org its own folder.
     media_roots: list[str] = Field(default_factory=list)
     max_media_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)
     max_media_files: int = Field(default=20, ge=1)  # per upload request
     max_media_uris: int = Field(default=100, ge=1)  # per registration request
+    # Where uploads are spooled before they are stored ('' = the system's temp folder): it
+    # must hold max_media_files x max_media_upload_bytes per concurrent upload, on disk.
+    upload_spool_dir: str = ""
     # An index job still running after this long is failed (its driver is presumed lost);
     # until the job is handed to Ray, dispatch_deadline_s applies.
     index_job_deadline_s: float = Field(default=6 * 3600.0, gt=0.0)

@@ -60,8 +60,8 @@ class Event:
     def source_location(self, settings: AppSettings) -> str:
         """Where uploads go: the org's location, the event's source_uri, else
         <api.source_root>/<org>/<event>."""
-        if self.storage is not None:
-            return self.storage.sources_root
+        if self.storage is not None:  # each event its own folder: its key may not read the others'
+            return f"{self.storage.sources_root}/{self.org_id}/{self.event_id}"
         return (self.source_uri or f"{settings.source_root}/{self.org_id}/{self.event_id}").rstrip("/")
 
     def storage_options(self, settings: AppSettings) -> dict:

@@ -38,6 +38,9 @@ ACTIVE = (QUEUED, PROCESSING)
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
 OVERDUE_ERROR = "The index job did not finish within its deadline (its driver was lost); start a new job."
 LOST_ERROR = "The index job's driver was lost ({}); media it had not finished were left unindexed."
+# How long an ended job's lock stays with it (its ender removes unfinished media, then frees
+# it), and how long a lock naming no job (a deletion) lives if its holder died.
+LOCK_GRACE = timedelta(seconds=120)
 
 
 @dataclass
@@ -63,10 +66,12 @@ class IndexJob:
 
     @property
     def progress_percent(self) -> float:
+        """Sampled frames done / planned; 100 only once completed (the last write, compaction
+        and index build come after the frames)."""
         if self.status == COMPLETED:
             return 100.0
         if self.frames_planned:
-            return round(100.0 * min(1.0, self.frames_done / self.frames_planned), 1)
+            return min(99.9, round(100.0 * self.frames_done / self.frames_planned, 1))
         return 0.0
 
     def to_row(self) -> dict:
@@ -162,19 +167,19 @@ class IndexJobs:
         return IndexJob.from_row(rows[0]) if rows else None
 
     def get(self, org_id: int, event_id: int, job_id: str) -> IndexJob | None:
-        """The event's job (None for another event's), failed first when past its deadline."""
+        """The event's job (None for another event's). An overdue job is ended by the sweep,
+        which also removes what it left unfinished."""
         job = self.read(job_id)
         if job is None or (job.org_id, job.event_id) != (org_id, event_id):
             return None
-        if job.status in ACTIVE and job.deadline_at is not None and job.deadline_at < datetime.now(UTC):
-            self.end(job, FAILED, OVERDUE_ERROR)
-            job = self.read(job_id) or job
         return job
 
-    def create(self, org_id: int, event_id: int, media_keys: list[str], webhook_url: str | None) -> IndexJob:
+    def create(
+        self, job_id: str, org_id: int, event_id: int, media_keys: list[str], webhook_url: str | None
+    ) -> IndexJob:
         now = datetime.now(UTC)
         job = IndexJob(
-            job_id=str(uuid.uuid4()),
+            job_id=job_id,
             org_id=org_id,
             event_id=event_id,
             status=QUEUED,
@@ -187,9 +192,6 @@ class IndexJobs:
         )
         self.control.upsert(INDEX_JOBS, [job.to_row()])
         return job
-
-    def delete(self, job_id: str) -> None:
-        self.control.table(INDEX_JOBS).delete(f"job_id = {sql_str(job_id)}")
 
     def _write(self, job: IndexJob, only_if: str) -> bool:
         job.updated_at = datetime.now(UTC)
@@ -211,31 +213,48 @@ class IndexJobs:
         return job if self._write(job, f"target.status = {sql_str(QUEUED)}") else None
 
     def progress(self, job: IndexJob) -> bool:
-        """Store progress; False once a cancel was asked or the job ended."""
+        """Store progress, and push the deadline on: it is a heartbeat, so only a job that
+        stops making progress for ``index_job_deadline_s`` is taken for lost. False once a
+        cancel was asked or the job ended."""
+        job.deadline_at = datetime.now(UTC) + self.deadline
         only_if = f"target.status = {sql_str(PROCESSING)} AND (target.cancel_requested IS NULL OR NOT target.cancel_requested)"
         return self._write(job, only_if)
 
-    def end(self, job: IndexJob, status: str, error: str | None = None) -> bool:
-        """Write a terminal status (only over an active one) and free the event's lock."""
+    def end(
+        self, job: IndexJob, status: str, error: str | None = None, only_from: tuple = ACTIVE, release: bool = True
+    ) -> bool:
+        """Write a terminal status over one of ``only_from``; True for the one writer that
+        did. With ``release`` the event's lock is freed too (else the caller frees it once it
+        has cleaned up)."""
         if status not in TERMINAL:
             raise ValueError(f"a job ends in a terminal status, not {status!r}")
         job.status, job.error = status, error
-        written = self._write(job, f"target.status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)})")
-        if written:
-            self.release(job)
+        written = self._write(job, f"target.status IN ({', '.join(sql_str(s) for s in only_from)})")
+        if written and release:
+            self.release(job.org_id, job.event_id, job.job_id)
         return written
 
     def request_cancel(self, job: IndexJob) -> IndexJob:
         """A queued job is cancelled at once; a running one is asked to stop (its task removes
-        what it had not finished, then writes ``cancelled``)."""
+        what it had not finished, then writes ``cancelled``). Only ``cancel_requested``
+        changes: the write holds only while the row is still the one read."""
         if job.status == QUEUED:
             job.cancel_requested = True
-            if self.end(job, CANCELLED, "Cancelled before it started."):
+            if self.end(job, CANCELLED, "Cancelled before it started.", only_from=(QUEUED,)):
                 return job
             job = self.read(job.job_id) or job
-        if job.status == PROCESSING and not job.cancel_requested:
+        for _ in range(5):
+            if job.status != PROCESSING or job.cancel_requested:
+                break
+            unchanged = (
+                f"target.status = {sql_str(PROCESSING)} AND target.frames_done = {int(job.frames_done)} "
+                f"AND target.media_done = {int(job.media_done)} AND target.faces = {int(job.faces)} "
+                f"AND target.current_stage = {sql_str(job.current_stage or '')}"
+            )
             job.cancel_requested = True
-            self._write(job, f"target.status = {sql_str(PROCESSING)}")
+            if self._write(job, unchanged):
+                break
+            job = self.read(job.job_id) or job
         return self.read(job.job_id) or job
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -248,6 +267,15 @@ class IndexJobs:
             where += f" AND status IN ({', '.join(sql_str(s) for s in status)})"
         return [IndexJob.from_row(r) for r in self.control.rows(INDEX_JOBS, where)]
 
+    def delete_of_event(self, org_id: int, event_id: int) -> int:
+        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+        removed = 0
+        for name in (INDEX_JOBS, INDEX_LOCKS):
+            table = self.control.table(name)
+            removed += table.count_rows(where)
+            table.delete(where)
+        return removed
+
     def overdue(self) -> list[IndexJob]:
         where = (
             f"status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)}) AND deadline_at < {_timestamp(datetime.now(UTC))}"
@@ -256,28 +284,40 @@ class IndexJobs:
 
     # ---- the event's lock --------------------------------------------------------------
     def holder(self, org_id: int, event_id: int) -> str | None:
+        row = self._lock(org_id, event_id)
+        return row["job_id"] if row else None
+
+    def _lock(self, org_id: int, event_id: int) -> dict | None:
         rows = self.control.rows(INDEX_LOCKS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
-        return rows[0]["job_id"] if rows else None
+        return rows[0] if rows else None
 
-    def acquire(self, job: IndexJob) -> str | None:
-        """Take the event's lock for ``job``; None when taken, else the active job holding it.
-        A lock left by a job that has ended (or vanished) is taken over."""
-        row = {"org_id": job.org_id, "event_id": job.event_id, "job_id": job.job_id}
+    def _stale(self, row: dict) -> bool:
+        """A lock whose holder is gone: its job ended (and had the grace to clean up), or it
+        names no job (a deletion, or a job that was never recorded) and is older than the grace."""
+        now = datetime.now(UTC)
+        held_by = self.read(row["job_id"])
+        if held_by is not None:
+            return held_by.status in TERMINAL and (held_by.updated_at or now) < now - LOCK_GRACE
+        return row["taken_at"] is None or row["taken_at"] < now - LOCK_GRACE
+
+    def acquire(self, org_id: int, event_id: int, holder: str) -> str | None:
+        """Take the event's lock for ``holder`` (a job id, or a deletion's id); None when
+        taken, else who holds it. One index job, or one deletion of media, at a time."""
+        row = {"org_id": org_id, "event_id": event_id, "job_id": holder, "taken_at": datetime.now(UTC)}
         for _ in range(3):
-            held = self.holder(job.org_id, job.event_id)
+            current = self._lock(org_id, event_id)
+            held = current["job_id"] if current else None
+            if held is not None and not self._stale(current):
+                return held
             only_if = "target.job_id IS NULL" if held is None else f"target.job_id = {sql_str(held)}"
-            if held is not None:
-                other = self.read(held)
-                if other is not None and other.status in ACTIVE:
-                    return held
             taken = self.control.upsert(INDEX_LOCKS, [row], only_if=only_if, insert=True)
-            if taken and self.holder(job.org_id, job.event_id) == job.job_id:
+            if taken and self.holder(org_id, event_id) == holder:
                 return None
-        return self.holder(job.org_id, job.event_id) or "unknown"
+        return self.holder(org_id, event_id) or "unknown"
 
-    def release(self, job: IndexJob) -> None:
-        row = {"org_id": job.org_id, "event_id": job.event_id, "job_id": None}
-        self.control.upsert(INDEX_LOCKS, [row], only_if=f"target.job_id = {sql_str(job.job_id)}", insert=False)
+    def release(self, org_id: int, event_id: int, holder: str) -> None:
+        row = {"org_id": org_id, "event_id": event_id, "job_id": None, "taken_at": None}
+        self.control.upsert(INDEX_LOCKS, [row], only_if=f"target.job_id = {sql_str(holder)}", insert=False)
 
 
 # ---- what a job indexes -----------------------------------------------------------------
@@ -324,8 +364,8 @@ def remove_unfinished(settings: AppSettings, control: ControlStore, job: IndexJo
 
 
 def start_index_job(services: Services, event: Event, keys: list[str] | None, url: str | None) -> IndexJob:
-    """Record the job, take the event's lock (409 while another job runs; the record is
-    removed again), hand it to Ray."""
+    """Take the event's lock (409 while another job or a deletion holds it), record the job,
+    hand it to Ray."""
     org_id, event_id = event.org_id, event.event_id
     registered = registered_media(services.control, org_id, event_id, keys)
     if keys is not None:
@@ -338,15 +378,19 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
         indexed = services.face_store().indexed_sources(org_id, event_id)
         todo = [r["media_key"] for r in registered if indexed.get(r["media_key"]) != r["uri"]]
     jobs = services.index_jobs
-    job = jobs.create(org_id, event_id, todo, url)
-    holder = jobs.acquire(job)
+    job_id = str(uuid.uuid4())
+    holder = jobs.acquire(org_id, event_id, job_id)
     if holder is not None:
-        jobs.delete(job.job_id)
         raise ApiError(409, f"Index job {holder} of this event is still running.", "index_job_running")
+    try:
+        job = jobs.create(job_id, org_id, event_id, todo, url)
+    except Exception:
+        jobs.release(org_id, event_id, job_id)
+        raise
     try:
         ref = run_index_job.remote(services.settings, job.job_id)
     except Exception:
-        jobs.end(job, "failed", "The job could not be handed to Ray.")
+        jobs.end(job, FAILED, "The job could not be handed to Ray.")
         raise
     jobs.dispatched(job)
     services.watch_index_job(job.job_id, ref)
@@ -413,19 +457,16 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
         report = index_sources(
             settings, job.org_id, job.event_id, sources, on_progress=on_progress, bibs=bibs, should_stop=should_stop
         )
-    except IndexCancelled as stopped:
+    except IndexCancelled as stopped:  # it removed what it had not finished
         job.indexed = list(stopped.report.indexed)
         job.media_errors.update(stopped.report.failed)
-        jobs.end(job, CANCELLED, "Cancelled: media it had not finished were left unindexed.")
-        notify_job(settings, control, job)
+        job.cancel_requested = True
+        if jobs.end(job, CANCELLED, "Cancelled: media it had not finished were left unindexed."):
+            notify_job(settings, control, job)
         return CANCELLED
     except Exception as exc:
         log.exception("index job %s failed", job_id)
-        try:
-            remove_unfinished(settings, control, job)
-        finally:
-            jobs.end(job, FAILED, f"indexing failed: {type(exc).__name__}: {exc}")
-            notify_job(settings, control, job)
+        end_lost(settings, jobs, job, f"indexing failed: {type(exc).__name__}: {exc}", notify_here=True)
         return FAILED
     job.indexed = list(report.indexed)
     job.media_errors.update(report.failed)
@@ -435,8 +476,8 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
     status = COMPLETED
     if job.media_keys and not job.indexed and job.media_errors:
         status = FAILED  # nothing could be indexed
-    jobs.end(job, status, None if status == COMPLETED else "No media could be indexed; see errors.")
-    notify_job(settings, control, job)
+    if jobs.end(job, status, None if status == COMPLETED else "No media could be indexed; see errors."):
+        notify_job(settings, control, job)
     return status
 
 
@@ -459,17 +500,26 @@ def notify_job(settings: AppSettings, control: ControlStore, job: IndexJob) -> N
     )
 
 
-def end_lost(settings: AppSettings, jobs: IndexJobs, job: IndexJob, error: str) -> bool:
-    """A job whose driver is gone: remove its unfinished media, then end it (cancelled when a
-    cancel was asked, else failed) and tell its webhook."""
+def end_lost(settings: AppSettings, jobs: IndexJobs, job: IndexJob, error: str, notify_here: bool = False) -> bool:
+    """End a job that will not finish (its driver died, failed or went overdue): the one
+    caller that wins the terminal write removes its unfinished media while it still holds
+    the event's lock, then frees the lock and tells the webhook. Cancelled when a cancel was
+    asked, else failed."""
+    status = CANCELLED if job.cancel_requested else FAILED
+    if not jobs.end(job, status, error, release=False):
+        return False  # ended by someone else, who cleans up
     try:
         remove_unfinished(settings, jobs.control, job)
     except Exception:
         log.exception("removing the unfinished media of index job %s failed", job.job_id)
-    ended = jobs.end(job, CANCELLED if job.cancel_requested else FAILED, error)
-    if ended and job.webhook_url:  # from a task: deliveries retry for a while, the caller must not wait
-        notify_job_later.remote(settings, job.job_id)
-    return ended
+    finally:
+        jobs.release(job.org_id, job.event_id, job.job_id)
+    if job.webhook_url:
+        if notify_here:
+            notify_job(settings, jobs.control, job)
+        else:  # from a task: deliveries retry for a while, the caller must not wait
+            notify_job_later.remote(settings, job.job_id)
+    return True
 
 
 @ray.remote(num_cpus=0, max_retries=0)

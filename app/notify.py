@@ -113,4 +113,9 @@ def notify(
         return final
     except Exception:
         log.exception("webhook %s for %s failed", event, subject_id)
+        try:  # never left pending
+            row["status"], row["updated_at"] = FAILED, datetime.now(UTC)
+            control.upsert(WEBHOOK_DELIVERIES, [row])
+        except Exception:
+            log.exception("recording the failed webhook %s for %s failed", event, subject_id)
         return FAILED

@@ -235,21 +235,22 @@ class RequestRecords:
         table.delete(where)
         return before
 
-    def fail_overdue(self, record: SearchRecord) -> None:
-        self.control.upsert(
-            REQUESTS,
-            [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
-            only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+    def fail_overdue(self, record: SearchRecord) -> bool:
+        """Fail one overdue search; False when it ended meanwhile (another sweep, its job)."""
+        return bool(
+            self.control.upsert(
+                REQUESTS,
+                [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
+                only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+            )
         )
 
     def sweep_overdue(self) -> list[SearchRecord]:
         """Fail every search processing past its deadline; returns them."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         rows = self.control.rows(REQUESTS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
-        failed = [SearchRecord.from_row(row) for row in rows]
-        for record in failed:
-            self.fail_overdue(record)
-        return failed
+        overdue = [SearchRecord.from_row(row) for row in rows]
+        return [record for record in overdue if self.fail_overdue(record)]
 
 
 @dataclass

@@ -250,6 +250,9 @@ class PurgeReport:
     extra_clips: int = 0
     files: dict[str, int] = field(default_factory=dict)  # top folder (clips, thumbnails) -> files
     index_rows: dict[str, int] = field(default_factory=dict)  # faces, tracks, bibs, media -> rows
+    sources: int = 0  # registered sources (event_media rows)
+    uploads: int = 0  # uploaded source files removed
+    index_jobs: int = 0  # index job and lock rows
     event_deleted: bool = False
 
     def lines(self) -> list[str]:
@@ -262,6 +265,7 @@ class PurgeReport:
             f"extra clips: {self.extra_clips}",
             f"  files: {sum(self.files.values())} ({files})",
             f"  face index rows: {rows}",
+            f"  registered sources: {self.sources} ({self.uploads} uploaded files), index job rows: {self.index_jobs}",
             "  event configuration: " + ("deleted" if self.event_deleted else "kept"),
         ]
 
@@ -288,9 +292,11 @@ def purge_event(
     processing = f"{where} AND status = {sql_str(PROCESSING)}"
     busy = services.control.table(REQUESTS).count_rows(processing)
     busy += services.control.table(EXTRA_CLIPS).count_rows(processing)
+    busy += len(services.index_jobs.of_event(org_id, event_id, ("queued", "processing")))
     if busy:
         raise EventBusy(
-            f"event {org_id}/{event_id} has {busy} searches or clips still processing; purge once they have finished"
+            f"event {org_id}/{event_id} has {busy} searches, clips or index jobs still processing; "
+            "purge once they have finished"
         )
     report = PurgeReport(org_id, event_id)
 
@@ -304,6 +310,14 @@ def purge_event(
 
     store = face_store if face_store is not None else services.face_store()
     report.index_rows = store.delete_event(org_id, event_id)
+    if event is not None:  # uploads live in the event's source location, not its outputs
+        from app.sources import remove_upload
+
+        for row in services.sources.rows(org_id, event_id):
+            if row.get("origin") == "upload":
+                report.uploads += len(remove_upload(settings, event, row["uri"]))
+    report.sources = services.sources.delete_of_event(org_id, event_id)
+    report.index_jobs = services.index_jobs.delete_of_event(org_id, event_id)
 
     requests = services.control.table(REQUESTS)
     rows = requests.search().where(where).select(["selfie_embedding", "embedding_dim"]).limit(None).to_arrow()

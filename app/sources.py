@@ -33,11 +33,36 @@ MAX_KEY_CHARS = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def allowed_roots(settings: AppSettings, event: Event) -> list[str]:
-    """Where registered URIs may lie: api.media_roots, the event's source location, and the
-    whole of the org's own storage location when the event has one."""
-    roots = [*settings.api.media_roots, event.source_location(settings)]
-    return roots + ([event.storage.root] if event.storage is not None else [])
+@dataclass(frozen=True)
+class Roots:
+    """Where an event's registered URIs may lie."""
+
+    allowed: list[str]
+    refused: list[str]  # folders inside ``allowed`` that stay off limits ...
+    own: list[str]  # ... except these, inside them
+
+
+def allowed_roots(settings: AppSettings, event: Event) -> Roots:
+    """api.media_roots (``{org_id}``/``{event_id}`` in them name the caller's own folder), the
+    event's source location, and the org's own storage location when the event has one:
+    there, its clip outputs and other events' uploads stay off limits."""
+    ids = {"org_id": event.org_id, "event_id": event.event_id}
+    allowed = [root.format(**ids) for root in settings.api.media_roots] + [event.source_location(settings)]
+    if event.storage is None:
+        return Roots(allowed, [], [])
+    return Roots(
+        [*allowed, event.storage.root],
+        [event.storage.outputs_root, event.storage.sources_root],
+        [event.source_location(settings)],
+    )
+
+
+def permitted(uri: str, roots: Roots) -> str | None:
+    """The URI in canonical form when ``roots`` let it be registered, else None."""
+    canonical = within_roots(uri, roots.allowed)
+    if canonical is None or within_roots(canonical, roots.own) is not None:
+        return canonical
+    return None if within_roots(canonical, roots.refused) is not None else canonical
 
 
 def media_key_for_upload(filename: str | None) -> str:
@@ -177,6 +202,14 @@ class SourceRegistry:
         """Register a new source; False when its key is taken in the event."""
         return bool(self.control.upsert(EVENT_MEDIA, [row], only_if="false", insert=True))
 
+    def delete_of_event(self, org_id: int, event_id: int) -> int:
+        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
+        table = self.control.table(EVENT_MEDIA)
+        before = table.count_rows(where)
+        if before:
+            table.delete(where)
+        return before
+
     def delete(self, org_id: int, event_id: int, media_key: str) -> int:
         where = f"org_id = {int(org_id)} AND event_id = {int(event_id)} AND media_key = {sql_str(media_key)}"
         table = self.control.table(EVENT_MEDIA)
@@ -217,20 +250,29 @@ def store_uploads(services: Services, event: Event, uploads: list[Upload]) -> di
         keys.append(key)
     location = event.source_location(services.settings)
     storage = OutputStorage(location, event.storage_options(services.settings))
-    items = []
-    for up, key, found in zip(uploads, keys, sniffed, strict=True):
-        # A folder of its own per upload: two uploads of one name can never overwrite each other.
-        stored = f"uploads/{uuid.uuid4().hex}/{key}"
-        try:
-            storage.put(up.path, stored)
-        except (OSError, StorageError) as exc:
-            raise ApiError(500, f"The event's source storage refused the upload: {exc}", "storage_error") from None
-        uri = f"{storage.root}/{stored}" if storage.remote else str(storage.local_path(stored))
-        row = media_row(event, key, uri, "upload", up.size, found)
-        if not services.sources.add(row):  # the same name registered meanwhile
+    items: list[dict] = []
+    done: list[tuple[str, str]] = []  # (key, stored) of this request, undone if a later file fails
+    try:
+        for up, key, found in zip(uploads, keys, sniffed, strict=True):
+            # A folder of its own per upload: two uploads of one name can never overwrite each other.
+            stored = f"uploads/{uuid.uuid4().hex}/{key}"
+            try:
+                storage.put(up.path, stored)
+            except (OSError, StorageError) as exc:
+                raise ApiError(500, f"The event's source storage refused the upload: {exc}", "storage_error") from None
+            uri = f"{storage.root}/{stored}" if storage.remote else str(storage.local_path(stored))
+            row = media_row(event, key, uri, "upload", up.size, found)
+            if not services.sources.add(row):  # the same name registered meanwhile
+                storage.remove([stored])
+                raise ApiError(409, f"The event already has a source named {key!r}; delete it first.", "media_exists")
+            done.append((key, stored))
+            items.append(media_item(row, None, set()))
+    except Exception:  # all or nothing: the files stored before the failure go again
+        for key, stored in done:
+            services.sources.delete(event.org_id, event.event_id, key)
             storage.remove([stored])
-            raise ApiError(409, f"The event already has a source named {key!r}; delete it first.", "media_exists")
-        items.append(media_item(row, None, set()))
+            storage.remove_empty_folder(stored.rsplit("/", 1)[0])
+        raise
     return {"media": items, "errors": []}
 
 
@@ -241,7 +283,7 @@ def register_uris(services: Services, event: Event, uris: list[str]) -> dict:
     roots = allowed_roots(settings, event)
     canonical = []
     for uri in uris:
-        inside = within_roots(uri, roots)
+        inside = permitted(uri, roots)
         if inside is None:
             raise ApiError(400, f"{uri!r} is outside the allowed media roots.", "uri_not_allowed")
         canonical.append(inside)
@@ -256,7 +298,7 @@ def register_uris(services: Services, event: Event, uris: list[str]) -> dict:
         if not sources:
             errors.append({"uri": uri, "error": "no photos or videos there"})
         for source in sources:
-            if within_roots(source.uri, roots) is None:  # a symlink in a folder pointing out
+            if permitted(source.uri, roots) is None:  # a symlink in a folder pointing out
                 errors.append({"uri": source.uri, "error": "outside the allowed media roots"})
                 continue
             item = register_source(services, event, source, options)
@@ -304,11 +346,18 @@ def event_media(services: Services, event: Event) -> list[dict]:
 
 
 def remove_source(services: Services, event: Event, key: str) -> dict:
-    from app.index_jobs import ACTIVE
-
     org_id, event_id = event.org_id, event.event_id
-    if services.index_jobs.of_event(org_id, event_id, ACTIVE):
+    holder = f"delete-{uuid.uuid4()}"
+    if services.index_jobs.acquire(org_id, event_id, holder) is not None:
         raise ApiError(409, "An index job of this event is running; cancel it or wait for it.", "index_job_running")
+    try:
+        return _remove_source(services, event, key)
+    finally:
+        services.index_jobs.release(org_id, event_id, holder)
+
+
+def _remove_source(services: Services, event: Event, key: str) -> dict:
+    org_id, event_id = event.org_id, event.event_id
     store = services.face_store()
     registered = services.sources.get(org_id, event_id, key)
     counts = store.count_media_rows(org_id, event_id, key)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from app.errors import ApiError
-from app.sources import media_key_for_upload, within_roots
+from app.sources import Roots, media_key_for_upload, permitted, within_roots
 from app.storage_locations import StorageLocation, fresh_urls, parse_location
 
 
@@ -111,3 +111,14 @@ def test_fresh_urls_sign_every_clip_item_and_nothing_else():
     assert signed[0]["poster_url"] == "https://cdn.example.com/media/1/2/clips/r/c1.jpg"
     assert signed[1]["video"]["video_url"] == "https://cdn.example.com/media/1/2/clips/r/c2.mp4"
     assert signed[2] == items[2] and items[0]["video_url"] == "old"  # the input is left as it was
+
+
+def test_in_the_orgs_bucket_an_event_may_not_register_clips_or_other_events_uploads():
+    root = "s3://org-media/p"
+    roots = Roots([root], [f"{root}/outputs", f"{root}/sources"], [f"{root}/sources/1/2"])
+    assert permitted(f"{root}/raw/finish.mp4", roots) == f"{root}/raw/finish.mp4"
+    assert permitted(f"{root}/sources/1/2/uploads/x/a.mp4", roots) is not None  # its own uploads
+    assert permitted(f"{root}/sources/1/3/uploads/x/a.mp4", roots) is None  # another event's
+    assert permitted(f"{root}/sources", roots) is None
+    assert permitted(f"{root}/outputs/1/3/clips/r/c.mp4", roots) is None
+    assert permitted(f"{root}/sources/1/2/../3/a.mp4", roots) is None

@@ -55,7 +55,7 @@ async def upload(request: Request, event: Event) -> dict:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > api.max_media_files * (api.max_media_upload_bytes + FORM_OVERHEAD_BYTES):
         raise ApiError(413, f"A file is larger than {api.max_media_upload_bytes} bytes.", "file_too_large")
-    spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="facereel-upload-"))
+    spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="facereel-upload-", dir=api.upload_spool_dir or None))
     try:
         uploads = await read_uploads(
             request, spool, api.max_media_upload_bytes, api.max_media_files, api.body_timeout_s

@@ -59,8 +59,8 @@ async def start_job(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
-    job_id = parse_job_id(request.path_params["job_id"])
     event = await authorize(request, "get")
+    job_id = parse_job_id(request.path_params["job_id"])
     services = services_of(request)
     job = await asyncio.to_thread(services.index_jobs.get, event.org_id, event.event_id, job_id)
     if job is None:
@@ -70,8 +70,8 @@ async def get_job(request: Request) -> JSONResponse:
 
 
 async def cancel_job(request: Request) -> JSONResponse:
-    job_id = parse_job_id(request.path_params["job_id"])
     event = await authorize(request, "post")
+    job_id = parse_job_id(request.path_params["job_id"])
     services = services_of(request)
 
     def cancel() -> IndexJob:

@@ -186,20 +186,25 @@ async def read_uploads(
 ) -> list[Upload]:
     """The request's ``file`` parts, spooled into ``folder`` chunk by chunk as they arrive:
     400 for any other part or a broken form, 413 past ``max_file_bytes`` (stopped there, not
-    read to the end), 408 when the body does not arrive within ``timeout_s``."""
+    read to the end), 408 when no data arrives for ``timeout_s``."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise ApiError(400, "Expected a multipart form with one or more 'file' parts.", "invalid_form")
     spooler = _Spooler(folder, max_file_bytes, max_files)
     parser = MultipartParser(boundary, spooler.callbacks(), max_header_size=MAX_HEADER_BYTES)
+    chunks = request.stream().__aiter__()
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                parser.write(chunk)
+        while True:
+            try:  # an idle timeout, not a total one: a large file may take long, a stalled one may not
+                async with asyncio.timeout(timeout_s):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            parser.write(chunk)
         parser.finalize()
     except TimeoutError:
-        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
+        raise ApiError(408, f"The upload stalled for {timeout_s:g} s.", "body_timeout") from None
     except ApiError:
         raise
     except Exception as exc:
