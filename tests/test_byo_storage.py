@@ -137,9 +137,15 @@ def test_an_event_in_the_orgs_bucket_end_to_end(org, synthetic_event, receiver):
     response = org.http.post(org.url("/media"), files=files)
     assert response.status_code == 200, response.text
     uris = {m["media_key"]: m["uri"] for m in response.json()["data"]["media"]}
-    assert all(u.startswith(f"s3://{BUCKET}/{PREFIX}/sources/uploads/") for u in uris.values()), uris
+    assert all(u.startswith(f"s3://{BUCKET}/{PREFIX}/sources/{ORG}/{EVENT}/uploads/") for u in uris.values()), uris
     for uri in uris.values():  # really in the org's bucket
         assert org.fs.exists(uri.removeprefix("s3://"))
+    # Another event's uploads and the clip outputs are off limits, even to an event in the same bucket.
+    spare = org.http.put(org.url("/storage-location", event=SPARE), json={"location_id": location["location_id"]})
+    assert spare.status_code == 200, spare.text
+    for uri in (f"s3://{BUCKET}/{PREFIX}/sources/{ORG}/{EVENT}", f"s3://{BUCKET}/{PREFIX}/outputs"):
+        refused = org.http.post(org.url("/media", event=SPARE), json={"uris": [uri]})
+        assert (refused.status_code, refused.json()["data"]["code"]) == (400, "uri_not_allowed"), refused.text
     # Storage cannot move under media already stored.
     moved = org.http.put(org.url("/storage-location"), json={"location_id": None})
     assert (moved.status_code, moved.json()["data"]["code"]) == (409, "event_has_media")
