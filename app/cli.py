@@ -350,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_ray() -> None:
+    """Ray resets its loggers to INFO when imported: after the import, put them back to
+    WARNING so that a user sees the command's own progress (``-v`` keeps them)."""
+    import ray
+    import ray.data
+    import ray.serve
+
+    assert ray and ray.data and ray.serve  # imported for what they do to their loggers
+    for name in ("ray", "ray.serve", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray Data warns once that its progress bars are off: the command prints its own progress.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -358,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # library chatter (Ray, HTTP clients) only with -v
         for name in ("ray", "httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        if args.func in (cmd_index, cmd_demo, cmd_eval):
+            quiet_ray()
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as exc:

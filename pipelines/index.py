@@ -166,7 +166,7 @@ def fit_to_available(idx: IndexSettings, available_cpus: float) -> IndexSettings
     if available_cpus <= 0 or need <= available_cpus:
         return idx
     f = available_cpus / need * 0.999
-    log.info(
+    log.debug(
         "only %.2f CPUs free for indexing (%.2f wanted): scaling stage CPU requests by %.2f", available_cpus, need, f
     )
     return idx.model_copy(
