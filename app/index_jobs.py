@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -213,12 +214,22 @@ class IndexJobs:
         return job if self._write(job, f"target.status = {sql_str(QUEUED)}") else None
 
     def progress(self, job: IndexJob) -> bool:
-        """Store progress, and push the deadline on: it is a heartbeat, so only a job that
-        stops making progress for ``index_job_deadline_s`` is taken for lost. False once a
-        cancel was asked or the job ended."""
+        """Store progress, and push the deadline on. False once a cancel was asked or the
+        job ended."""
         job.deadline_at = datetime.now(UTC) + self.deadline
         only_if = f"target.status = {sql_str(PROCESSING)} AND (target.cancel_requested IS NULL OR NOT target.cancel_requested)"
         return self._write(job, only_if)
+
+    def heartbeat(self, job: IndexJob) -> bool:
+        """Push the deadline on while the driver lives (also through stages that report no
+        progress, and after a cancel was asked, which it keeps); False once the job ended."""
+        if self.progress(job):
+            return True
+        current = self.read(job.job_id)
+        if current is None or current.status != PROCESSING:
+            return False
+        job.cancel_requested = bool(current.cancel_requested)
+        return self._write(job, f"target.status = {sql_str(PROCESSING)}")
 
     def end(
         self, job: IndexJob, status: str, error: str | None = None, only_from: tuple = ACTIVE, release: bool = True
@@ -429,6 +440,7 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
     job.media_errors.update({k: "not registered (deleted before the job ran)" for k in missing})
     last = {"write": 0.0, "check": 0.0, "stop": False}
     interval = settings.api.index_progress_interval_s
+    writing = threading.Lock()  # the heartbeat thread and the progress writes share ``job``
 
     def on_progress(status: IndexProgress) -> None:
         stage_changed = status.stage != job.current_stage
@@ -440,8 +452,9 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
         now = time.monotonic()
         if stage_changed or now - last["write"] >= interval:
             last["write"] = now
-            if not jobs.progress(job):
-                last["stop"] = True
+            with writing:
+                if not jobs.progress(job):
+                    last["stop"] = True
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -450,6 +463,18 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
             last["stop"] = jobs.cancel_requested(job_id)
         return bool(last["stop"])
 
+    alive = threading.Event()
+
+    def heartbeat() -> None:
+        while not alive.wait(settings.api.index_job_heartbeat_s):
+            try:
+                with writing:
+                    jobs.heartbeat(job)
+            except Exception:  # the next beat tries again; the deadline is several beats away
+                log.warning("index job %s: heartbeat failed", job_id, exc_info=True)
+
+    beats = threading.Thread(target=heartbeat, name=f"index-job-heartbeat-{job_id}", daemon=True)
+    beats.start()
     try:
         from app.cli import event_reads_bibs
 
@@ -468,6 +493,9 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
         log.exception("index job %s failed", job_id)
         end_lost(settings, jobs, job, f"indexing failed: {type(exc).__name__}: {exc}", notify_here=True)
         return FAILED
+    finally:
+        alive.set()
+        beats.join()
     job.indexed = list(report.indexed)
     job.media_errors.update(report.failed)
     job.media_done = len(job.media_keys)

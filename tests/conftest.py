@@ -177,6 +177,10 @@ def serve_api(ray_cluster, settings):
             "webhook_first_backoff_s": 0.2,
             "media_roots": [str(Path(settings.data_dir) / "library")],
             "max_media_upload_bytes": 8 * 1024 * 1024,
+            # Jobs outlive this deadline only by their driver's heartbeat: a job test that a
+            # broken heartbeat would let the 1 s sweep end as lost.
+            "index_job_deadline_s": 30.0,
+            "index_job_heartbeat_s": 2.0,
         }
     )
     api_settings = settings.model_copy(update={"api": api})
