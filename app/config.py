@@ -105,9 +105,12 @@ class ApiSettings(BaseModel):
     # Where uploads are spooled before they are stored ('' = the system's temp folder): it
     # must hold max_media_files x max_media_upload_bytes per concurrent upload, on disk.
     upload_spool_dir: str = ""
-    # An index job still running after this long is failed (its driver is presumed lost);
-    # until the job is handed to Ray, dispatch_deadline_s applies.
-    index_job_deadline_s: float = Field(default=6 * 3600.0, gt=0.0)
+    # A running index job's driver writes a heartbeat every index_job_heartbeat_s; a job
+    # whose record has not been touched for index_job_deadline_s is taken for lost and ended
+    # by any replica's sweep (the replica that started it notices a dead driver at once).
+    # Until the job is handed to Ray, dispatch_deadline_s applies.
+    index_job_deadline_s: float = Field(default=300.0, gt=0.0)
+    index_job_heartbeat_s: float = Field(default=10.0, gt=0.0)
     # How often a running index job writes its progress to its record.
     index_progress_interval_s: float = Field(default=0.5, gt=0.0)
     # Webhooks: signed POSTs of a job's or search's final result (app/webhooks.py), retried

@@ -159,30 +159,33 @@ def serve_api(ray_cluster, settings):
     from app.control import ControlStore
 
     port = free_port()
-    api = settings.api.model_copy(
-        update={
-            "public_base_url": f"http://127.0.0.1:{port}",
-            # Enough for the suite's searches per key; the rate-limit test exceeds the burst.
-            "post_per_minute": 60.0,
-            "post_burst": 40,
-            "get_per_minute": 60000.0,
-            "get_burst": 500,
-            "sweep_interval_s": 1.0,
-            "body_timeout_s": 2.0,
-            "dispatch_deadline_s": 15.0,
-            # Index jobs and webhooks (tests/test_index_jobs.py): its receiver is on 127.0.0.1,
-            # its media library a folder of the data dir, its uploads at most 8 MiB.
-            "webhook_allow_addresses": ["loopback"],
-            "storage_allow_addresses": ["loopback"],  # the local S3 server of tests/test_byo_storage.py
-            "webhook_first_backoff_s": 0.2,
-            "media_roots": [str(Path(settings.data_dir) / "library")],
-            "max_media_upload_bytes": 8 * 1024 * 1024,
-            # Jobs outlive this deadline only by their driver's heartbeat: a job test that a
-            # broken heartbeat would let the 1 s sweep end as lost.
-            "index_job_deadline_s": 30.0,
-            "index_job_heartbeat_s": 2.0,
-        }
-    )
+    changes = {
+        "public_base_url": f"http://127.0.0.1:{port}",
+        # Enough for the suite's searches per key; the rate-limit test exceeds the burst.
+        "post_per_minute": 60.0,
+        "post_burst": 40,
+        "get_per_minute": 60000.0,
+        "get_burst": 500,
+        "sweep_interval_s": 1.0,
+        "body_timeout_s": 2.0,
+        "dispatch_deadline_s": 15.0,
+        # Index jobs and webhooks (tests/test_index_jobs.py): its receiver is on 127.0.0.1,
+        # its media library a folder of the data dir, its uploads at most 8 MiB.
+        "webhook_allow_addresses": ["loopback"],
+        "storage_allow_addresses": ["loopback"],  # the local S3 server of tests/test_byo_storage.py
+        "webhook_first_backoff_s": 0.2,
+        "media_roots": [str(Path(settings.data_dir) / "library")],
+        "max_media_upload_bytes": 8 * 1024 * 1024,
+        # Jobs outlive this deadline only by their driver's heartbeat: a job test that a
+        # broken heartbeat would let the 1 s sweep end as lost.
+        "index_job_deadline_s": 30.0,
+        "index_job_heartbeat_s": 2.0,
+    }
+    # Checked and validated, not model_copy(update=...): that takes a misspelt or removed
+    # setting silently, and the tests would run on a setting the product does not have.
+    unknown = set(changes) - set(type(settings.api).model_fields)
+    assert not unknown, f"no such api settings: {sorted(unknown)}"
+    api = type(settings.api).model_validate(settings.api.model_dump() | changes)
     api_settings = settings.model_copy(update={"api": api})
     start_serve(api_settings)
     yield ServeApi(f"http://127.0.0.1:{port}", api_settings, ControlStore(api_settings.control_uri))
