@@ -203,25 +203,20 @@ class SourceRegistry:
         return bool(self.control.upsert(EVENT_MEDIA, [row], only_if="false", insert=True))
 
     def delete_of_event(self, org_id: int, event_id: int) -> int:
-        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
-        table = self.control.table(EVENT_MEDIA)
-        before = table.count_rows(where)
-        if before:
-            table.delete(where)
-        return before
+        return self._delete(f"org_id = {int(org_id)} AND event_id = {int(event_id)}")
 
     def delete(self, org_id: int, event_id: int, media_key: str) -> int:
-        where = f"org_id = {int(org_id)} AND event_id = {int(event_id)} AND media_key = {sql_str(media_key)}"
+        return self._delete(
+            f"org_id = {int(org_id)} AND event_id = {int(event_id)} AND media_key = {sql_str(media_key)}"
+        )
+
+    def _delete(self, where: str) -> int:
+        """Remove the rows ``where`` holds; returns how many."""
         table = self.control.table(EVENT_MEDIA)
         before = table.count_rows(where)
         if before:
             table.delete(where)
         return before
-
-
-def require_free_key(registry: SourceRegistry, event: Event, key: str) -> None:
-    if registry.get(event.org_id, event.event_id, key) is not None:
-        raise ApiError(409, f"The event already has a source named {key!r}; delete it first.", "media_exists")
 
 
 # ---- the service the routes call ------------------------------------------------------
