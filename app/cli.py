@@ -374,9 +374,12 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
         if args.func in (cmd_index, cmd_demo, cmd_eval):
             quiet_ray()
+    from pipelines.placement import ClusterError
+    from pipelines.watchdog import StreamStalled
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ClusterError, StreamStalled) as exc:
         print(f"facereel: {exc}", file=sys.stderr)
         return 2
 

@@ -98,6 +98,10 @@ class IndexSettings(BaseModel):
     ray_progress: bool = False
     # Rows buffered by the driver before one LanceDB append.
     write_batch_rows: int = Field(default=2048, ge=1)
+    # No batch out of the pipeline for this long is an error naming what the cluster lacks,
+    # not a silent wait (a stage no node can schedule, actors that never start). Model
+    # loading and a chunk's decode take seconds; a cold GPU node may take minutes to join.
+    stall_timeout_s: float = Field(default=300.0, gt=0.0)
     # Photo files by extension; everything else is treated as video.
     photo_extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp", ".bmp"]
     video_extensions: list[str] = [".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mts", ".ts"]
@@ -255,6 +259,10 @@ class RaySettings(BaseModel):
     # Empty: start a private local cluster; "auto" joins a running one, ray://... a remote one.
     address: str = ""
     num_cpus: int | None = None
+    # Local paths every node of a multi-node cluster mounts (NFS, a CSI volume): roots under
+    # them are accepted there, after a probe file written on each node is read on another.
+    # Any other local root is refused on more than one node; s3:// roots are always probed.
+    shared_paths: list[str] = []
 
 
 class Settings(BaseSettings):

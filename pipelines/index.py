@@ -11,25 +11,39 @@ media file's status is written only after all of its faces are stored.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import ray
 
 from pipelines.bib_sightings import BibSightings
-from pipelines.config import IndexSettings, PoolSettings, Settings, TrackSettings
+from pipelines.cluster import (
+    StorageNotShared,
+    StorageRoot,
+    alive_node_ids,
+    check_shared_storage,
+    check_sources_everywhere,
+    local_roots_refused,
+    node_capacities,
+    settled_capacities,
+)
+from pipelines.config import PoolSettings, Settings, TrackSettings
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
 from pipelines.linking import VideoTracks
-from pipelines.media import MediaSource, list_media
+from pipelines.media import MediaSource, fsspec_options, is_remote, list_media
 from pipelines.metrics import index_progress
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
+from pipelines.placement import PoolFit, StageFit, describe_nodes, fit_stages
 from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, ReadBibs, decode_batches
 from pipelines.tracks import NO_TRACK, SIGNATURE_DIM, face_quality
+from pipelines.watchdog import watched
 
 log = logging.getLogger(__name__)
 
@@ -94,51 +108,27 @@ class _MediaProgress:
     chunks_total: int
     chunks_done: int = 0
     frames: int = 0
-    faces: int = 0
+    faces: int = 0  # stored
+    seen: int = 0  # out of the pipeline so far (progress)
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def live_faces(self) -> int:
+        return self.faces if self.chunks_done == self.chunks_total else self.seen
 
 
 def ensure_ray(settings: Settings) -> None:
+    """Join the cluster ``ray.address`` names, else $RAY_ADDRESS (set by ``ray job submit``
+    and on cluster nodes), else start a private local one."""
     if not ray.is_initialized():
+        address = settings.ray.address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(
-            address=settings.ray.address or "local",
-            num_cpus=settings.ray.num_cpus if not settings.ray.address else None,
+            address=address,
+            num_cpus=settings.ray.num_cpus if address == "local" else None,
             include_dashboard=False,
             log_to_driver=True,
             configure_logging=False,
         )
-
-
-def pool_sizes(
-    total_cpus: float, total_gpus: float, decode_cpus: float, detect: PoolSettings, embed: PoolSettings
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(min, max) actors for the detect and embed pools.
-
-    The pools together never claim every CPU: at least one decode task must always be
-    schedulable, or the stream deadlocks silently (seen with two 1-CPU pools on 2 CPUs).
-    Automatic maxima split the remaining CPUs 1:2, embedding being the costlier stage.
-    """
-    budget = max(0.0, total_cpus - decode_cpus)
-
-    def auto_max(pool: PoolSettings, share: float) -> int:
-        if pool.max_size:
-            return pool.max_size
-        if pool.num_gpus > 0:
-            return max(1, int(total_gpus // pool.num_gpus))
-        return max(1, int(share // pool.num_cpus)) if pool.num_cpus > 0 else 1
-
-    det_max = auto_max(detect, budget / 3)
-    det_used = 0.0 if detect.num_gpus > 0 else det_max * detect.num_cpus
-    emb_max = auto_max(embed, max(embed.num_cpus, budget - det_used))
-    det_min = max(1, min(detect.min_size, det_max))
-    emb_min = max(1, min(embed.min_size, emb_max))
-    claimed = det_max * detect.num_cpus + emb_max * embed.num_cpus
-    if claimed + decode_cpus > total_cpus + 1e-9:
-        raise ValueError(
-            f"actor pools claim {claimed:g} CPUs at full size and decode needs {decode_cpus:g}, "
-            f"but the cluster has {total_cpus:g}: lower index.detect/embed max_size or num_cpus"
-        )
-    return (det_min, det_max), (emb_min, emb_max)
 
 
 @ray.remote(num_cpus=0.25)
@@ -152,65 +142,61 @@ def _probe(source: MediaSource, storage_options: dict | None) -> MediaProbe | st
         return f"probe failed: {type(exc).__name__}: {exc}"
 
 
-def fit_to_available(idx: IndexSettings, available_cpus: float) -> IndexSettings:
-    """Scale the stages' CPU requests down when the smallest pipeline does not fit.
-
-    Other work (a Serve app, say) may hold part of the cluster; one decode task plus the
-    minimum actors must still be schedulable together, or the stream waits forever.
-    """
-    need = (
-        idx.decode_num_cpus
-        + idx.detect.num_cpus * max(1, idx.detect.min_size)
-        + idx.embed.num_cpus * max(1, idx.embed.min_size)
+def check_cluster_storage(settings: Settings, sources: list[MediaSource]) -> None:
+    """On a multi-node cluster: the store must be shared (probed from every node) and every
+    node must see the media; on one node this is one look at the node table."""
+    node_ids = alive_node_ids()
+    if len(node_ids) <= 1:
+        return
+    check_shared_storage(
+        [StorageRoot("store.uri", settings.store_uri, settings.store.storage_options or None)],
+        settings.ray.shared_paths,
     )
-    if available_cpus <= 0 or need <= available_cpus:
-        return idx
-    f = available_cpus / need * 0.999
-    log.debug(
-        "only %.2f CPUs free for indexing (%.2f wanted): scaling stage CPU requests by %.2f", available_cpus, need, f
+    refused = local_roots_refused(
+        {f"media {s.uri}": s.uri for s in sources[:1] + [s for s in sources if not is_remote(s.uri)][:1]},
+        settings.ray.shared_paths,
+        len(node_ids),
     )
-    return idx.model_copy(
-        update={
-            "decode_num_cpus": idx.decode_num_cpus * f,
-            "detect": idx.detect.model_copy(update={"num_cpus": idx.detect.num_cpus * f}),
-            "embed": idx.embed.model_copy(update={"num_cpus": idx.embed.num_cpus * f}),
-        }
-    )
-
-
-def settled_free_cpus(need: float, wait_s: float = 1.0) -> float:
-    """Free CPUs, giving Ray's resource view a moment to catch up with tasks just finished
-    (it lags ~0.1 s behind, e.g. right after the probe tasks)."""
-    deadline = time.monotonic() + wait_s
-    free = ray.available_resources().get("CPU", 0.0)
-    while free < need and time.monotonic() < deadline:
-        time.sleep(0.05)  # poll interval; bounded by the deadline
-        free = ray.available_resources().get("CPU", 0.0)
-    return free
-
-
-def build_dataset(items: list[WorkItem], settings: Settings, bibs: bool = False) -> ray.data.Dataset:
-    """The streaming pipeline over ``items``; with ``bibs`` an OCR stage reads race numbers
-    before detection (it needs whole frames, which detection drops)."""
-    idx0 = settings.index
-    bib_pool = settings.bibs.pool
-    bib_cpus = bib_pool.num_cpus * max(1, bib_pool.min_size) if bibs else 0.0
-    need = idx0.decode_num_cpus + idx0.detect.num_cpus + idx0.embed.num_cpus + bib_cpus
-    total, free = ray.cluster_resources(), {"CPU": settled_free_cpus(need)}
-    available = min(total.get("CPU", 1.0), free.get("CPU", 0.0) or total.get("CPU", 1.0))
-    idx = fit_to_available(settings.index, free.get("CPU", 0.0) - bib_cpus)
-    if bibs and free.get("CPU", 0.0) and need > free["CPU"]:
-        bib_pool = bib_pool.model_copy(update={"num_cpus": bib_pool.num_cpus * free["CPU"] / need * 0.999})
-    bib_max = (bib_pool.max_size or 1) if bibs else 0
-    (det_min, det_max), (emb_min, emb_max) = pool_sizes(
-        max(0.0, available - bib_pool.num_cpus * bib_max),
-        total.get("GPU", 0.0),
-        idx.decode_num_cpus,
-        idx.detect,
-        idx.embed,
+    if refused:
+        raise StorageNotShared(
+            refused[0]
+            + ": decode tasks on other nodes could not read it. Put media on s3:// or a path every node mounts (listed in ray.shared_paths)"
+        )
+    sample = list(
+        {str(Path(s.uri).parent) if not is_remote(s.uri) else s.uri.rsplit("/", 1)[0]: s for s in sources}.values()
+    )[:8]
+    opts = settings.store.storage_options or None
+    check_sources_everywhere(
+        [s.uri for s in sample],
+        [fsspec_options(s.uri, s.storage_options if s.storage_options is not None else opts) for s in sample],
+        node_ids,
     )
 
-    def pool_models_cfg(pool: PoolSettings):
+
+def stage_pools(settings: Settings, bibs: bool) -> dict[str, PoolSettings]:
+    """The actor pools of the pipeline, in order."""
+    pools = {"bibs": settings.bibs.pool} if bibs else {}
+    return pools | {"detect": settings.index.detect, "embed": settings.index.embed}
+
+
+def fit_to_cluster(settings: Settings, bibs: bool = False) -> StageFit:
+    """Stage requests and pool sizes for the cluster as it is now, node by node; raises
+    ``ClusterTooSmall`` at once when it cannot run the pipeline."""
+    pools = stage_pools(settings, bibs)
+    need = settings.index.decode_num_cpus + sum(p.num_cpus * max(1, p.min_size) for p in pools.values())
+    fit = fit_stages(settled_capacities(need), settings.index.decode_num_cpus, pools)
+    for note in fit.notes:
+        log.debug("index stages: %s", note)
+    return fit
+
+
+def build_dataset(items: list[WorkItem], settings: Settings, fit: StageFit) -> ray.data.Dataset:
+    """The streaming pipeline over ``items`` with the stages sized by ``fit``; with a
+    ``bibs`` pool an OCR stage reads race numbers before detection (it needs whole frames,
+    which detection drops)."""
+    idx = settings.index
+
+    def pool_models_cfg(pool: PoolFit):
         return settings.models.model_copy(update={"providers": "cuda"}) if pool.num_gpus > 0 else settings.models
 
     ctx = ray.data.DataContext.get_current()
@@ -227,7 +213,7 @@ def build_dataset(items: list[WorkItem], settings: Settings, bibs: bool = False)
     ds = ds.map_batches(
         decode_batches,
         batch_size=1,
-        num_cpus=idx.decode_num_cpus,
+        num_cpus=fit.decode_cpus,
         fn_kwargs={
             "work": items,
             "sample_fps": settings.decode.sample_fps,
@@ -235,27 +221,41 @@ def build_dataset(items: list[WorkItem], settings: Settings, bibs: bool = False)
             "storage_options": settings.store.storage_options or None,
         },
     )
-    if bibs:
-        ds = ds.map_batches(
-            ReadBibs,
-            batch_size=bib_pool.batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=max(1, min(bib_pool.min_size, bib_max)), max_size=bib_max),
-            num_cpus=bib_pool.num_cpus,
-            fn_constructor_kwargs={"bib_cfg": settings.bibs, "sample_fps": settings.decode.sample_fps},
+    stages = {"bibs": ReadBibs, "detect": DetectAlign, "embed": Embed}
+    for name, pool in fit.pools.items():
+        kwargs = (
+            {"bib_cfg": settings.bibs, "sample_fps": settings.decode.sample_fps}
+            if name == "bibs"
+            else {"models_cfg": pool_models_cfg(pool)}
         )
-    for stage, pool, (lo, hi) in (
-        (DetectAlign, idx.detect, (det_min, det_max)),
-        (Embed, idx.embed, (emb_min, emb_max)),
-    ):
+        # Actor pools spread over the nodes (Ray Data's default strategy for actors is SPREAD).
         ds = ds.map_batches(
-            stage,
+            stages[name],
             batch_size=pool.batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
-            fn_constructor_kwargs={"models_cfg": pool_models_cfg(pool)},
+            fn_constructor_kwargs=kwargs,
         )
     return ds
+
+
+def stall_explanation(fit: StageFit) -> str:
+    """What the stages asked and what each node has free: the message of a stalled run."""
+    asks = ", ".join(
+        [f"decode {fit.decode_cpus:g} CPU"]
+        + [
+            f"{name} {p.num_cpus:g} CPU"
+            + (f" + {p.num_gpus:g} GPU" if p.num_gpus else "")
+            + f" x {p.min_size}-{p.max_size}"
+            for name, p in fit.pools.items()
+        ]
+    )
+    try:
+        free = describe_nodes(node_capacities())
+    except Exception as exc:
+        free = f"(node table unavailable: {exc})"
+    return f"the stages ask {asks}; nodes now: {free}"
 
 
 def face_rows(
@@ -347,6 +347,7 @@ def index_sources(
     """
     started = time.monotonic()
     ensure_ray(settings)
+    check_cluster_storage(settings, sources)
     from pipelines.store import MEDIA_FAILED, MEDIA_INDEXED, FaceStore  # lancedb after ray.init
 
     info = pack_info(settings.models.pack)
@@ -395,6 +396,7 @@ def index_sources(
             "taken_at": p and p.taken_at,
         }  # fmt: skip
 
+    fit_to_cluster(settings, bibs)  # fail now, not after the probes, when the cluster cannot run it
     opts = settings.store.storage_options or None
     probes = ray.get([_probe.remote(s, s.storage_options if s.storage_options is not None else opts) for s in todo])
     progress: dict[str, _MediaProgress] = {}
@@ -442,12 +444,18 @@ def index_sources(
     if items:
         tell("decode")
         stop_here()
-        ds = build_dataset(items, settings, bibs)
+        fit = fit_to_cluster(settings, bibs)
+        ds = build_dataset(items, settings, fit)
         linking = VideoTracks(settings.tracks, org_id, event_id, info)
         sightings = BibSightings(org_id, event_id)
         planned = {(item.source.media_key, item.chunk_index): item.chunk for item in items}
         chunk_of = {key: 0 for key in progress}  # chunks arrive in order per media
-        for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+        stream = watched(
+            lambda: ds.iter_batches(batch_format="numpy", batch_size=None),
+            settings.index.stall_timeout_s,
+            lambda: stall_explanation(fit),
+        )
+        for batch in stream:
             if len(batch["kind"]) == 0:
                 continue
             if bibs:
@@ -459,13 +467,14 @@ def index_sources(
                     *np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True),
                     strict=True,
                 ):
-                    progress[str(key)].faces += int(count)
+                    progress[str(key)].seen += int(count)
             finished = []
             ended = np.flatnonzero(batch["kind"] == KIND_END)
             for i in ended:
                 mp = progress[str(batch["media_key"][i])]
                 chunk_faces, closed = linking.end_chunk(mp.source.media_key)
                 write(chunk_faces, closed)
+                mp.faces += chunk_faces.num_rows if chunk_faces is not None else 0  # what is stored
                 if bibs:
                     read = sightings.end_chunk(mp.source.media_key, chunk_faces)
                     if read.num_rows:
@@ -498,7 +507,7 @@ def index_sources(
                 index_progress(mp.frames, mp.faces, rows[-1]["status"])
             store.record_media(rows)
             status.media_done = len(report.indexed) + len(report.failed)
-            status.faces = sum(m.faces for m in progress.values())
+            status.faces = sum(m.live_faces for m in progress.values())
             if len(ended) or faces.num_rows:
                 tell("embed")
             stop_here()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.config import PoolSettings
 from pipelines.decode import Chunk, MediaProbe, WorkItem, plan_work, probe_video
-from pipelines.index import index_event, pool_sizes
+from pipelines.index import index_event
 from pipelines.media import MediaSource
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
@@ -152,30 +151,6 @@ def test_decode_errors_become_an_end_marker(tmp_path):
     (end,) = list(decode_chunk(item, 2.0, "AUTO", None))
     assert end["kind"][0] == KIND_END and end["frames"][0] == 0
     assert "decode failed" in end["error"][0] and "missing.mp4" in end["error"][0]
-
-
-def test_pool_sizes_never_starve_decode():
-    p = PoolSettings(num_cpus=0.5)
-    assert pool_sizes(2, 0, 1.0, p, p) == ((1, 1), (1, 1))
-    (_, dmax), (_, emax) = pool_sizes(16, 0, 1.0, p, p)
-    assert dmax * 0.5 + emax * 0.5 + 1.0 <= 16 and emax > dmax >= 2
-    gpu = PoolSettings(num_cpus=0.5, num_gpus=0.5)
-    assert pool_sizes(8, 1, 1.0, p, gpu)[1] == (1, 2)
-    with pytest.raises(ValueError, match="decode needs"):
-        pool_sizes(2, 0, 1.0, PoolSettings(num_cpus=1, max_size=2), p)
-
-
-def test_stage_cpus_shrink_to_fit_what_other_work_leaves():
-    from pipelines.config import IndexSettings
-    from pipelines.index import fit_to_available
-
-    idx = IndexSettings()
-    assert fit_to_available(idx, 2.0) == idx
-    small = fit_to_available(idx, 1.25)  # e.g. a Serve app holds 0.75 of 2 CPUs
-    need = small.decode_num_cpus + small.detect.num_cpus + small.embed.num_cpus
-    assert need <= 1.25 and small.decode_num_cpus > small.detect.num_cpus > 0
-    # One decode task and one actor per pool fit together (the pools' maxima stay within budget).
-    assert pool_sizes(1.25, 0, small.decode_num_cpus, small.detect, small.embed) == ((1, 1), (1, 1))
 
 
 def test_pan_faces_link_into_one_track_per_person(store, pack, synthetic_event):
