@@ -228,7 +228,7 @@ def execute_search(settings: AppSettings, job: SearchJob) -> dict:
         OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
     except StorageError as exc:
         return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
-    clip_task = cut_one_clip.options(num_cpus=settings.clip.num_cpus)
+    clip_task = cut_one_clip.options(num_cpus=settings.clip.num_cpus, scheduling_strategy="SPREAD")  # over the nodes
     ranked = rank_windows(windows)
     clip_jobs = [
         ClipJob(
@@ -267,7 +267,7 @@ def collect_clip(ref, clip: ClipJob) -> dict:
         return {"error": clip_error(clip.media["media_key"], f"clipping worker lost: {type(exc).__name__}", None)}
 
 
-@ray.remote(num_cpus=0, max_retries=0)
+@ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
 def run_search(settings: AppSettings, job: SearchJob) -> str:
     """Ray task entry point: run the job and record its terminal status."""
     from app.control import ControlStore

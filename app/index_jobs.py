@@ -409,7 +409,8 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
 
 
 # ---- the job's task ---------------------------------------------------------------------
-@ray.remote(num_cpus=0, max_retries=0)
+# SPREAD: jobs of several events drive their pipelines from different nodes.
+@ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
 def run_index_job(settings: AppSettings, job_id: str) -> str:
     """Drive one job to a terminal status; returns it."""
     from app.control import ControlStore
@@ -498,6 +499,7 @@ def run_index_job(settings: AppSettings, job_id: str) -> str:
         beats.join()
     job.indexed = list(report.indexed)
     job.media_errors.update(report.failed)
+    job.faces = report.faces  # the rows stored
     job.media_done = len(job.media_keys)
     job.frames_done = job.frames_planned
     job.current_stage = "write"

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import ray
 from ray.serve import Application
 
 from app.config import AppSettings, load_app_settings
 from app.deployments.embedder import SelfieEmbedder
 from app.deployments.ingress import ApiIngress
 from app.deployments.matcher import SearchMatcher
+from pipelines.cluster import StorageNotShared, StorageRoot, alive_node_ids, check_shared_storage, local_roots_refused
+
+
+def storage_roots(settings: AppSettings) -> list[StorageRoot]:
+    """Every root the app reads or writes, for the shared-storage check of a cluster."""
+    opts = settings.store.storage_options or None
+    return [
+        StorageRoot("store.uri", settings.store_uri, opts),
+        StorageRoot("api.control_uri", settings.control_uri, opts),
+        StorageRoot("api.output_root", settings.output_root, opts),
+        StorageRoot("api.source_root", settings.source_root, opts),
+    ]
+
+
+def check_cluster(settings: AppSettings) -> None:
+    """On a multi-node cluster, refuse node-local roots (media_roots too) and probe the rest;
+    on one node (or before Ray is up) nothing to do."""
+    if not ray.is_initialized() or len(alive_node_ids()) <= 1:
+        return
+    # media_roots may hold {org_id}: the part before it is what must be shared
+    media = {f"api.media_roots[{i}]": r.split("{", 1)[0] for i, r in enumerate(settings.api.media_roots)}
+    refused = local_roots_refused(media, settings.ray.shared_paths, len(alive_node_ids()))
+    if refused:
+        raise StorageNotShared("; ".join(refused) + ": list the mount in ray.shared_paths, or use s3://")
+    check_shared_storage(storage_roots(settings), settings.ray.shared_paths)
 
 
 def build_api(settings: AppSettings) -> Application:
     """The deployment graph for settings already loaded: they reach every replica as they are."""
     settings = settings.pinned()
+    check_cluster(settings)
     return ApiIngress.bind(settings, SelfieEmbedder.bind(settings), SearchMatcher.bind(settings))
 
 

@@ -60,9 +60,11 @@ def fsspec_options(uri: str, storage_options: dict | None) -> dict:
     names s3fs already knows pass through unchanged. Other protocols get the dict as is.
     """
     opts = dict(storage_options or {})
-    if uri.split("://", 1)[0] not in ("s3", "s3a") or not opts:
+    if uri.split("://", 1)[0] not in ("s3", "s3a"):
         return opts
-    out: dict = {}
+    # No listings cache: other processes (clip tasks on any node) write under folders this
+    # one has listed, and s3fs answers exists() from a stale listing (a fresh clip 404'd).
+    out: dict = {"use_listings_cache": False}
     client_kwargs = dict(opts.pop("client_kwargs", None) or {})
     for name, value in opts.items():
         low = name.lower()

@@ -83,6 +83,7 @@ def test_lancedb_option_names_become_s3fs_arguments():
         "aws_region": "eu-west-1",
     }
     assert fsspec_options("s3://b/p", opts) == {
+        "use_listings_cache": False,  # other processes write under listed folders
         "endpoint_url": "http://127.0.0.1:9000",
         "key": "k",
         "secret": "s",
@@ -91,9 +92,9 @@ def test_lancedb_option_names_become_s3fs_arguments():
     }
     # s3fs's own names pass through; other protocols and empty options are left alone.
     native = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://x"}}
-    assert fsspec_options("s3://b", native) == native
+    assert fsspec_options("s3://b", native) == {"use_listings_cache": False} | native
     assert fsspec_options("gs://b", {"token": "anon"}) == {"token": "anon"}
-    assert fsspec_options("s3://b", None) == {}
+    assert fsspec_options("s3://b", None) == {"use_listings_cache": False}
 
 
 def test_environment_credentials_alone_serve_s3fs_and_lancedb(s3, monkeypatch, tmp_path):

@@ -349,7 +349,9 @@ class VideoClippingSearch:
             storage=rules.storage,
         )
         try:
-            run_extra_clip.options(num_cpus=self.settings.clip.num_cpus).remote(self.settings, clip.clip_id, job)
+            run_extra_clip.options(num_cpus=self.settings.clip.num_cpus, scheduling_strategy="SPREAD").remote(
+                self.settings, clip.clip_id, job
+            )
         except Exception as exc:
             log.exception("could not start clip %s", clip.clip_id)
             await asyncio.to_thread(self.services.extra_clips.finish, clip.clip_id, FAILED, error=str(exc))
