@@ -8,6 +8,7 @@ clip written on node B would be missing from the /media route on node A.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -117,10 +118,8 @@ def _read_probe(root: str, run: str, writer: str, options: dict) -> bool:
 def _remove_probe(root: str, run: str, options: dict) -> None:
     fs, path = fsspec.core.url_to_fs(root, **options)
     fs.rm(f"{path}/{PROBE_FOLDER}/{run}", recursive=True)
-    try:
-        fs.rmdir(f"{path}/{PROBE_FOLDER}")  # only when no other probe is running
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # the folder goes only when no other probe is running
+        fs.rmdir(f"{path}/{PROBE_FOLDER}")
 
 
 def _on(node_id: str) -> NodeAffinitySchedulingStrategy:

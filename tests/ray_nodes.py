@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,6 +114,11 @@ def ray_nodes(cpus: list[int], log_dir: Path, deadline_s: float = 120.0) -> Iter
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        # `ray stop` would remove the head's address file; a stale one makes a later
+        # ray.init() (no address) try to join this cluster.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink(missing_ok=True)
 
 
 def _alive(nodes: RayNodes) -> int:
