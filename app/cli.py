@@ -42,6 +42,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"{len(report.indexed)} indexed, {len(report.failed)} failed; {report.frames} frames, "
         f"{report.faces} faces" + (f", {report.bibs} BIB numbers" if bibs else "") + f" in {report.seconds:.1f} s"
     )
+    if report.event_faces is not None:
+        print(
+            f"event {args.org}/{args.event} now: {report.event_media} media indexed, {report.event_faces} faces stored"
+        )
     for key, error in report.failed.items():
         print(f"  FAILED {key}: {error}")
     return 1 if report.failed and not report.indexed and not report.skipped else 0

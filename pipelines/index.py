@@ -58,8 +58,11 @@ class IndexReport:
     skipped: int = 0
     indexed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    faces: int = 0
+    faces: int = 0  # rows stored by this run
     frames: int = 0
+    # The event as stored after the run, media skipped as already indexed included.
+    event_faces: int | None = None
+    event_media: int | None = None
     seconds: float = 0.0
     tracking_s: float = 0.0  # the writer's share of tracking: linking faces into tracks
     bibs: int = 0  # race numbers read (events with BIB search)
@@ -378,7 +381,12 @@ def index_sources(
         report.seconds = time.monotonic() - started
         raise IndexCancelled(report)
 
+    def stored_totals() -> None:
+        report.event_faces = store.count_faces(org_id, event_id)
+        report.event_media = len(store.indexed_sources(org_id, event_id))
+
     if not todo:
+        stored_totals()
         report.seconds = time.monotonic() - started
         return report
     tell("probe")
@@ -517,5 +525,6 @@ def index_sources(
     tell("write")
     store.optimize()
     store.ensure_indices()
+    stored_totals()
     report.seconds = time.monotonic() - started
     return report

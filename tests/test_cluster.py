@@ -176,6 +176,8 @@ def test_two_nodes_index_by_job_search_over_http_and_share_the_work(cluster, syn
     indexed, failed, frames, faces = map(int, report.groups())
     assert (indexed, failed) == (2, 0) and frames > 0 and faces > 0
     assert stored_counts(cluster) == (faces, indexed)  # the report is what was stored
+    now = re.search(r"now: (\d+) media indexed, (\d+) faces stored", logs)
+    assert now and (int(now.group(2)), int(now.group(1))) == (faces, indexed), logs[-3000:]
     index_nodes = nodes_of(cluster, ("decode_batches",), ("DetectAlign", "Embed"))
     assert index_nodes == set(nodes), f"index work ran on {index_nodes}, the cluster has {nodes}"
 
