@@ -155,11 +155,8 @@ def check_cluster_storage(settings: Settings, sources: list[MediaSource]) -> Non
         [StorageRoot("store.uri", settings.store_uri, settings.store.storage_options or None)],
         settings.ray.shared_paths,
     )
-    refused = local_roots_refused(
-        {f"media {s.uri}": s.uri for s in sources[:1] + [s for s in sources if not is_remote(s.uri)][:1]},
-        settings.ray.shared_paths,
-        len(node_ids),
-    )
+    local = [s.uri for s in sources if not is_remote(s.uri)]
+    refused = local_roots_refused({"media": local[0]} if local else {}, settings.ray.shared_paths, len(node_ids))
     if refused:
         raise StorageNotShared(
             refused[0]
@@ -182,12 +179,12 @@ def stage_pools(settings: Settings, bibs: bool) -> dict[str, PoolSettings]:
     return pools | {"detect": settings.index.detect, "embed": settings.index.embed}
 
 
-def fit_to_cluster(settings: Settings, bibs: bool = False) -> StageFit:
+def fit_to_cluster(settings: Settings, bibs: bool = False, settle_s: float = 1.0) -> StageFit:
     """Stage requests and pool sizes for the cluster as it is now, node by node; raises
     ``ClusterTooSmall`` at once when it cannot run the pipeline."""
     pools = stage_pools(settings, bibs)
     need = settings.index.decode_num_cpus + sum(p.num_cpus * max(1, p.min_size) for p in pools.values())
-    fit = fit_stages(settled_capacities(need), settings.index.decode_num_cpus, pools)
+    fit = fit_stages(settled_capacities(need, settle_s), settings.index.decode_num_cpus, pools)
     for note in fit.notes:
         log.debug("index stages: %s", note)
     return fit
@@ -404,7 +401,7 @@ def index_sources(
             "taken_at": p and p.taken_at,
         }  # fmt: skip
 
-    fit_to_cluster(settings, bibs)  # fail now, not after the probes, when the cluster cannot run it
+    fit_to_cluster(settings, bibs, settle_s=0.0)  # fail now, not after the probes, when it cannot run
     opts = settings.store.storage_options or None
     probes = ray.get([_probe.remote(s, s.storage_options if s.storage_options is not None else opts) for s in todo])
     progress: dict[str, _MediaProgress] = {}

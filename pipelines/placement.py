@@ -181,16 +181,14 @@ def fit_stages(nodes: list[NodeCapacity], decode_cpus: float, pools: dict[str, P
         later = list(pools)[i + 1 :]
         if p.max_size:
             hi = p.max_size
-        elif p.num_gpus > 0:
-            hi = gpu_max[name]
         elif name == "bibs":
             hi = 1  # OCR is the costly stage: one actor unless asked
-        elif later:  # detect: a third of what is left; embed, the costlier stage, the rest
-            hi = max(1, int(budget / 3 // ask + _EPS)) if ask > 0 else 1
-        else:
-            hi = max(1, int(budget // ask + _EPS)) if ask > 0 else 1
-        if p.num_gpus <= 0:
-            budget = max(0.0, budget - hi * ask)
+        else:  # detect: a third of the CPUs left; embed, the costlier stage, the rest
+            share = budget / 3 if later else budget
+            hi = max(1, int(share // ask + _EPS)) if ask > 0 else gpu_max.get(name, 1)
+            if p.num_gpus > 0:  # and no more than the GPU slots of the nodes
+                hi = max(1, min(hi, gpu_max[name]))
+        budget = max(0.0, budget - hi * ask)
         fitted[name] = PoolFit(ask, p.num_gpus, max(1, min(p.min_size, hi)), hi, p.batch_size)
     claimed = sum(f.max_size * f.num_cpus for f in fitted.values())
     if claimed + decode > capacity + 1e-6:

@@ -77,6 +77,9 @@ def test_a_gpu_stage_without_a_gpu_node_fails_naming_the_gpu():
         fit_stages([NodeCapacity("a" * 32, 2, 0.0, 2, 1.0)], 1.0, pools(embed=gpu))
     fit = fit_stages(nodes(4, 4, gpus=(1, 2)), 1.0, pools(embed=PoolSettings(num_cpus=0.5, num_gpus=0.6)))
     assert fit.pools["embed"].max_size == 1 + 3  # per node: floor(1/0.6) + floor(2/0.6)
+    # Many GPU slots, few CPUs: the GPU actors' CPU requests still fit beside decode.
+    many = fit_stages(nodes(2, gpus=(8,)), 1.0, pools(embed=PoolSettings(num_cpus=0.5, num_gpus=0.25)))
+    assert many.pools["embed"].max_size == 1 and many.decode_cpus == 1.0
 
 
 def test_requests_shrink_to_what_other_work_leaves_and_fail_when_nothing_is_left():
