@@ -9,7 +9,7 @@ from app.config import AppSettings, load_app_settings
 from app.deployments.embedder import SelfieEmbedder
 from app.deployments.ingress import ApiIngress
 from app.deployments.matcher import SearchMatcher
-from pipelines.cluster import StorageNotShared, StorageRoot, alive_node_ids, check_shared_storage, local_roots_refused
+from pipelines.cluster import StorageRoot, check_shared_storage
 
 
 def storage_roots(settings: AppSettings) -> list[StorageRoot]:
@@ -26,14 +26,11 @@ def storage_roots(settings: AppSettings) -> list[StorageRoot]:
 def check_cluster(settings: AppSettings) -> None:
     """On a multi-node cluster, refuse node-local roots (media_roots too) and probe the rest;
     on one node (or before Ray is up) nothing to do."""
-    if not ray.is_initialized() or len(alive_node_ids()) <= 1:
+    if not ray.is_initialized():
         return
     # media_roots may hold {org_id}: the part before it is what must be shared
     media = {f"api.media_roots[{i}]": r.split("{", 1)[0] for i, r in enumerate(settings.api.media_roots)}
-    refused = local_roots_refused(media, settings.ray.shared_paths, len(alive_node_ids()))
-    if refused:
-        raise StorageNotShared("; ".join(refused) + ": list the mount in ray.shared_paths, or use s3://")
-    check_shared_storage(storage_roots(settings), settings.ray.shared_paths)
+    check_shared_storage(storage_roots(settings), settings.ray.shared_paths, unprobed=media)
 
 
 def build_api(settings: AppSettings) -> Application:

@@ -172,13 +172,18 @@ def probe_shared(roots: list[StorageRoot], node_ids: list[str], timeout_s: float
             )
 
 
-def check_shared_storage(roots: list[StorageRoot], shared_paths: list[str]) -> None:
-    """On a cluster of more than one node, refuse node-local roots and prove the others
-    shared with a probe; on one node, return at once."""
+def check_shared_storage(
+    roots: list[StorageRoot], shared_paths: list[str], unprobed: dict[str, str] | None = None
+) -> list[str]:
+    """On a cluster of more than one node, refuse node-local roots (``roots`` and the
+    ``unprobed`` ones, name -> path, which are not written to) and prove ``roots`` shared
+    with a probe. Returns the alive node ids checked: none on a single node, where nothing
+    is done."""
     node_ids = alive_node_ids()
     if len(node_ids) <= 1:
-        return
-    refused = local_roots_refused({r.name: r.uri for r in roots}, shared_paths, len(node_ids))
+        return []
+    named = {r.name: r.uri for r in roots} | (unprobed or {})
+    refused = local_roots_refused(named, shared_paths, len(node_ids))
     if refused:
         raise StorageNotShared(
             "; ".join(refused) + ". On a multi-node cluster every node must reach the same storage: use "
@@ -188,6 +193,7 @@ def check_shared_storage(roots: list[StorageRoot], shared_paths: list[str]) -> N
     started = time.monotonic()
     probe_shared(roots, node_ids)
     log.debug("storage shared by %d nodes (%.2f s): %s", len(node_ids), time.monotonic() - started, roots)
+    return node_ids
 
 
 @ray.remote(num_cpus=0, max_retries=0)

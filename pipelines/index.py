@@ -24,12 +24,9 @@ import ray
 
 from pipelines.bib_sightings import BibSightings
 from pipelines.cluster import (
-    StorageNotShared,
     StorageRoot,
-    alive_node_ids,
     check_shared_storage,
     check_sources_everywhere,
-    local_roots_refused,
     node_capacities,
     settled_capacities,
 )
@@ -148,20 +145,14 @@ def _probe(source: MediaSource, storage_options: dict | None) -> MediaProbe | st
 def check_cluster_storage(settings: Settings, sources: list[MediaSource]) -> None:
     """On a multi-node cluster: the store must be shared (probed from every node) and every
     node must see the media; on one node this is one look at the node table."""
-    node_ids = alive_node_ids()
-    if len(node_ids) <= 1:
-        return
-    check_shared_storage(
+    local = [s.uri for s in sources if not is_remote(s.uri)]
+    node_ids = check_shared_storage(
         [StorageRoot("store.uri", settings.store_uri, settings.store.storage_options or None)],
         settings.ray.shared_paths,
+        unprobed={"media": local[0]} if local else None,
     )
-    local = [s.uri for s in sources if not is_remote(s.uri)]
-    refused = local_roots_refused({"media": local[0]} if local else {}, settings.ray.shared_paths, len(node_ids))
-    if refused:
-        raise StorageNotShared(
-            refused[0]
-            + ": decode tasks on other nodes could not read it. Put media on s3:// or a path every node mounts (listed in ray.shared_paths)"
-        )
+    if not node_ids:
+        return
     sample = list(
         {str(Path(s.uri).parent) if not is_remote(s.uri) else s.uri.rsplit("/", 1)[0]: s for s in sources}.values()
     )[:8]
