@@ -42,6 +42,10 @@ LOST_ERROR = "The index job's driver was lost ({}); media it had not finished we
 # How long an ended job's lock stays with it (its ender removes unfinished media, then frees
 # it), and how long a lock naming no job (a deletion) lives if its holder died.
 LOCK_GRACE = timedelta(seconds=120)
+# A new job waits this long for an ended job's ender to free the lock (its clean-up is a
+# couple of deletes) before it is refused.
+ENDED_LOCK_WAIT_S = 30.0
+ENDED_LOCK_POLL_S = 0.25
 
 
 @dataclass
@@ -326,6 +330,20 @@ class IndexJobs:
                 return None
         return self.holder(org_id, event_id) or "unknown"
 
+    def acquire_after_ended(self, org_id: int, event_id: int, holder: str, wait_s: float) -> str | None:
+        """``acquire``, but a lock held by a job that has already ended (its ender is removing
+        the media it left unfinished, a few seconds) is waited for, up to ``wait_s``: a client
+        that sees ``failed`` and starts a new job at once gets it, not a 409."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            held = self.acquire(org_id, event_id, holder)
+            if held is None or time.monotonic() >= deadline:
+                return held
+            ending = self.read(held)
+            if ending is None or ending.status not in TERMINAL:
+                return held
+            time.sleep(ENDED_LOCK_POLL_S)
+
     def release(self, org_id: int, event_id: int, holder: str) -> None:
         row = {"org_id": org_id, "event_id": event_id, "job_id": None, "taken_at": None}
         self.control.upsert(INDEX_LOCKS, [row], only_if=f"target.job_id = {sql_str(holder)}", insert=False)
@@ -390,9 +408,14 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
         todo = [r["media_key"] for r in registered if indexed.get(r["media_key"]) != r["uri"]]
     jobs = services.index_jobs
     job_id = str(uuid.uuid4())
-    holder = jobs.acquire(org_id, event_id, job_id)
+    holder = jobs.acquire_after_ended(org_id, event_id, job_id, ENDED_LOCK_WAIT_S)
     if holder is not None:
-        raise ApiError(409, f"Index job {holder} of this event is still running.", "index_job_running")
+        ended = jobs.read(holder)
+        if ended is not None and ended.status in TERMINAL:
+            message = f"Index job {holder} of this event has ended and is still removing the media it left unfinished; retry in a few seconds."
+        else:
+            message = f"Index job {holder} of this event is still running."
+        raise ApiError(409, message, "index_job_running", {"Retry-After": "5"})
     try:
         job = jobs.create(job_id, org_id, event_id, todo, url)
     except Exception:
