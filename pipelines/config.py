@@ -128,6 +128,11 @@ class StoreSettings(BaseModel):
     ann_refine_factor: int = Field(default=10, ge=1)
     # How stale a reader's view of the tables may be (seconds); 0 = always the latest.
     read_consistency_s: float = Field(default=0.0, ge=0.0)
+    # Memory (MiB) a long-lived searcher (each SearchMatcher replica) may hold searched
+    # events' faces in, for exact search without reading the vectors again (a 100k-face
+    # event at 512 dims is ~210 MiB); least recently searched out first, an event over it
+    # alone is searched from the table. 0 turns it off. pipelines/event_faces.py.
+    search_cache_mb: float = Field(default=1024.0, ge=0.0)
 
 
 class TrackSettings(BaseModel):

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import BTree, IvfPq
 
+from pipelines.event_faces import ROW_ID, EventFaces, EventFacesCache, best_matches, estimated_bytes, event_faces
 from pipelines.lance_tables import new_table_options
 from pipelines.models.base import PackInfo
 from pipelines.tracks import NO_TRACK
@@ -154,6 +155,20 @@ class FaceHit:
     quality: float = 0.0
 
 
+def _hit(row: dict, similarity: float) -> FaceHit:
+    return FaceHit(
+        row["face_id"],
+        row["media_key"],
+        row["media_type"],
+        row["timestamp_s"],
+        row["frame_index"],
+        tuple(row["bbox"]),
+        similarity,
+        row["track_id"] if row["track_id"] is not None else NO_TRACK,
+        row["quality"] or 0.0,
+    )
+
+
 class FaceStore:
     def __init__(
         self,
@@ -164,6 +179,7 @@ class FaceStore:
         ann_nprobes: int = 20,
         ann_refine_factor: int = 10,
         read_consistency_s: float = 0.0,
+        search_cache_mb: float = 0.0,
     ) -> None:
         self.uri = uri
         self.pack = pack
@@ -177,6 +193,9 @@ class FaceStore:
         self.ann_min_rows = ann_min_rows
         self.ann_nprobes = ann_nprobes
         self.ann_refine_factor = ann_refine_factor
+        # Events' faces in memory for a long-lived searcher (pipelines.event_faces); off for
+        # one-shot users, who would read every column once instead of only the vectors.
+        self.event_cache = EventFacesCache(int(search_cache_mb * 2**20)) if search_cache_mb > 0 else None
         self.faces = self._open_or_create(FACES, faces_schema(pack))
         self.media = self._open_or_create(MEDIA, MEDIA_SCHEMA)
         self.tracks = self._open_or_create(TRACKS, tracks_schema(pack))
@@ -186,7 +205,9 @@ class FaceStore:
         self._add_new_media_columns()
 
     @classmethod
-    def from_settings(cls, settings, pack: PackInfo) -> FaceStore:  # settings: pipelines.config.Settings
+    def from_settings(cls, settings, pack: PackInfo, search_cache: bool = False) -> FaceStore:
+        """``settings``: pipelines.config.Settings. ``search_cache``: keep searched events'
+        faces in memory (``store.search_cache_mb``), for a process that searches again."""
         s = settings.store
         return cls(
             settings.store_uri,
@@ -196,6 +217,7 @@ class FaceStore:
             s.ann_nprobes,
             s.ann_refine_factor,
             s.read_consistency_s,
+            s.search_cache_mb if search_cache else 0.0,
         )
 
     def _open_or_create(self, name: str, schema: pa.Schema):
@@ -413,6 +435,11 @@ class FaceStore:
         vector = np.asarray(vector, np.float32).reshape(-1)
         if vector.shape[0] != self.pack.dim:
             raise ValueError(f"query vector has {vector.shape[0]} dims, the {self.pack.name} store {self.pack.dim}")
+        held = self.event_faces(org_id, event_id) if self.event_cache is not None else None
+        if held is not None:  # exact, from memory
+            matches = best_matches(held, vector, min_similarity, limit, media_type)
+            rows = held.columns.select(FACE_COLUMNS).take([i for i, _ in matches]).to_pylist()
+            return [_hit(row, similarity) for row, (_, similarity) in zip(rows, matches, strict=True)]
         where = event_filter(org_id, event_id)
         if media_type is not None:
             where += f" AND media_type = {sql_str(media_type)}"
@@ -432,20 +459,39 @@ class FaceStore:
                 # cosine distance = 1 - similarity; the upper bound is exclusive.
                 query = query.distance_range(upper_bound=1.0 - min_similarity + 1e-6)
             rows = query.limit(limit if limit is not None else max(1, event_faces)).to_arrow().to_pylist()
-        return [
-            FaceHit(
-                r["face_id"],
-                r["media_key"],
-                r["media_type"],
-                r["timestamp_s"],
-                r["frame_index"],
-                tuple(r["bbox"]),
-                1.0 - r["_distance"],
-                r["track_id"] if r["track_id"] is not None else NO_TRACK,
-                r["quality"] or 0.0,
-            )
-            for r in rows
-        ]
+        return [_hit(r, 1.0 - r["_distance"]) for r in rows]
+
+    def event_faces(self, org_id: int, event_id: int) -> EventFaces | None:
+        """The event's faces from the in-memory cache, brought up to date with the table
+        first (see pipelines.event_faces for why this is never stale); None when the event
+        is over the cache's budget."""
+        cache = self.event_cache
+        assert cache is not None
+        key, where = (org_id, event_id), event_filter(org_id, event_id)
+        with cache.loading(key):
+            version = self.faces.version
+            held = cache.get(key)
+            if held is not None and held.version == version:
+                return held
+            total = self.faces.count_rows(where)
+            if held is not None:
+                added = self.faces.count_rows(f"{where} AND {ROW_ID} > {held.max_row_id}")
+                if total - added == held.rows:  # nothing of the copy deleted or moved
+                    if added:
+                        held = held.extended(
+                            self._read_event_faces(f"{where} AND {ROW_ID} > {held.max_row_id}", version)
+                        )
+                    held.version = version
+                    return held if cache.put(key, held) else None
+            if estimated_bytes(total, self.pack.dim) > cache.max_bytes:
+                cache.drop(key)
+                return None
+            held = self._read_event_faces(where, version)
+            return held if cache.put(key, held) else None
+
+    def _read_event_faces(self, where: str, version: int) -> EventFaces:
+        query = self.faces.search().where(where).with_row_id(True).select([*FACE_COLUMNS, "vector"])
+        return event_faces(query.limit(None).to_arrow(), self.pack.dim, version)
 
     # ---- upkeep ----------------------------------------------------------------
     @staticmethod

@@ -5,39 +5,13 @@ nprobes/refine settings, and an event below ``ann_min_rows`` is searched exactly
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from pipelines.config import StoreSettings
 from pipelines.models.base import PackInfo
-from pipelines.store import FaceStore, faces_schema
+from pipelines.store import FaceStore
+from pipelines.synthetic_faces import face_rows, unit
 
 DIM, THRESHOLD = 128, 0.4
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def face_rows(pack: PackInfo, event_id: int, vectors: np.ndarray) -> pa.Table:
-    n = len(vectors)
-    schema = faces_schema(pack)
-    cols = {
-        "face_id": pa.array([f"{event_id}-{i}" for i in range(n)]),
-        "org_id": pa.array(np.ones(n, np.int64)),
-        "event_id": pa.array(np.full(n, event_id, np.int64)),
-        "media_type": pa.array(["video"] * n),
-        "media_key": pa.array([f"e{event_id}/v{i // 100}.mp4" for i in range(n)]),
-        "timestamp_s": pa.array((np.arange(n) % 100) * 0.5),
-        "frame_index": pa.array((np.arange(n) % 100) * 12),
-        "bbox": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 4, np.float32)), 4),
-        "landmarks": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 10, np.float32)), 10),
-        "det_score": pa.array(np.full(n, 0.9, np.float32)),
-        "face_px": pa.array(np.full(n, 80.0, np.float32)),
-        "track_id": pa.array(np.full(n, -1, np.int64)),
-        "quality": pa.array(np.full(n, 0.5, np.float32)),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
-    }
-    return pa.table({f.name: cols.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
 
 
 def test_ann_search_keeps_the_recall_of_exact_search_at_the_chosen_settings(tmp_path):

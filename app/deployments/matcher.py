@@ -27,7 +27,9 @@ class SearchMatcher:
             from pipelines.models import pack_info
             from pipelines.store import FaceStore
 
-            self._store = FaceStore.from_settings(self.settings, pack_info(self.settings.models.pack))
+            self._store = FaceStore.from_settings(
+                self.settings, pack_info(self.settings.models.pack), search_cache=True
+            )
         return self._store
 
     async def run(self, fn: Callable[..., Any], args: tuple) -> Any:
