@@ -160,6 +160,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args), Path(args.dir), keep_serving=args.keep_serving)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve run`` of the Serve config, with Serve's proxy answering in the API's envelope
+    (app/proxy_envelope.py): the variable must be in the environment of the process that
+    starts the local cluster."""
+    import os
+
+    from app.proxy_envelope import install_in_environment
+
+    install_in_environment()
+    if args.config:
+        os.environ["FACEREEL_CONFIG"] = str(Path(args.config).resolve())
+    serve = Path(sys.executable).with_name("serve")
+    os.execv(str(serve), [str(serve), "run", *args.serve_args, args.serve_config])
+    return 0  # not reached
+
+
 def _control(args: argparse.Namespace):
     from app.control import ControlStore
 
@@ -305,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo-data", help="where the synthetic media and clips are written")
     p.add_argument("--keep-serving", action="store_true", help="keep the API running afterwards")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="run the API (serve run serve_config.yaml, proxy errors enveloped)")
+    p.add_argument("serve_config", nargs="?", default="serve_config.yaml", help="Ray Serve config file")
+    p.add_argument("serve_args", nargs=argparse.REMAINDER, help="more `serve run` options, after --")
+    p.set_defaults(func=cmd_serve)
 
     org = sub.add_parser("org", help="organisations").add_subparsers(dest="action", required=True)
     p = org.add_parser("create")

@@ -83,12 +83,14 @@ def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> in
     from ray import serve
 
     from app.main import build_api
+    from app.proxy_envelope import install_in_environment
     from pipelines.index import ensure_ray, index_event
 
     settings = settings.pinned()
     print(f"1/5 building a synthetic event in {out}/ from face photos shipped in pip packages")
     selfie, (start, end) = build_demo_media(out, settings)
     print("2/5 starting a local Ray cluster and the facereel Serve application")
+    install_in_environment()
     ensure_ray(settings)
     port = urlparse(settings.api.public_base_url).port or 8000
     # Serve's INFO lines (replica starts, every request) only with -v: the demo prints its own progress.

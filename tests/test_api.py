@@ -877,3 +877,66 @@ def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serv
             assert status in (200, 503), (status, body)
     shed = [b for k, s, _, b in answers if s == 503]
     assert all(b["data"]["code"] == "overloaded" for b in shed)
+
+
+def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, serve_api):
+    """SIGKILL of the ApiIngress replica while GETs run: requests it held are answered by
+    Serve's proxy, through app/proxy_envelope.py, with an enveloped 503 and Retry-After
+    (never uvicorn's plain-text 500); GETs succeed again once Serve has replaced it."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    stop = threading.Event()
+    answers: list[tuple[int, str, dict | None, str | None]] = []
+
+    def load(url: str) -> None:
+        key = KeyStore(serve_api.control).create(EVENT_ORG, name="ingress kill")[0]
+        with httpx.Client(timeout=60, headers={"X-API-Key": key}) as http:
+            while not stop.is_set():
+                r = http.get(url)
+                try:
+                    body = r.json()
+                except ValueError:
+                    body = None
+                answers.append((r.status_code, r.headers.get("content-type", ""), body, r.headers.get("retry-after")))
+
+    def ingress_pids() -> list[int]:
+        return [
+            p.info["pid"]
+            for p in psutil.process_iter(["pid", "cmdline"])
+            if "ServeReplica:facereel:ApiIngress" in " ".join(p.info["cmdline"] or [])
+        ]
+
+    replicas = ingress_pids()
+    assert replicas, "no ApiIngress replica process"
+    urls = [api.url(EVENT_ID)] * 4
+    threads = [threading.Thread(target=load, args=(u,)) for u in urls]
+    for t in threads:
+        t.start()
+    try:
+        end = time.monotonic() + 30
+        while len(answers) < 20 and time.monotonic() < end:
+            time.sleep(0.05)  # load is running before the kill
+        for pid in replicas:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = len(answers)
+        recovered = False
+        end = time.monotonic() + 120
+        while not recovered and time.monotonic() < end:
+            time.sleep(0.25)
+            recovered = sum(1 for a in answers[killed_at:] if a[0] == 200) >= 8
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=90)
+    assert recovered, "GETs did not succeed again after the ingress was replaced"
+    assert set(ingress_pids()).isdisjoint(replicas)
+    for status, content_type, body, retry_after in answers:
+        assert content_type.startswith("application/json") and body is not None, status
+        assert set(body) == ENVELOPE, body
+        assert status in (200, 503), (status, body)
+        if status == 503:
+            assert retry_after is not None and body["data"]["code"] == "overloaded", body

@@ -247,6 +247,18 @@ def test_dockerfile_base_is_the_installed_ray() -> None:
     assert "gpu" in extras and "EXTRAS=[gpu]" in text
 
 
+def test_every_nodes_proxy_answers_in_the_envelope() -> None:
+    """Ray starts Serve's proxies from the node's environment: the image names the callback,
+    and it resolves to Starlette middleware."""
+    from app.proxy_envelope import PROXY_CALLBACK, PROXY_CALLBACK_ENV, middlewares
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(rf"^ENV {PROXY_CALLBACK_ENV}={re.escape(PROXY_CALLBACK)}$", text, re.MULTILINE)
+    module_name, attr = PROXY_CALLBACK.split(":")
+    assert getattr(importlib.import_module(module_name), attr) is middlewares
+    assert len(middlewares()) == 1
+
+
 # --- RayService ----------------------------------------------------------------------------
 
 
