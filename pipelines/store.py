@@ -438,7 +438,7 @@ class FaceStore:
         held = self.event_faces(org_id, event_id) if self.event_cache is not None else None
         if held is not None:  # exact, from memory
             matches = best_matches(held, vector, min_similarity, limit, media_type)
-            rows = held.columns.select(FACE_COLUMNS).take([i for i, _ in matches]).to_pylist()
+            rows = held.columns.select(FACE_COLUMNS).take(pa.array([i for i, _ in matches], pa.int64())).to_pylist()
             return [_hit(row, similarity) for row, (_, similarity) in zip(rows, matches, strict=True)]
         where = event_filter(org_id, event_id)
         if media_type is not None:

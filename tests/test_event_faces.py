@@ -120,6 +120,9 @@ def test_the_cached_search_answers_as_the_table_through_every_kind_of_write(stor
     plain.add_faces(face_rows(PACK, 1, around(40), first=20_000, media_type="photo"))
     photos = cached.search(1, 1, queries[0], min_similarity=-1.0, limit=None, media_type="photo")
     assert len(photos) == 40 and {h.media_type for h in photos} == {"photo"}
+    # Nobody there: no hits (not an error).
+    assert cached.search(1, 1, -queries[0], min_similarity=0.99, limit=None) == []
+    assert cached.search(1, 3, queries[0], min_similarity=THRESHOLD, limit=None) == []  # an empty event
 
 
 def test_an_event_over_the_budget_is_searched_from_the_table(tmp_path):
