@@ -33,11 +33,14 @@ def check_cluster(settings: AppSettings) -> None:
     check_shared_storage(storage_roots(settings), settings.ray.shared_paths, unprobed=media)
 
 
-def build_api(settings: AppSettings) -> Application:
-    """The deployment graph for settings already loaded: they reach every replica as they are."""
+def build_api(settings: AppSettings, ingress: dict | None = None) -> Application:
+    """The deployment graph for settings already loaded: they reach every replica as they are.
+    ``ingress``: Serve options of ApiIngress over its defaults (benchmarks; a YAML config
+    sets them under ``deployments``)."""
     settings = settings.pinned()
     check_cluster(settings)
-    return ApiIngress.bind(settings, SelfieEmbedder.bind(settings), SearchMatcher.bind(settings))
+    entry = ApiIngress.options(**ingress) if ingress else ApiIngress
+    return entry.bind(settings, SelfieEmbedder.bind(settings), SearchMatcher.bind(settings))
 
 
 def build_app(args: dict | None = None) -> Application:

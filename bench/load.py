@@ -185,6 +185,11 @@ def main() -> int:
     parser.add_argument("--video-s", type=float, default=30.0)
     parser.add_argument("--terminal-s", type=float, default=600.0)
     parser.add_argument("--api-set", action="append", default=[], help="extra api setting for every run, name=value")
+    parser.add_argument(
+        "--ingress", default="",
+        help="ApiIngress max_ongoing_requests/max_queued_requests per run, comma-separated, paired with --limits "
+        "(default: serve_config.yaml's); a small queue sheds in Serve's proxy, before routing",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-out/load"))
     args = parser.parse_args()
 
@@ -221,6 +226,9 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     settings = load_app_settings(None, data_dir=str(run_dir / "data"), ray={"num_cpus": 2},
                                  api={"public_base_url": base})  # fmt: skip
+    from app.proxy_envelope import install_in_environment
+
+    install_in_environment()  # Serve's own 503s (a full proxy queue) in the envelope, as `facereel serve`
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         print("indexing", flush=True)
@@ -242,16 +250,26 @@ def main() -> int:
                 while http.get(f"{url}/{rid}", headers={"X-API-Key": keys[0]}).json()["data"]["status"] not in TERMINAL:
                     time.sleep(0.5)
                 records.append(rid)
-        for spec in args.limits.split(","):
+        specs = args.limits.split(",")
+        ingress = args.ingress.split(",") if args.ingress else [""] * len(specs)
+        if len(ingress) != len(specs):
+            parser.error("--ingress needs one value per --limits value")
+        for spec, queue in zip(specs, ingress, strict=True):
             reads, writes = (int(x) for x in spec.split("/"))
             extra = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=", 1) for kv in args.api_set)}
             api = settings.api.model_copy(
                 update={"max_concurrent_reads": reads, "max_concurrent_writes": writes, **extra}
             )
-            serve.run(build_api(settings.model_copy(update={"api": api})), name="facereel", route_prefix="/")
-            print(f"load with {reads}/{writes}", flush=True)
+            app_settings = settings.model_copy(update={"api": api})
+            if queue:
+                ongoing, queued = (int(x) for x in queue.split("/"))
+                app = build_api(app_settings, ingress={"max_ongoing_requests": ongoing, "max_queued_requests": queued})
+            else:
+                app = build_api(app_settings)
+            serve.run(app, name="facereel", route_prefix="/")
+            print(f"load with {reads}/{writes}, ingress {queue or 'default'}", flush=True)
             run = asyncio.run(load(base, keys, records, photos, args))
-            run["limits"] = spec
+            run["limits"] = spec + (f", ingress {queue}" if queue else "")
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
     finally:
