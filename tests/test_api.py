@@ -811,6 +811,23 @@ def test_metrics_expose_requests_latency_and_search_outcomes_and_move(api, serve
     assert metric_total(text, "ray_facereel_clip_seconds_count") >= 1
 
 
+def replica_pids(deployment: str) -> list[int]:
+    """The processes of a deployment's replicas (Ray titles a replica's process by it)."""
+    import psutil
+
+    title = f"ServeReplica:facereel:{deployment}"
+    return [
+        p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"]) if title in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def json_or_none(response: httpx.Response) -> dict | None:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serve_api, synthetic_event):
     """SIGKILL of the SelfieEmbedder replica while GETs and POSTs run: every answer is an
     enveloped JSON body; GETs never 500; a POST that met the dead replica is 503 with
@@ -818,8 +835,6 @@ def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serv
     import os
     import signal
     import threading
-
-    import psutil
 
     stop = threading.Event()
     answers: list[tuple[str, int, str, dict | None]] = []
@@ -834,20 +849,9 @@ def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serv
                 else:  # one POST a second per key: the key's sustained rate, never a 429
                     stop.wait(1.0)
                     r = http.post(api.url(EVENT_ID, "/face-search"), files={"file": ("s.jpg", image, "image/jpeg")})
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = None
-                answers.append((kind, r.status_code, r.headers.get("content-type", ""), body))
+                answers.append((kind, r.status_code, r.headers.get("content-type", ""), json_or_none(r)))
 
-    def embedder_pids() -> list[int]:  # Ray titles a replica's process by its deployment
-        return [
-            p.info["pid"]
-            for p in psutil.process_iter(["pid", "cmdline"])
-            if "ServeReplica:facereel:SelfieEmbedder" in " ".join(p.info["cmdline"] or [])
-        ]
-
-    replicas = embedder_pids()
+    replicas = replica_pids("SelfieEmbedder")
     assert replicas, "no SelfieEmbedder replica process"
     threads = [threading.Thread(target=load, args=(k,)) for k in ("get", "get", "post", "post")]
     for t in threads:
@@ -887,8 +891,6 @@ def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, 
     import signal
     import threading
 
-    import psutil
-
     stop = threading.Event()
     answers: list[tuple[int, str, dict | None, str | None]] = []
 
@@ -897,20 +899,10 @@ def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, 
         with httpx.Client(timeout=60, headers={"X-API-Key": key}) as http:
             while not stop.is_set():
                 r = http.get(url)
-                try:
-                    body = r.json()
-                except ValueError:
-                    body = None
-                answers.append((r.status_code, r.headers.get("content-type", ""), body, r.headers.get("retry-after")))
+                content_type, retry_after = r.headers.get("content-type", ""), r.headers.get("retry-after")
+                answers.append((r.status_code, content_type, json_or_none(r), retry_after))
 
-    def ingress_pids() -> list[int]:
-        return [
-            p.info["pid"]
-            for p in psutil.process_iter(["pid", "cmdline"])
-            if "ServeReplica:facereel:ApiIngress" in " ".join(p.info["cmdline"] or [])
-        ]
-
-    replicas = ingress_pids()
+    replicas = replica_pids("ApiIngress")
     assert replicas, "no ApiIngress replica process"
     urls = [api.url(EVENT_ID)] * 4
     threads = [threading.Thread(target=load, args=(u,)) for u in urls]
@@ -933,7 +925,7 @@ def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, 
         for t in threads:
             t.join(timeout=90)
     assert recovered, "GETs did not succeed again after the ingress was replaced"
-    assert set(ingress_pids()).isdisjoint(replicas)
+    assert set(replica_pids("ApiIngress")).isdisjoint(replicas)
     for status, content_type, body, retry_after in answers:
         assert content_type.startswith("application/json") and body is not None, status
         assert set(body) == ENVELOPE, body
