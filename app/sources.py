@@ -342,6 +342,7 @@ def event_media(services: Services, event: Event) -> list[dict]:
 
 def remove_source(services: Services, event: Event, key: str) -> dict:
     org_id, event_id = event.org_id, event.event_id
+    _known_or_404(services, event, key)  # before the lock: an unknown key writes nothing
     holder = f"delete-{uuid.uuid4()}"
     if services.index_jobs.acquire(org_id, event_id, holder) is not None:
         raise ApiError(409, "An index job of this event is running; cancel it or wait for it.", "index_job_running")
@@ -351,13 +352,19 @@ def remove_source(services: Services, event: Event, key: str) -> dict:
         services.index_jobs.release(org_id, event_id, holder)
 
 
+def _known_or_404(services: Services, event: Event, key: str) -> tuple[dict | None, dict[str, int]]:
+    """The key's registration and its stored rows; 404 when it has neither."""
+    registered = services.sources.get(event.org_id, event.event_id, key)
+    counts = services.face_store().count_media_rows(event.org_id, event.event_id, key)
+    if registered is None and not any(counts.values()):
+        raise ApiError(404, "No such media in this event.", "media_not_found")
+    return registered, counts
+
+
 def _remove_source(services: Services, event: Event, key: str) -> dict:
     org_id, event_id = event.org_id, event.event_id
     store = services.face_store()
-    registered = services.sources.get(org_id, event_id, key)
-    counts = store.count_media_rows(org_id, event_id, key)
-    if registered is None and not any(counts.values()):
-        raise ApiError(404, "No such media in this event.", "media_not_found")
+    registered, counts = _known_or_404(services, event, key)  # again, under the lock
     store.delete_media_faces(org_id, event_id, [key])
     store.delete_media_rows(org_id, event_id, [key])
     files: list[str] = []

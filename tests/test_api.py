@@ -243,10 +243,12 @@ def test_request_id_without_stored_selfie_is_400(api, serve_api):
 
 def test_rate_limit_is_429_with_retry_after(api, serve_api):
     burst = serve_api.settings.api.post_burst
-    codes = [api.post(EVENT_ID, key="limited").status_code for _ in range(burst + 20)]
+    answers = [api.post(EVENT_ID, key="limited") for _ in range(burst + 20)]
+    codes = [r.status_code for r in answers]
     assert codes[0] == 400 and 429 in codes
-    limited = api.post(EVENT_ID, key="limited")
-    assert limited.status_code == 429
+    # Tokens refill at the key's rate while the loop runs, so a later POST may pass again:
+    # what is checked is the answer that was refused.
+    limited = answers[codes.index(429)]
     assert int(limited.headers["Retry-After"]) >= 1 and limited.json()["data"]["code"] == "rate_limited"
     assert api.post(EVENT_ID, key="main").status_code == 400  # other keys are unaffected
 
