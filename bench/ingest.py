@@ -511,7 +511,9 @@ def run_pipeline(video: Path, logs_dir: Path, tag: str, bibs: bool = False) -> d
             1,
             1,
             [str(video)],
-            on_progress=lambda d, _t, f: progress.append((time.perf_counter() - t1, d, f)),
+            on_progress=lambda p: (
+                (p.frames_done or p.faces) and progress.append((time.perf_counter() - t1, p.frames_done, p.faces))
+            ),
             bibs=bibs,
         )
         wall = time.perf_counter() - t1

@@ -37,7 +37,7 @@ from pipelines.media import MediaSource, fsspec_options, is_remote, list_media
 from pipelines.metrics import index_progress
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
-from pipelines.placement import PoolFit, StageFit, describe_nodes, fit_stages
+from pipelines.placement import PoolFit, StageFit, describe_nodes, embed_threads, fit_stages
 from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, ReadBibs, decode_batches
 from pipelines.tracks import NO_TRACK, SIGNATURE_DIM, face_quality
 from pipelines.watchdog import watched
@@ -187,8 +187,13 @@ def build_dataset(items: list[WorkItem], settings: Settings, fit: StageFit) -> r
     which detection drops)."""
     idx = settings.index
 
-    def pool_models_cfg(pool: PoolFit):
-        return settings.models.model_copy(update={"providers": "cuda"}) if pool.num_gpus > 0 else settings.models
+    def pool_models_cfg(name: str, pool: PoolFit):
+        if pool.num_gpus > 0:
+            return settings.models.model_copy(update={"providers": "cuda"})
+        if name == "embed":
+            threads = embed_threads(pool, fit.decode_cpus, settings.models.intra_op_threads)
+            return settings.models.model_copy(update={"intra_op_threads": threads})
+        return settings.models
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = idx.ray_progress
@@ -217,7 +222,7 @@ def build_dataset(items: list[WorkItem], settings: Settings, fit: StageFit) -> r
         kwargs = (
             {"bib_cfg": settings.bibs, "sample_fps": settings.decode.sample_fps}
             if name == "bibs"
-            else {"models_cfg": pool_models_cfg(pool)}
+            else {"models_cfg": pool_models_cfg(name, pool)}
         )
         # Actor pools spread over the nodes (Ray Data's default strategy for actors is SPREAD).
         ds = ds.map_batches(

@@ -109,3 +109,19 @@ def test_packs_is_node_by_node():
     two = nodes(1, 1)
     assert packs([(0.5, 0), (0.5, 0)], 0.5, two, 0.5)
     assert not packs([(1.5, 0)], 0.5, two, 0.5)  # 2 CPUs in all, but no node holds 1.5
+
+
+def test_the_embed_actors_share_the_decode_reservation_as_threads():
+    from pipelines.placement import PoolFit, embed_threads
+
+    def fitted(cluster: list[NodeCapacity]) -> tuple[PoolFit, float]:
+        fit = fit_stages(cluster, 1.0, pools())
+        return fit.pools["embed"], fit.decode_cpus
+
+    small, decode = fitted(nodes(2.0))
+    assert small.max_size == 1 and embed_threads(small, decode, 1) == 2  # the 2-CPU host
+    big, decode = fitted(nodes(16.0))
+    assert big.max_size >= 10 and embed_threads(big, decode, 1) == 1  # many actors: as configured
+    assert embed_threads(small, decode, 3) == 3 and embed_threads(small, decode, 0) == 0
+    gpu = PoolFit(num_cpus=0.5, num_gpus=0.25, min_size=1, max_size=1, batch_size=32)
+    assert embed_threads(gpu, decode, 1) == 1
