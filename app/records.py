@@ -158,6 +158,18 @@ class RequestRecords:
         self.control.upsert(REQUESTS, [record.to_row()])
         return record
 
+    def hold_dispatch(self, record: SearchRecord) -> bool:
+        """The replica is still matching for this attempt: its dispatch deadline starts again
+        (False once the attempt was superseded or ended)."""
+        record.deadline_at = datetime.now(UTC) + self.dispatch_deadline
+        return bool(
+            self.control.upsert(
+                REQUESTS,
+                [record.to_row()],
+                only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+            )
+        )
+
     def dispatched(self, record: SearchRecord) -> None:
         """The job is with Ray: the record gets the full deadline (a replica that dies before
         this leaves a record that fails at the short dispatch deadline, never one stranded)."""

@@ -201,7 +201,13 @@ class VideoClippingSearch:
     async def dispatch(self, event: Event, record: SearchRecord) -> str:
         """Match once; ``no_matches`` at once without video hits, else start the job."""
         try:
-            matches = await offload(self.services, match_record, event, record)
+            matched = asyncio.Event()
+            holding = asyncio.create_task(self.hold_dispatch_deadline(record, matched))
+            try:
+                matches = await offload(self.services, match_record, event, record)
+            finally:
+                matched.set()
+                await holding  # a hold written after dispatched() would shorten the full deadline
             if not matches:
                 await record_end(self.services, record, NO_MATCHES)
                 return NO_MATCHES
@@ -228,6 +234,20 @@ class VideoClippingSearch:
         except Exception:
             log.exception("could not cancel the jobs search %s superseded", record.request_id)
         return PROCESSING
+
+    async def hold_dispatch_deadline(self, record: SearchRecord, matched: asyncio.Event) -> None:
+        """Until ``matched``, keep the record's dispatch deadline ahead: a queue at the matcher
+        under a burst can take longer than the deadline. A replica that dies stops holding
+        it, and the record fails at most one dispatch deadline later."""
+        every = self.settings.api.dispatch_deadline_s / 3
+        while True:
+            try:
+                await asyncio.wait_for(matched.wait(), timeout=every)
+                return
+            except TimeoutError:
+                pass
+            if not await asyncio.to_thread(self.services.records.hold_dispatch, record):
+                return
 
     async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
         """The search and its extra clips; a finished one from the replica's result cache."""
