@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -41,6 +41,9 @@ from pipelines.tracks import NO_TRACK
 log = logging.getLogger(__name__)
 
 SEGMENT_NAMESPACE = uuid.UUID("0b5c8a52-51c4-4f57-9a3e-7d1c2f0e8a61")
+# How long a cancelled run waits for its clipping tasks to stop before removing their files
+# (a cancel lands between ffmpeg steps; a clip cuts in seconds).
+CANCELLED_CLIPS_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,12 @@ class ClipJob:
     aspect: str = "source"  # "source", "9:16", "1:1"
     faces: tuple[tuple[float, float, float, float, float], ...] = ()  # (t, x1, y1, x2, y2) to follow
     storage: StorageLocation | None = None  # the org's own storage: written there, URLs presigned
+    # Chosen before cutting, so that a run knows its files even when cancelled mid-cut.
+    clip_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def files(self) -> list[str]:
+        """The files this clip is written to (the clip, its poster)."""
+        return [clip_key(self, self.clip_id, ext) for ext in ("mp4", "jpg")]
 
     def output_options(self, settings: AppSettings) -> dict:
         return self.storage.storage_options() if self.storage is not None else dict(settings.store.storage_options)
@@ -104,7 +113,7 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
     from pipelines.storage import OutputStorage
 
     key, window = job.media["media_key"], job.window
-    clip_id = str(uuid.uuid4())
+    clip_id = job.clip_id
     storage = OutputStorage(job.output_root, job.output_options(settings))
     try:
         reframe = None
@@ -200,8 +209,9 @@ def faces_to_follow(matches: list[FaceMatch], window: ClipWindow) -> tuple[tuple
     return tuple((t, *best[t].bbox) for t in sorted(best))
 
 
-def execute_search(settings: AppSettings, job: SearchJob) -> dict:
-    """The whole job; returns the terminal outcome as keyword arguments for ``finish``."""
+def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None = None) -> dict:
+    """The whole job; returns the terminal outcome as keyword arguments for ``finish``.
+    Each clipping task is added to ``cutting`` as (ref, ClipJob) when it starts."""
     from pipelines.models import pack_info
     from pipelines.storage import OutputStorage, StorageError
     from pipelines.store import FaceStore
@@ -242,10 +252,10 @@ def execute_search(settings: AppSettings, job: SearchJob) -> dict:
         )
         for key, window in ranked
     ]
-    results = [
-        collect_clip(ref, clip)
-        for ref, clip in zip([clip_task.remote(settings, c) for c in clip_jobs], clip_jobs, strict=True)
-    ]
+    refs = [clip_task.remote(settings, c) for c in clip_jobs]
+    if cutting is not None:
+        cutting.extend(zip(refs, clip_jobs, strict=True))
+    results = [collect_clip(ref, clip) for ref, clip in zip(refs, clip_jobs, strict=True)]
     for (key, window), result in zip(ranked, results, strict=True):
         for seg in segments:
             overlaps = seg["start_seconds"] < window.end_s and seg["end_seconds"] > window.start_s
@@ -278,11 +288,15 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     records = RequestRecords(
         ControlStore(settings.control_uri, settings.store.storage_options), settings.api.request_deadline_s
     )
+    cutting: list[tuple[ray.ObjectRef, ClipJob]] = []
     try:
-        outcome = execute_search(settings, job)
+        outcome = execute_search(settings, job, cutting)
     except Exception as exc:
         log.error("search %s failed: %s", job.request_id, traceback.format_exc())
         outcome = {"status": FAILED, "error": f"internal error while searching: {type(exc).__name__}: {exc}"}
+    except BaseException:  # cancelled: a re-POST superseded this run; what it cut is no one's
+        remove_cut_files(settings, job, cutting)
+        raise
     current = records.finish(job.request_id, job.job_id, **outcome)
     try:
 
@@ -290,7 +304,8 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
             record = records.read(job.request_id)
             return record is not None and record.job_id == job.job_id
 
-        collect_garbage(settings, job, outcome.get("videos", []), current, still_current)
+        started = [key for _, clip in cutting for key in clip.files()]
+        collect_garbage(settings, job, outcome.get("videos", []), current, still_current, started)
     except Exception:  # the outcome is recorded; stray files are the next run's to remove
         log.exception("removing superseded clips of %s failed", job.request_id)
     if current:
@@ -344,11 +359,17 @@ def notify_search(settings: AppSettings, records, request_id: str) -> None:
 
 
 def collect_garbage(
-    settings: AppSettings, job: SearchJob, videos: list[dict], current: bool, still_current=lambda: True
+    settings: AppSettings,
+    job: SearchJob,
+    videos: list[dict],
+    current: bool,
+    still_current=lambda: True,
+    started: list[str] = (),
 ) -> None:
     """One run's worth of clip files per request: a run that was superseded meanwhile (the
-    same request_id posted again) deletes the files it made; the run that is recorded deletes
-    every other file under the request (earlier runs', and superseded runs' already done)."""
+    same request_id posted again) deletes the files it made or began (``started``: a clip
+    that failed half-written too); the run that is recorded deletes every other file under
+    the request (earlier runs', and superseded runs' already done)."""
     from pipelines.storage import OutputStorage
 
     storage = OutputStorage(job.rules.output_root, job.rules.storage_options)
@@ -359,7 +380,27 @@ def collect_garbage(
         if others and still_current():
             storage.remove(others)
     else:
-        storage.remove(sorted(own))
+        storage.remove(sorted(own | set(started)))
+
+
+def remove_cut_files(settings: AppSettings, job: SearchJob, cutting: list[tuple[ray.ObjectRef, ClipJob]]) -> None:
+    """A cancelled run's clean-up: once its clipping tasks have ended (cancelled with it, or
+    done), remove every file they were to write. Best effort: the orphan sweep is the backstop."""
+    from pipelines.storage import OutputStorage
+
+    if not cutting:
+        return
+    try:
+        refs = [ref for ref, _ in cutting]
+        for ref in refs:
+            ray.cancel(ref)
+        # A task that had already finished its upload is done at once; one mid-cut stops at the cancel.
+        ray.wait(refs, num_returns=len(refs), timeout=CANCELLED_CLIPS_WAIT_S, fetch_local=False)
+        storage = OutputStorage(job.rules.output_root, job.rules.storage_options)
+        storage.remove(sorted(key for _, clip in cutting for key in clip.files()))
+        log.info("search %s: cancelled run %s removed its %d clip(s)", job.request_id, job.job_id, len(cutting))
+    except Exception:
+        log.exception("a cancelled run of %s could not remove its clips", job.request_id)
 
 
 @ray.remote(max_retries=0)

@@ -26,7 +26,7 @@ import ray
 from app.config import AppSettings
 from app.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
 from app.errors import ApiError
-from pipelines.store import sql_str
+from pipelines.store import sql_str, sql_timestamp
 
 if TYPE_CHECKING:
     from app.events import Event
@@ -151,10 +151,6 @@ class IndexJob:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _timestamp(value: datetime) -> str:
-    return f"timestamp '{value.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}'"
 
 
 class IndexJobs:
@@ -293,7 +289,7 @@ class IndexJobs:
 
     def overdue(self) -> list[IndexJob]:
         where = (
-            f"status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)}) AND deadline_at < {_timestamp(datetime.now(UTC))}"
+            f"status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)}) AND deadline_at < {sql_timestamp(datetime.now(UTC))}"
         )
         return [IndexJob.from_row(r) for r in self.control.rows(INDEX_JOBS, where)]
 

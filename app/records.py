@@ -16,8 +16,9 @@ import numpy as np
 
 from app.contract import FAILED, PROCESSING, TERMINAL
 from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
+from app.key_locks import KeyLocks
 from app.metrics import search_outcome
-from pipelines.store import sql_str
+from pipelines.store import sql_str, sql_timestamp
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
 
@@ -131,6 +132,8 @@ class RequestRecords:
         self.deadline = timedelta(seconds=deadline_s)
         # Until its job is dispatched a fresh record only has this long (None: the full deadline).
         self.dispatch_deadline = timedelta(seconds=dispatch_deadline_s) if dispatch_deadline_s else self.deadline
+        # This process's writes of one record queue instead of conflicting in LanceDB.
+        self.writing = KeyLocks()
 
     def read(self, request_id: str) -> SearchRecord | None:
         """The stored record as it is."""
@@ -147,38 +150,41 @@ class RequestRecords:
 
     def start(self, record: SearchRecord, status: str = PROCESSING) -> SearchRecord:
         """Write a fresh attempt (new job id, results cleared); returns the stored record."""
-        now = datetime.now(UTC)
-        record.job_id = uuid.uuid4().hex
-        record.status = status
-        record.videos, record.clip_errors, record.error, record.hits = [], [], None, 0
-        record.segments = []
-        record.created_at = record.created_at or now
-        record.updated_at = now
-        record.deadline_at = now + self.dispatch_deadline
-        self.control.upsert(REQUESTS, [record.to_row()])
+        with self.writing.hold(record.request_id):
+            now = datetime.now(UTC)  # after any queue: the dispatch deadline counts from the write
+            record.job_id = uuid.uuid4().hex
+            record.status = status
+            record.videos, record.clip_errors, record.error, record.hits = [], [], None, 0
+            record.segments = []
+            record.created_at = record.created_at or now
+            record.updated_at = now
+            record.deadline_at = now + self.dispatch_deadline
+            self.control.upsert(REQUESTS, [record.to_row()])
         return record
 
     def hold_dispatch(self, record: SearchRecord) -> bool:
         """The replica is still matching for this attempt: its dispatch deadline starts again
         (False once the attempt was superseded or ended)."""
-        record.deadline_at = datetime.now(UTC) + self.dispatch_deadline
-        return bool(
+        with self.writing.hold(record.request_id):
+            record.deadline_at = datetime.now(UTC) + self.dispatch_deadline
+            return bool(
+                self.control.upsert(
+                    REQUESTS,
+                    [record.to_row()],
+                    only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+                )
+            )
+
+    def dispatched(self, record: SearchRecord) -> None:
+        """The job is with Ray: the record gets the full deadline (a replica that dies before
+        this leaves a record that fails at the short dispatch deadline, never one stranded)."""
+        with self.writing.hold(record.request_id):
+            record.deadline_at = datetime.now(UTC) + self.deadline
             self.control.upsert(
                 REQUESTS,
                 [record.to_row()],
                 only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
             )
-        )
-
-    def dispatched(self, record: SearchRecord) -> None:
-        """The job is with Ray: the record gets the full deadline (a replica that dies before
-        this leaves a record that fails at the short dispatch deadline, never one stranded)."""
-        record.deadline_at = datetime.now(UTC) + self.deadline
-        self.control.upsert(
-            REQUESTS,
-            [record.to_row()],
-            only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
-        )
 
     def finish(
         self,
@@ -196,25 +202,26 @@ class RequestRecords:
         ``only_if_processing``, has already ended)."""
         if status not in TERMINAL:
             raise ValueError(f"a job ends in a terminal status, not {status!r}")
-        current = self.get(request_id)
-        if current is None or current.job_id != job_id:
-            return False
-        if only_if_processing and current.status != PROCESSING:
-            return False
-        current.status = status
-        current.videos = videos or []
-        current.clip_errors = clip_errors or []
-        current.error = error
-        current.hits = hits
-        current.segments = segments or []
-        current.updated_at = datetime.now(UTC)
-        only_if = f"target.job_id = {sql_str(job_id)}"
-        if only_if_processing:
-            only_if += f" AND target.status = {sql_str(PROCESSING)}"
-        written = bool(self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if))
-        if written:
-            search_outcome(status)
-        return written
+        with self.writing.hold(request_id):
+            current = self.get(request_id)
+            if current is None or current.job_id != job_id:
+                return False
+            if only_if_processing and current.status != PROCESSING:
+                return False
+            current.status = status
+            current.videos = videos or []
+            current.clip_errors = clip_errors or []
+            current.error = error
+            current.hits = hits
+            current.segments = segments or []
+            current.updated_at = datetime.now(UTC)
+            only_if = f"target.job_id = {sql_str(job_id)}"
+            if only_if_processing:
+                only_if += f" AND target.status = {sql_str(PROCESSING)}"
+            written = bool(self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if))
+            if written:
+                search_outcome(status)
+            return written
 
     def save_face_search(self, record: SearchRecord, attempts: int = 5) -> SearchRecord:
         """Store a Face Search's selfie and results without touching a video search that
@@ -249,18 +256,22 @@ class RequestRecords:
 
     def fail_overdue(self, record: SearchRecord) -> bool:
         """Fail one overdue search; False when it ended meanwhile (another sweep, its job)."""
-        return bool(
-            self.control.upsert(
-                REQUESTS,
-                [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
-                only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
+        with self.writing.hold(record.request_id):
+            return bool(
+                self.control.upsert(
+                    REQUESTS,
+                    [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
+                    # ... and still past its deadline: a hold may have been written since it was read.
+                    only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}"
+                    f" AND target.deadline_at < {sql_timestamp(datetime.now(UTC))}",
+                )
             )
-        )
 
     def sweep_overdue(self) -> list[SearchRecord]:
         """Fail every search processing past its deadline; returns them."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        rows = self.control.rows(REQUESTS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
+        rows = self.control.rows(
+            REQUESTS, f"status = {sql_str(PROCESSING)} AND deadline_at < {sql_timestamp(datetime.now(UTC))}"
+        )
         overdue = [SearchRecord.from_row(row) for row in rows]
         return [record for record in overdue if self.fail_overdue(record)]
 
@@ -315,8 +326,8 @@ class ExtraClips:
 
     def sweep_overdue(self) -> int:
         """Fail every extra clip processing past its deadline; returns how many."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        rows = self.control.rows(EXTRA_CLIPS, f"status = {sql_str(PROCESSING)} AND deadline_at < timestamp '{now}'")
+        now = sql_timestamp(datetime.now(UTC))
+        rows = self.control.rows(EXTRA_CLIPS, f"status = {sql_str(PROCESSING)} AND deadline_at < {now}")
         for row in rows:
             self.finish(row["clip_id"], FAILED, error=OVERDUE_CLIP_ERROR, overdue=True)
         return len(rows)

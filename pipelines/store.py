@@ -138,6 +138,11 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sql_timestamp(value: datetime) -> str:
+    """A SQL timestamp literal for LanceDB filters (UTC, as the tables store times)."""
+    return f"timestamp '{value.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}'"
+
+
 def event_filter(org_id: int, event_id: int) -> str:
     return f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from app.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
 from app.control import REQUESTS, ControlStore
 from app.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
-from app.records import RequestRecords, SearchRecord
+from app.records import RequestRecords, SearchRecord, is_past
 from app.services import TtlCache
 
 
@@ -47,6 +48,65 @@ def test_concurrent_starts_of_one_new_request_leave_one_row(tmp_path):
     control = ControlStore(uri)
     rows = control.rows(REQUESTS, f"request_id = '{rid}'")
     assert len(rows) == 1 and rows[0]["job_id"] in jobs
+
+
+def test_one_process_queues_its_writes_of_one_record_and_each_start_gets_its_full_dispatch_window(tmp_path):
+    """Eight of one replica's threads start one request at once (a POST burst). Unqueued,
+    their merge_inserts conflicted and retried for seconds, and a start's dispatch deadline,
+    counted from before its write, was mostly spent when the write landed (CI: spent)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = RequestRecords(ControlStore(str(tmp_path / "control")), 600, dispatch_deadline_s=15)
+    rid = str(uuid.uuid4())
+    inside, most_inside, guard = 0, 0, threading.Lock()
+    upsert = records.control.upsert
+
+    def counted_upsert(*args, **kwargs):
+        nonlocal inside, most_inside
+        with guard:
+            inside += 1
+            most_inside = max(most_inside, inside)
+        try:
+            return upsert(*args, **kwargs)
+        finally:
+            with guard:
+                inside -= 1
+
+    records.control.upsert = counted_upsert
+
+    def start(_: int) -> tuple[str, datetime, datetime]:
+        record = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None))
+        return record.job_id, record.deadline_at, datetime.now(UTC)
+
+    with ThreadPoolExecutor(8) as pool:
+        started = list(pool.map(start, range(8)))
+    assert most_inside == 1  # one write of the record at a time
+    assert len(records.writing) == 0  # no lock outlives its holders
+    for _, deadline, returned in started:
+        assert deadline > returned  # never written already overdue
+    stored = records.get(rid)
+    last = max(started, key=lambda s: s[1])
+    assert stored.job_id == last[0] and stored.deadline_at == last[1]
+    assert stored.deadline_at - max(s[2] for s in started) < timedelta(seconds=15)
+
+
+def test_an_overdue_read_does_not_fail_a_search_whose_deadline_moved_since(tmp_path):
+    """A sweep reads a record past its dispatch deadline; before it writes, the replica that is
+    still matching holds the deadline again. The sweep's write must not land."""
+    records = RequestRecords(ControlStore(str(tmp_path / "control")), 600, dispatch_deadline_s=0.01)
+    rid = str(uuid.uuid4())
+    record = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None))
+    while not is_past((overdue := records.read(rid)).deadline_at):
+        pass  # 10 ms
+    records.dispatch_deadline *= 100_000
+    assert records.hold_dispatch(record)
+    assert not records.fail_overdue(overdue)
+    assert records.get(rid).status == PROCESSING
+    records.dispatch_deadline /= 100_000
+    assert records.hold_dispatch(record)
+    assert records.fail_overdue(records.read(rid))  # once truly past, it fails
+    assert records.read(rid).status == "failed"
 
 
 def test_a_table_from_before_keys_were_declared_gets_its_key(tmp_path):
