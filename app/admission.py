@@ -40,20 +40,35 @@ def admission_class(method: str, path: str) -> str | None:
 
 
 class Admission:
-    def __init__(self, app: ASGIApp, max_reads: int, max_writes: int, retry_after_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_reads: int,
+        max_writes: int,
+        retry_after_s: float,
+        reads_while_writing: int | None = None,
+    ) -> None:
         self.app = app
         self.limits = {"read": max_reads, "write": max_writes}
+        # Writes first: while a write is in progress fewer reads are admitted, so that a
+        # search's chain of calls is not queued behind readers on a busy replica.
+        self.reads_while_writing = max_reads if reads_while_writing is None else min(reads_while_writing, max_reads)
         self.retry_after_s = retry_after_s
         self.active = {"read": 0, "write": 0}
+
+    def limit(self, kind: str) -> int:
+        if kind == "read" and self.active["write"]:
+            return self.reads_while_writing
+        return self.limits[kind]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = admission_class(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
         if kind is None:
             await self.app(scope, receive, send)
             return
-        if self.active[kind] >= self.limits[kind]:
+        if self.active[kind] >= (limit := self.limit(kind)):
             shed(kind)
-            error = overloaded(f"{self.limits[kind]} {kind}s in progress", self.retry_after_s)
+            error = overloaded(f"{limit} {kind}s in progress", self.retry_after_s)
             response = JSONResponse(error_body(error.message, error.code), 503, headers=error.headers)
             await response(scope, receive, send)
             return

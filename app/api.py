@@ -120,7 +120,13 @@ def create_api(services: Services) -> Starlette:
         middleware=[
             Middleware(InternalErrors),
             Middleware(RequestMetrics),
-            Middleware(Admission, api.max_concurrent_reads, api.max_concurrent_writes, api.retry_after_s),
+            Middleware(
+                Admission,
+                api.max_concurrent_reads,
+                api.max_concurrent_writes,
+                api.retry_after_s,
+                api.max_concurrent_reads_while_writing,
+            ),
         ],
         exception_handlers={ApiError: api_error, HTTPException: http_error},
         lifespan=lifespan,

@@ -49,6 +49,11 @@ class ApiSettings(BaseModel):
     # shed clients' retries from filling the proxy (1 s: accepted GET p50 2.4 s).
     max_concurrent_reads: int = Field(default=16, ge=1)
     max_concurrent_writes: int = Field(default=8, ge=1)
+    # Reads admitted while a write is in progress (None: max_concurrent_reads): writes first.
+    # On 2 busy cores, 2 cut accepted GET p99 from 4.6-8.9 s to 1.1-2.1 s and POST p50 from
+    # 21-26 s to 15-17 s under 200 readers and POST bursts (BENCHMARKS.md, issue 10); off by
+    # default, as with steady POST traffic it sheds most reads.
+    max_concurrent_reads_while_writing: int | None = Field(default=None, ge=1)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
     retry_after_s: float = Field(default=4.0, gt=0.0)

@@ -44,6 +44,69 @@ ORG_ID, EVENT_ID = 1, 1
 TERMINAL = {"completed", "no_matches", "no_segments", "clip_failed", "failed"}
 
 
+# Who used the two cores during a run, by what the process is (its Ray actor or task name).
+PROCESS_KINDS = (
+    ("ProxyActor", "Serve proxy"),
+    ("ApiIngress", "ApiIngress"),
+    ("SelfieEmbedder", "SelfieEmbedder"),
+    ("SearchMatcher", "SearchMatcher"),
+    ("ServeController", "Serve controller"),
+    ("run_search", "run_search tasks"),
+    ("cut_one_clip", "clip tasks"),
+    ("ffmpeg", "ffmpeg"),
+    ("ray::IDLE", "Ray workers, idle or starting"),
+    ("default_worker.py", "Ray workers, idle or starting"),  # before "raylet": it is in their arguments
+    ("raylet", "raylet"),
+    ("gcs_server", "GCS"),
+)
+
+
+def process_kind(cmdline: str, pid: int) -> str:
+    if pid == os.getpid():
+        return "bench client"
+    for needle, kind in PROCESS_KINDS:
+        if needle in cmdline:
+            return kind
+    return "other"
+
+
+class CpuSampler:
+    """CPU seconds per kind of process over a run: every process is sampled each 0.5 s, so
+    short-lived ones (a worker that starts, a clip's ffmpeg) count up to their last sample."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.started = time.monotonic()
+        self.baseline = True  # the first sample: what running processes had used before
+
+    def sample(self) -> None:
+        for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+            try:
+                times = proc.info["cpu_times"]
+                used = times.user + times.system
+                # The latest name counts: a worker starts as default_worker.py, then takes its task's.
+                kind = process_kind(" ".join(proc.info["cmdline"] or []), proc.pid)
+            except (psutil.Error, TypeError):
+                continue
+            self.first.setdefault(proc.pid, used if self.baseline else 0.0)  # a new process: all of it
+            self.last[proc.pid] = (kind, used)
+        self.baseline = False
+
+    def totals(self) -> dict[str, float]:
+        wall = time.monotonic() - self.started
+        out: dict[str, float] = {}
+        for pid, (kind, used) in self.last.items():
+            out[kind] = out.get(kind, 0.0) + used - self.first.get(pid, 0.0)
+        return {k: round(v / wall, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0.05 * wall / 100}
+
+
+async def sample_cpu(sampler: CpuSampler, until: float) -> None:
+    while time.monotonic() < until:
+        await asyncio.to_thread(sampler.sample)
+        await asyncio.sleep(0.5)
+
+
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 1) if values else None
 
@@ -85,19 +148,22 @@ async def post_once(http, url: str, key: str, jpeg: bytes, log: list, accepted: 
     log.append(("POST", status, time.perf_counter() - t0, json_ok))
 
 
-async def load(base: str, keys: list[str], records: list[str], photos: list[bytes], args) -> dict:
+async def load(base: str, keys: list[str], records: list[str], photos: list[bytes], args, burst: int) -> dict:
     import aiohttp  # a client that costs less CPU per request than httpx: it shares the 2 cores
 
     api = f"{base}/api/v1/ext/{ORG_ID}/event/{EVENT_ID}"
     urls = [api, *(f"{api}/video-clipping/{rid}" for rid in records)]
     log: list[tuple] = []
     accepted: list[str] = []
-    connector = aiohttp.TCPConnector(limit=args.clients + args.burst + 10)
+    connector = aiohttp.TCPConnector(limit=args.clients + burst + 10)
     me = psutil.Process()
     cpu0 = me.cpu_times()
     timeout = aiohttp.ClientTimeout(total=120)
+    sampler = CpuSampler()
+    sampler.sample()  # what each running process had used before the run
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         until = time.monotonic() + args.duration_s
+        sampling = asyncio.create_task(sample_cpu(sampler, until))
         clients = [
             asyncio.create_task(get_client(http, urls, keys[i % len(keys)], args.ramp_s * i / args.clients, until, log))
             for i in range(args.clients)
@@ -107,14 +173,15 @@ async def load(base: str, keys: list[str], records: list[str], photos: list[byte
         n = 0
         while at < until:
             await asyncio.sleep(max(0.0, at - time.monotonic()))
-            for _ in range(args.burst):
+            for _ in range(burst):
                 key, photo = keys[n % len(keys)], photos[n % len(photos)]
                 post = post_once(http, f"{api}/video-clipping/search-by-selfie", key, photo, log, accepted)
                 bursts.append(asyncio.create_task(post))
                 n += 1
             at += args.burst_every_s
-        await asyncio.gather(*clients, *bursts)
+        await asyncio.gather(*clients, *bursts, sampling)
         cpu1 = me.cpu_times()
+        cores = sampler.totals()
         # Every accepted search must end.
         pending = set(accepted)
         deadline = time.monotonic() + args.terminal_s
@@ -125,7 +192,10 @@ async def load(base: str, keys: list[str], records: list[str], photos: list[byte
                         pending.discard(rid)
             if pending:
                 await asyncio.sleep(1.0)
-    result: dict[str, Any] = {"client_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 1)}
+    result: dict[str, Any] = {
+        "client_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 1),
+        "cores_by_process": cores,  # mean cores used over the run, by kind of process
+    }
     for kind in ("GET", "POST"):
         rows = [r for r in log if r[0] == kind]
         statuses: dict[str, int] = {}
@@ -167,6 +237,10 @@ def summarise(result: dict) -> str:
             f"| {p['accepted_p50_ms']} / {p['accepted_p99_ms']} ms | {shares(p)} | {g['non_json'] + p['non_json']} "
             f"| {run['searches_accepted']} / {run['searches_not_terminal']} |"
         )
+    lines.append("")
+    for run in result["runs"]:
+        busy = ", ".join(f"{kind} {cores}" for kind, cores in run.get("cores_by_process", {}).items())
+        lines.append(f"- {run['limits']}: mean cores used, by process: {busy}")
     return "\n".join(lines)
 
 
@@ -178,7 +252,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--ramp-s", type=float, default=2.0, help="seconds over which the GET clients start")
-    parser.add_argument("--burst", type=int, default=30, help="POSTs sent at once in each burst")
+    parser.add_argument(
+        "--burst", default="30", help="POSTs sent at once in each burst; one value, or one per --limits value"
+    )
     parser.add_argument("--burst-every-s", type=float, default=20.0)
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--videos", type=int, default=2)
@@ -254,7 +330,11 @@ def main() -> int:
         ingress = args.ingress.split(",") if args.ingress else [""] * len(specs)
         if len(ingress) != len(specs):
             parser.error("--ingress needs one value per --limits value")
-        for spec, queue in zip(specs, ingress, strict=True):
+        bursts = [int(b) for b in args.burst.split(",")]
+        bursts = bursts * len(specs) if len(bursts) == 1 else bursts
+        if len(bursts) != len(specs):
+            parser.error("--burst needs one value, or one per --limits value")
+        for spec, queue, burst in zip(specs, ingress, bursts, strict=True):
             reads, writes = (int(x) for x in spec.split("/"))
             extra = {k: float(v) if "." in v else int(v) for k, v in (kv.split("=", 1) for kv in args.api_set)}
             api = settings.api.model_copy(
@@ -268,8 +348,8 @@ def main() -> int:
                 app = build_api(app_settings)
             serve.run(app, name="facereel", route_prefix="/")
             print(f"load with {reads}/{writes}, ingress {queue or 'default'}", flush=True)
-            run = asyncio.run(load(base, keys, records, photos, args))
-            run["limits"] = spec + (f", ingress {queue}" if queue else "")
+            run = asyncio.run(load(base, keys, records, photos, args, burst))
+            run["limits"] = spec + (f", ingress {queue}" if queue else "") + ("" if burst else ", GETs only")
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
     finally:

@@ -15,7 +15,9 @@ from starlette.routing import Route
 from app.admission import Admission, admission_class
 
 
-def gated_app(gate: asyncio.Event, entered: asyncio.Queue, reads: int, writes: int) -> Starlette:
+def gated_app(
+    gate: asyncio.Event, entered: asyncio.Queue, reads: int, writes: int, reads_while_writing: int | None = None
+) -> Starlette:
     async def slow(request: Request) -> JSONResponse:
         await entered.put(request.method)
         await gate.wait()
@@ -26,7 +28,7 @@ def gated_app(gate: asyncio.Event, entered: asyncio.Queue, reads: int, writes: i
 
     return Starlette(
         routes=[Route("/work", slow, methods=["GET", "POST"]), Route("/healthz", health)],
-        middleware=[Middleware(Admission, reads, writes, 2.5)],
+        middleware=[Middleware(Admission, reads, writes, 2.5, reads_while_writing)],
     )
 
 
@@ -60,5 +62,29 @@ def test_requests_over_the_limit_are_shed_with_retry_after():
             # The slots were given back: the next requests are admitted.
             again = await asyncio.gather(client.get("/work"), client.get("/work"), client.post("/work"))
             assert [r.status_code for r in again] == [200, 200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_while_a_write_is_in_progress_fewer_reads_are_admitted():
+    """Writes first: a search's chain of calls is not queued behind a full house of readers."""
+
+    async def scenario() -> None:
+        gate, entered = asyncio.Event(), asyncio.Queue()
+        app = gated_app(gate, entered, reads=3, writes=1, reads_while_writing=1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            held = [asyncio.create_task(client.post("/work")), asyncio.create_task(client.get("/work"))]
+            for _ in range(2):
+                await asyncio.wait_for(entered.get(), 10)
+            shed = await client.get("/work")  # 1 read in progress: the limit while writing
+            assert shed.status_code == 503 and "1 reads in progress" in shed.json()["message"]
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            gate.clear()
+            reads = [asyncio.create_task(client.get("/work")) for _ in range(3)]  # no write: all three
+            for _ in range(3):
+                await asyncio.wait_for(entered.get(), 10)
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*reads)] == [200, 200, 200]
 
     asyncio.run(scenario())
