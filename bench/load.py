@@ -266,6 +266,10 @@ def main() -> int:
         help="ApiIngress max_ongoing_requests/max_queued_requests per run, comma-separated, paired with --limits "
         "(default: serve_config.yaml's); a small queue sheds in Serve's proxy, before routing",
     )  # fmt: skip
+    parser.add_argument(
+        "--ray-config", action="append", default=[],
+        help="a Ray system config for the private cluster, name=value (e.g. num_workers_soft_limit=12)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("bench-out/load"))
     args = parser.parse_args()
 
@@ -305,7 +309,15 @@ def main() -> int:
     from app.proxy_envelope import install_in_environment
 
     install_in_environment()  # Serve's own 503s (a full proxy queue) in the envelope, as `facereel serve`
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    system = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in (kv.split("=", 1) for kv in args.ray_config)}
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _system_config=system or None,
+    )
     try:
         print("indexing", flush=True)
         index_event(settings, ORG_ID, EVENT_ID, [str(v) for v in videos])
