@@ -666,6 +666,12 @@ def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_
     def hold_cpus(gate) -> None:  # keeps clipping tasks queued, so the job waits on them
         ray.get(gate.wait.remote(), timeout=120)
 
+    # Earlier tests' searches end first (a superseded run may still be removing its clips):
+    # the one worker found below must be this search's.
+    end = time.monotonic() + 120
+    while (earlier := search_workers()) and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)
+    assert not earlier, f"earlier run_search workers still running: {earlier}"
     gate = Gate.remote()
     free = ray.available_resources().get("CPU", 0.0)
     hog = hold_cpus.options(num_cpus=free).remote(gate) if free > 0 else None
