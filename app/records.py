@@ -165,26 +165,20 @@ class RequestRecords:
     def hold_dispatch(self, record: SearchRecord) -> bool:
         """The replica is still matching for this attempt: its dispatch deadline starts again
         (False once the attempt was superseded or ended)."""
-        with self.writing.hold(record.request_id):
-            record.deadline_at = datetime.now(UTC) + self.dispatch_deadline
-            return bool(
-                self.control.upsert(
-                    REQUESTS,
-                    [record.to_row()],
-                    only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
-                )
-            )
+        return self._deadline_from_now(record, self.dispatch_deadline)
 
     def dispatched(self, record: SearchRecord) -> None:
         """The job is with Ray: the record gets the full deadline (a replica that dies before
         this leaves a record that fails at the short dispatch deadline, never one stranded)."""
+        self._deadline_from_now(record, self.deadline)
+
+    def _deadline_from_now(self, record: SearchRecord, deadline: timedelta) -> bool:
+        """Move a processing attempt's deadline to ``deadline`` from now; False once it was
+        superseded or ended."""
         with self.writing.hold(record.request_id):
-            record.deadline_at = datetime.now(UTC) + self.deadline
-            self.control.upsert(
-                REQUESTS,
-                [record.to_row()],
-                only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}",
-            )
+            record.deadline_at = datetime.now(UTC) + deadline
+            only_if = f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}"
+            return bool(self.control.upsert(REQUESTS, [record.to_row()], only_if=only_if))
 
     def finish(
         self,
