@@ -2,8 +2,10 @@
 
 Each ingress replica admits at most ``api.max_concurrent_reads`` GETs and
 ``api.max_concurrent_writes`` POSTs/DELETEs at once; one more is answered 503 at once,
-before any work or storage, so a client backs off rather than waiting seconds in a queue
-(the Serve proxy's own queue is unbounded). Health, metrics and docs are never shed.
+before any work or storage, so a client backs off rather than waiting seconds in a queue.
+The same middleware runs in Serve's HTTP proxy (``api.proxy_max_reads/writes``, see
+app/proxy_envelope.py), where a shed request costs neither a route to a replica nor the
+replica's time. Health, metrics and docs are never shed.
 Embedding and job dispatch have their own bounds (app/search/requests.py,
 app/search/video_clipping.py), enforced with ``overloaded``.
 """
@@ -17,9 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.contract import error_body
 from app.errors import ApiError
+from app.io_threads import REQUEST_CLASS
 from app.metrics import in_flight, shed
 
-UNSHED = ("/healthz", "/metrics", "/openapi.json", "/docs")
+UNSHED = ("/healthz", "/metrics", "/openapi.json", "/docs", "/-/")  # "/-/": Serve's own routes
 
 
 def overloaded(what: str, retry_after_s: float) -> ApiError:
@@ -47,8 +50,10 @@ class Admission:
         max_writes: int,
         retry_after_s: float,
         reads_while_writing: int | None = None,
+        layer: str = "ingress",
     ) -> None:
         self.app = app
+        self.layer = layer  # where it sheds, "ingress" or "proxy": a tag of its metrics
         self.limits = {"read": max_reads, "write": max_writes}
         # Writes first: while a write is in progress fewer reads are admitted, so that a
         # search's chain of calls is not queued behind readers on a busy replica.
@@ -67,15 +72,16 @@ class Admission:
             await self.app(scope, receive, send)
             return
         if self.active[kind] >= (limit := self.limit(kind)):
-            shed(kind)
+            shed(kind, self.layer)
             error = overloaded(f"{limit} {kind}s in progress", self.retry_after_s)
             response = JSONResponse(error_body(error.message, error.code), 503, headers=error.headers)
             await response(scope, receive, send)
             return
         self.active[kind] += 1
-        in_flight(kind, self.active[kind])
+        in_flight(kind, self.active[kind], self.layer)
+        REQUEST_CLASS.set(kind)  # this request's blocking calls run on its class's threads
         try:
             await self.app(scope, receive, send)
         finally:
             self.active[kind] -= 1
-            in_flight(kind, self.active[kind])
+            in_flight(kind, self.active[kind], self.layer)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.admission import Admission
 from app.contract import error_body
 from app.errors import ApiError
+from app.io_threads import IoThreads
 from app.log_context import install as install_log_context
 from app.metrics import RequestMetrics
 from app.openapi import document
@@ -97,7 +97,7 @@ def create_api(services: Services) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(api.io_threads, thread_name_prefix="facereel-io"))
+        loop.set_default_executor(IoThreads(api.io_threads, api.io_write_threads))
         tasks = [loop.create_task(services.sweep_forever()), loop.create_task(services.watch_jobs_forever())]
         try:
             yield

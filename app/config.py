@@ -54,6 +54,14 @@ class ApiSettings(BaseModel):
     # 21-26 s to 15-17 s under 200 readers and POST bursts (BENCHMARKS.md, issue 10); off by
     # default, as with steady POST traffic it sheds most reads.
     max_concurrent_reads_while_writing: int | None = Field(default=None, ge=1)
+    # The same admission in Serve's HTTP proxy, per proxy (one per node), before a request is
+    # routed to a replica (app/proxy_envelope.py); 0: no bound. The proxy is not given the
+    # app's arguments: it loads $FACEREEL_CONFIG and FACEREEL_API__* itself (facereel serve
+    # sets FACEREEL_CONFIG from --config). Chosen with bench/load.py (BENCHMARKS.md, issue 10).
+    proxy_max_reads: int = Field(default=24, ge=0)
+    proxy_max_writes: int = Field(default=4, ge=0)
+    # Reads the proxy admits while a write passes through it (0: proxy_max_reads): writes first.
+    proxy_max_reads_while_writing: int = Field(default=0, ge=0)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
     retry_after_s: float = Field(default=4.0, gt=0.0)
@@ -61,6 +69,12 @@ class ApiSettings(BaseModel):
     # asyncio's cpus + 4, so one slow table commit does not stall every request; many more
     # only contend (bench/load.py on 2 cores: 6 threads 133 GET/s, 32 threads 116).
     io_threads: int = Field(default=8, ge=1)
+    # ... and threads for writes' blocking calls, so that a search's few writes never queue
+    # behind the readers' (app/io_threads.py).
+    io_write_threads: int = Field(default=4, ge=1)
+    # OS niceness of a search's Ray task workers (run_search, clips; app/background.py), so
+    # that serving preempts them on a shared node. 0: they run at the serving priority.
+    search_task_nice: int = Field(default=10, ge=0, le=19)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica checks the search jobs it started: one whose worker

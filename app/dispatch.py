@@ -20,6 +20,7 @@ from pathlib import Path
 import ray
 
 from app import log_context
+from app.background import background_options, run_below_serving
 from app.config import AppSettings
 from app.contract import (
     CLIP_FAILED,
@@ -164,6 +165,7 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
 
 @ray.remote(max_retries=0)
 def cut_one_clip(settings: AppSettings, job: ClipJob) -> dict:
+    run_below_serving()
     log_context.install()
     log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id)
     return cut(settings, job)
@@ -238,7 +240,11 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
         OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
     except StorageError as exc:
         return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
-    clip_task = cut_one_clip.options(num_cpus=settings.clip.num_cpus, scheduling_strategy="SPREAD")  # over the nodes
+    clip_task = cut_one_clip.options(
+        num_cpus=settings.clip.num_cpus,
+        scheduling_strategy="SPREAD",  # over the nodes
+        **background_options(settings.api.search_task_nice),
+    )
     ranked = rank_windows(windows)
     clip_jobs = [
         ClipJob(
@@ -283,6 +289,7 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     from app.control import ControlStore
     from app.records import RequestRecords
 
+    run_below_serving()
     log_context.install()
     log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, job_id=job.job_id)
     records = RequestRecords(
@@ -409,6 +416,7 @@ def run_extra_clip(settings: AppSettings, clip_id: str, job: ClipJob) -> str:
     from app.control import ControlStore
     from app.records import ExtraClips
 
+    run_below_serving()
     log_context.install()
     log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, clip_id=clip_id)
     clips = ExtraClips(ControlStore(settings.control_uri, settings.store.storage_options), 0)

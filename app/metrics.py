@@ -35,12 +35,14 @@ def running_searches(n: int) -> None:
     set_gauge("facereel_search_jobs_running", "Search jobs running, per ingress replica's watch list.", n)
 
 
-def in_flight(kind: str, n: int) -> None:
-    set_gauge("facereel_http_in_flight", "HTTP requests being handled, by admission class.", n, kind=kind)
+def in_flight(kind: str, n: int, layer: str = "ingress") -> None:
+    set_gauge("facereel_http_in_flight", "HTTP requests being handled, by admission class and layer (proxy, ingress).",
+              n, kind=kind, layer=layer)  # fmt: skip
 
 
-def shed(kind: str) -> None:
-    count("facereel_http_shed_total", "Requests answered 503 by admission control, by class.", 1, kind=kind)
+def shed(kind: str, layer: str = "ingress") -> None:
+    count("facereel_http_shed_total", "Requests answered 503 by admission control, by class and layer.", 1,
+          kind=kind, layer=layer)  # fmt: skip
 
 
 class RequestMetrics:

@@ -42,8 +42,43 @@ LOST = (
 
 
 def middlewares() -> list[Middleware]:
-    """What Serve's proxy calls at start (``PROXY_CALLBACK_ENV``)."""
-    return [Middleware(ProxyEnvelope)]
+    """What Serve's proxy calls at start (``PROXY_CALLBACK_ENV``): the envelope, and inside
+    it admission control (``api.proxy_max_reads/writes``) unless that is off. Serve wraps
+    the proxy's app in list order, so the last is outermost."""
+    admission = proxy_admission(proxy_settings())
+    return [*admission, Middleware(ProxyEnvelope)]
+
+
+def proxy_settings():
+    """The API settings as the proxy can know them: $FACEREEL_CONFIG and FACEREEL_* (the
+    proxy is not given the app's arguments). Unreadable settings leave the defaults: a proxy
+    that cannot start serves nothing at all."""
+    from app.config import AppSettings, load_app_settings
+
+    try:
+        return load_app_settings()
+    except Exception:
+        log.exception("Serve's proxy could not load facereel's settings; it uses the defaults")
+        return AppSettings()
+
+
+def proxy_admission(settings) -> list[Middleware]:
+    from app.admission import Admission
+
+    api = settings.api
+    if not (api.proxy_max_reads or api.proxy_max_writes):  # 0: that class is not bounded here
+        return []
+    unbounded = 1 << 30
+    return [
+        Middleware(
+            Admission,
+            api.proxy_max_reads or unbounded,
+            api.proxy_max_writes or unbounded,
+            api.retry_after_s,
+            api.proxy_max_reads_while_writing or None,
+            layer="proxy",
+        )
+    ]
 
 
 def install_in_environment() -> None:

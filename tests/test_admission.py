@@ -88,3 +88,46 @@ def test_while_a_write_is_in_progress_fewer_reads_are_admitted():
             assert [r.status_code for r in await asyncio.gather(*reads)] == [200, 200, 200]
 
     asyncio.run(scenario())
+
+
+def test_writes_blocking_calls_do_not_queue_behind_reads():
+    """app/io_threads.py: with every read thread busy, a write's ``asyncio.to_thread`` call
+    still runs at once, on a write thread; calls outside a request use the read threads."""
+    import threading
+
+    from app.io_threads import IoThreads
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(IoThreads(read_threads=2, write_threads=1))
+        release = threading.Event()
+        entered: list[str] = []
+
+        def blocking() -> str:
+            entered.append(threading.current_thread().name)
+            release.wait(30)
+            return threading.current_thread().name
+
+        def quick() -> str:
+            return threading.current_thread().name
+
+        async def work(request: Request) -> JSONResponse:
+            name = await asyncio.to_thread(blocking if request.method == "GET" else quick)
+            return JSONResponse({"thread": name})
+
+        app = Starlette(
+            routes=[Route("/work", work, methods=["GET", "POST"])],
+            middleware=[Middleware(Admission, 10, 10, 1.0)],
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            reads = [asyncio.create_task(client.get("/work")) for _ in range(3)]  # 2 threads: one queued
+            while len(entered) < 2:
+                await asyncio.sleep(0.01)
+            write = await asyncio.wait_for(client.post("/work"), 10)  # not behind the queued read
+            assert write.json()["thread"].startswith("facereel-io-write")
+            release.set()
+            names = [r.json()["thread"] for r in await asyncio.gather(*reads)]
+            assert all(n.startswith("facereel-io_") for n in names), names
+            assert (await asyncio.to_thread(quick)).startswith("facereel-io_")  # outside a request: reads
+
+    asyncio.run(scenario())

@@ -75,3 +75,64 @@ def test_the_apps_own_answers_pass_untouched():
     response = client(streamed).get("/clip.mp4")
     assert response.status_code == 200 and response.content == b"part 0\npart 1\npart 2\n"
     assert response.headers["content-type"] == "video/mp4"
+
+
+def proxy_app(inner):
+    """``inner`` wrapped as Serve's proxy wraps its app: each middleware in list order, so
+    the last is outermost (ray.serve._private.http_util._apply_middlewares)."""
+    from app.proxy_envelope import middlewares
+
+    app = inner
+    for middleware in middlewares():
+        app = middleware.cls(app, *middleware.args, **middleware.kwargs)
+    return app
+
+
+def test_the_proxy_sheds_reads_and_writes_over_its_own_limits_before_routing(monkeypatch):
+    """api.proxy_max_reads/writes, read by the proxy from FACEREEL_API__*: one more request
+    of a class is an enveloped 503 with Retry-After and never reaches the replica; the
+    other class and Serve's own routes still pass."""
+    import asyncio
+
+    import httpx
+
+    monkeypatch.delenv("FACEREEL_CONFIG", raising=False)
+    monkeypatch.setenv("FACEREEL_API__PROXY_MAX_READS", "2")
+    monkeypatch.setenv("FACEREEL_API__PROXY_MAX_WRITES", "1")
+    monkeypatch.setenv("FACEREEL_API__RETRY_AFTER_S", "5")
+
+    async def scenario() -> None:
+        gate, routed = asyncio.Event(), []
+
+        async def replica(scope: Scope, receive: Receive, send: Send) -> None:
+            routed.append((scope["method"], scope["path"]))
+            if scope["path"] == "/work":
+                await gate.wait()
+            await JSONResponse({"ok": True})(scope, receive, send)
+
+        app = proxy_app(replica)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            held = [asyncio.create_task(http.get("/work")) for _ in range(2)]
+            held.append(asyncio.create_task(http.post("/work")))
+            while len(routed) < 3:  # all three admitted and waiting in the replica
+                await asyncio.sleep(0.01)
+            extra_get, extra_post = await http.get("/work"), await http.post("/work")
+            for shed in (extra_get, extra_post):
+                body = check_error(shed, 503, "overloaded")
+                assert shed.headers["retry-after"] == "5" and "in progress" in body["message"]
+            assert len(routed) == 3  # the shed requests were never routed
+            assert (await http.get("/-/healthz")).status_code == 200  # Serve's own routes: never shed
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200, 200]
+            assert (await http.get("/work")).status_code == 200  # the slots were given back
+
+    asyncio.run(scenario())
+
+
+def test_proxy_admission_can_be_turned_off(monkeypatch):
+    from app.proxy_envelope import middlewares
+
+    monkeypatch.delenv("FACEREEL_CONFIG", raising=False)
+    monkeypatch.setenv("FACEREEL_API__PROXY_MAX_READS", "0")
+    monkeypatch.setenv("FACEREEL_API__PROXY_MAX_WRITES", "0")
+    assert [m.cls for m in middlewares()] == [ProxyEnvelope]

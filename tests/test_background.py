@@ -1,0 +1,55 @@
+"""A search's Ray tasks run below serving (app/background.py): on the real local cluster,
+a task given ``background_options`` runs in a worker of its own whose every thread is niced,
+and a plain task's worker is left at the serving priority."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import ray
+
+from app.background import BACKGROUND_ENV, background_options, run_below_serving
+
+
+def thread_niceness() -> dict[int, int]:
+    return {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+
+
+@ray.remote(num_cpus=0)
+def probe() -> dict:
+    """What a search task does first, then how nice this worker's threads are, including
+    one started afterwards."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    run_below_serving()
+    run_below_serving()  # once per worker: a second call changes nothing
+    later: list[int] = []
+    thread = threading.Thread(target=lambda: later.append(os.getpriority(os.PRIO_PROCESS, 0)))
+    thread.start()
+    thread.join()
+    return {
+        "pid": os.getpid(),
+        "marked": os.environ.get(BACKGROUND_ENV),
+        "base": before,
+        "threads": thread_niceness(),
+        "later": later[0],
+    }
+
+
+def test_background_tasks_run_niced_in_workers_of_their_own(ray_cluster):
+    plain = ray.get(probe.remote())
+    background = ray.get(probe.options(**background_options(7)).remote())
+    assert plain["marked"] is None
+    assert set(plain["threads"].values()) == {plain["base"]}  # a plain worker is left alone
+    assert background["marked"] == "7" and background["pid"] != plain["pid"]
+    base = background["base"]
+    assert len(background["threads"]) > 1  # Ray's own threads too, not only the task's
+    assert set(background["threads"].values()) == {min(19, base + 7)}
+    assert background["later"] == min(19, base + 7)
+    again = ray.get(probe.options(**background_options(7)).remote())
+    if again["pid"] == background["pid"]:  # the same worker reused: not lowered twice
+        assert set(again["threads"].values()) == {min(19, base + 7)}
+
+
+def test_no_background_options_when_off():
+    assert background_options(0) == {}
