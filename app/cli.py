@@ -166,7 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     starts the local cluster."""
     import os
 
-    from app.proxy_envelope import install_in_environment
+    from app.serving_env import install_in_environment
 
     install_in_environment()
     if args.config:

@@ -58,10 +58,11 @@ class ApiSettings(BaseModel):
     # routed to a replica (app/proxy_envelope.py); 0: no bound. The proxy is not given the
     # app's arguments: it loads $FACEREEL_CONFIG and FACEREEL_API__* itself (facereel serve
     # sets FACEREEL_CONFIG from --config). Chosen with bench/load.py (BENCHMARKS.md, issue 10).
-    proxy_max_reads: int = Field(default=24, ge=0)
+    proxy_max_reads: int = Field(default=16, ge=0)
     proxy_max_writes: int = Field(default=4, ge=0)
-    # Reads the proxy admits while a write passes through it (0: proxy_max_reads): writes first.
-    proxy_max_reads_while_writing: int = Field(default=0, ge=0)
+    # Reads the proxy admits while a write passes through it (0: proxy_max_reads): writes
+    # first, so that a POST's few steps do not wait behind a full house of readers.
+    proxy_max_reads_while_writing: int = Field(default=4, ge=0)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
     retry_after_s: float = Field(default=4.0, gt=0.0)

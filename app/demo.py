@@ -83,7 +83,7 @@ def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> in
     from ray import serve
 
     from app.main import build_api
-    from app.proxy_envelope import install_in_environment
+    from app.serving_env import install_in_environment
     from pipelines.index import ensure_ray, index_event
 
     settings = settings.pinned()

@@ -32,8 +32,10 @@ from app.contract import (
     clip_error,
     clip_item,
 )
-from app.events import SearchRules
+from app.events import Event, SearchRules
 from app.metrics import clip_cut
+from app.records import SearchRecord
+from app.search.matching import match_record
 from app.storage_locations import StorageLocation
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
@@ -49,14 +51,17 @@ CANCELLED_CLIPS_WAIT_S = 60.0
 
 @dataclass(frozen=True)
 class SearchJob:
-    """One run of a search, as the worker needs it: matched already, rules resolved."""
+    """One run of a search, as the worker needs it: rules resolved, and either the person's
+    matches or what to match them from (the event and the record's selfie, negatives, BIB)."""
 
     request_id: str
     job_id: str
     org_id: int
     event_id: int
     rules: SearchRules
-    matches: dict[str, list[FaceMatch]]  # per source video, from pipelines.match.find_person
+    matches: dict[str, list[FaceMatch]] | None = None  # per source video (pipelines.match.find_person)
+    event: Event | None = None
+    record: SearchRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -218,11 +223,12 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
     from pipelines.storage import OutputStorage, StorageError
     from pipelines.store import FaceStore
 
-    hits = timed_hits(job.matches)
+    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+    matches = job.matches if job.matches is not None else match_record(store, settings, job.event, job.record)
+    hits = timed_hits(matches)
     n_hits = sum(len(v) for v in hits.values())
     if n_hits == 0:
         return {"status": NO_MATCHES}
-    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
     media = {key: row for key in hits if (row := store.media_row(job.org_id, job.event_id, key)) is not None}
     bounds = {key: video_bounds(row) for key, row in media.items()}
     rules = job.rules.segments

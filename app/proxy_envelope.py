@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -79,12 +78,6 @@ def proxy_admission(settings) -> list[Middleware]:
             layer="proxy",
         )
     ]
-
-
-def install_in_environment() -> None:
-    """Name the callback in this process's environment, before it starts a local Ray
-    cluster, whose proxy then inherits it (an existing value is kept)."""
-    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
 
 
 def enveloped(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> list[Message]:

@@ -162,15 +162,11 @@ class RequestRecords:
             self.control.upsert(REQUESTS, [record.to_row()])
         return record
 
-    def hold_dispatch(self, record: SearchRecord) -> bool:
-        """The replica is still matching for this attempt: its dispatch deadline starts again
-        (False once the attempt was superseded or ended)."""
-        return self._deadline_from_now(record, self.dispatch_deadline)
-
-    def dispatched(self, record: SearchRecord) -> None:
+    def dispatched(self, record: SearchRecord) -> bool:
         """The job is with Ray: the record gets the full deadline (a replica that dies before
-        this leaves a record that fails at the short dispatch deadline, never one stranded)."""
-        self._deadline_from_now(record, self.deadline)
+        this leaves a record that fails at the short dispatch deadline, never one stranded).
+        False once the attempt was superseded or ended."""
+        return self._deadline_from_now(record, self.deadline)
 
     def _deadline_from_now(self, record: SearchRecord, deadline: timedelta) -> bool:
         """Move a processing attempt's deadline to ``deadline`` from now; False once it was

@@ -79,8 +79,14 @@ class CpuSampler:
         self.last: dict[int, tuple[str, float]] = {}
         self.started = time.monotonic()
         self.baseline = True  # the first sample: what running processes had used before
+        self.previous: dict[int, float] = {}
+        self.sampled_at = time.perf_counter()
+        # (time, seconds since the previous sample, CPU seconds by kind in them): when it was used
+        self.series: list[tuple[float, float, dict[str, float]]] = []
 
     def sample(self) -> None:
+        now = time.perf_counter()
+        step: dict[str, float] = {}
         for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
             try:
                 times = proc.info["cpu_times"]
@@ -91,7 +97,22 @@ class CpuSampler:
                 continue
             self.first.setdefault(proc.pid, used if self.baseline else 0.0)  # a new process: all of it
             self.last[proc.pid] = (kind, used)
+            step[kind] = step.get(kind, 0.0) + used - self.previous.get(proc.pid, self.first[proc.pid])
+            self.previous[proc.pid] = used
+        if not self.baseline:
+            self.series.append((now, now - self.sampled_at, step))
+        self.sampled_at = now
         self.baseline = False
+
+    def cores_when(self, inside) -> dict[str, float]:
+        """Mean cores by kind over the samples whose time ``inside(t)`` holds."""
+        picked = [(dt, step) for t, dt, step in self.series if inside(t)]
+        wall = sum(dt for dt, _ in picked) or 1.0
+        out: dict[str, float] = {}
+        for _, step in picked:
+            for kind, used in step.items():
+                out[kind] = out.get(kind, 0.0) + used
+        return {k: round(v / wall, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v / wall >= 0.01}
 
     def totals(self) -> dict[str, float]:
         wall = time.monotonic() - self.started
@@ -194,13 +215,17 @@ async def load(base: str, keys: list[str], records: list[str], photos: list[byte
                         pending.discard(rid)
             if pending:
                 await asyncio.sleep(1.0)
+
+    def near(t: float) -> bool:
+        return any(0.0 <= t - b <= args.burst_window_s for b in burst_starts)
+
     result: dict[str, Any] = {
         "client_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 1),
         "cores_by_process": cores,  # mean cores used over the run, by kind of process
     }
-
-    def near(t: float) -> bool:
-        return any(0.0 <= t - b <= args.burst_window_s for b in burst_starts)
+    if burst_starts:
+        result["cores_near_bursts"] = sampler.cores_when(near)
+        result["cores_between_bursts"] = sampler.cores_when(lambda t: not near(t))
 
     for kind in ("GET", "POST"):
         rows = [r for r in log if r[0] == kind]
@@ -256,6 +281,10 @@ def summarise(result: dict) -> str:
             f"  accepted GET p99 within {result['args']['burst_window_s']} s of a burst's start "
             f"{g.get('accepted_p99_ms_near_bursts')} ms, at other times {g.get('accepted_p99_ms_between_bursts')} ms"
         )
+        for when in ("near_bursts", "between_bursts"):
+            if f"cores_{when}" in run:
+                busy = ", ".join(f"{kind} {cores}" for kind, cores in run[f"cores_{when}"].items())
+                lines.append(f"  cores {when.replace('_', ' ')}: {busy}")
     return "\n".join(lines)
 
 
@@ -329,7 +358,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     settings = load_app_settings(None, data_dir=str(run_dir / "data"), ray={"num_cpus": 2},
                                  api={"public_base_url": base})  # fmt: skip
-    from app.proxy_envelope import install_in_environment
+    from app.serving_env import install_in_environment
 
     install_in_environment()  # Serve's own 503s (a full proxy queue) in the envelope, as `facereel serve`
     if args.proxy:  # the proxy reads its admission bounds from the environment it starts in

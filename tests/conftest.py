@@ -114,7 +114,7 @@ def shared_faces_or_skip() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_env():
-    from app.proxy_envelope import install_in_environment
+    from app.serving_env import install_in_environment
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     install_in_environment()  # before the local cluster starts: Serve's proxy answers in the envelope

@@ -307,13 +307,16 @@ def test_request_id_alone_reuses_the_stored_selfie(api, synthetic_event):
     assert two["videos"][0]["start_time"] == one["videos"][0]["start_time"]
 
 
-def test_no_matches_is_terminal_at_post(api):
+def test_a_stranger_ends_no_matches(api):
+    """Matching is the job's first step: the POST answers ``processing`` at once and the
+    search ends ``no_matches``, with the contract's message."""
     stranger = jpeg(distractor_faces()[0])  # Tom Hanks: not in the two-camera event
     r = api.post(CLIPFAIL, image=stranger)
     body = r.json()
-    assert r.status_code == 200 and body["data"]["status"] == "no_matches"
-    assert body["message"] == STATUS_MESSAGES["no_matches"]
-    data = assert_result_shape(api.get(CLIPFAIL, body["data"]["request_id"]).json(), "no_matches")
+    assert r.status_code == 200 and body["data"]["status"] == "processing"
+    finished = api.wait(CLIPFAIL, body["data"]["request_id"])
+    assert finished["message"] == STATUS_MESSAGES["no_matches"]
+    data = assert_result_shape(finished, "no_matches")
     assert data["videos"] == [] and data["clip_errors"] == [] and data["error"] is None
 
 

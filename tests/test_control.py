@@ -92,20 +92,22 @@ def test_one_process_queues_its_writes_of_one_record_and_each_start_gets_its_ful
 
 
 def test_an_overdue_read_does_not_fail_a_search_whose_deadline_moved_since(tmp_path):
-    """A sweep reads a record past its dispatch deadline; before it writes, the replica that is
-    still matching holds the deadline again. The sweep's write must not land."""
-    records = RequestRecords(ControlStore(str(tmp_path / "control")), 600, dispatch_deadline_s=0.01)
+    """A sweep reads a record past its dispatch deadline; before it writes, the replica
+    dispatches the job and moves the deadline. The sweep's write must not land."""
+    records = RequestRecords(ControlStore(str(tmp_path / "control")), 0.5, dispatch_deadline_s=0.01)
     rid = str(uuid.uuid4())
     record = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None))
     while not is_past((overdue := records.read(rid)).deadline_at):
         pass  # 10 ms
-    records.dispatch_deadline *= 100_000
-    assert records.hold_dispatch(record)
+    records.deadline *= 100_000
+    assert records.dispatched(record)
     assert not records.fail_overdue(overdue)
     assert records.get(rid).status == PROCESSING
-    records.dispatch_deadline /= 100_000
-    assert records.hold_dispatch(record)
-    assert records.fail_overdue(records.read(rid))  # once truly past, it fails
+    records.deadline /= 100_000
+    assert records.dispatched(record)
+    while not is_past((overdue := records.read(rid)).deadline_at):
+        pass  # 0.5 s
+    assert records.fail_overdue(overdue)  # once truly past, it fails
     assert records.read(rid).status == "failed"
 
 

@@ -247,16 +247,20 @@ def test_dockerfile_base_is_the_installed_ray() -> None:
     assert "gpu" in extras and "EXTRAS=[gpu]" in text
 
 
-def test_every_nodes_proxy_answers_in_the_envelope() -> None:
-    """Ray starts Serve's proxies from the node's environment: the image names the callback,
-    and it resolves to Starlette middleware."""
-    from app.proxy_envelope import PROXY_CALLBACK, PROXY_CALLBACK_ENV, middlewares
+def test_every_node_starts_with_the_serving_environment() -> None:
+    """Ray starts Serve's proxies and workers from the node's environment: the image sets
+    what facereel's own entry points set (app/serving_env.py), and the proxy callback
+    resolves to Starlette middleware: admission inside the envelope."""
+    from app.admission import Admission
+    from app.proxy_envelope import PROXY_CALLBACK, ProxyEnvelope, middlewares
+    from app.serving_env import SERVING_ENV
 
     text = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(rf"^ENV {PROXY_CALLBACK_ENV}={re.escape(PROXY_CALLBACK)}$", text, re.MULTILINE)
+    for name, value in SERVING_ENV.items():
+        assert re.search(rf"^ENV {name}={re.escape(value)}$", text, re.MULTILINE), name
     module_name, attr = PROXY_CALLBACK.split(":")
     assert getattr(importlib.import_module(module_name), attr) is middlewares
-    assert len(middlewares()) == 1
+    assert [m.cls for m in middlewares()] == [Admission, ProxyEnvelope]  # the last is outermost
 
 
 # --- RayService ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Video Clipping search: selfies in, clips of the moments that person appears in out.
 
 The service owns the whole request: the upload rules, embedding (SelfieEmbedder),
-the record, matching (once, here: its result decides ``no_matches`` at once and is
-handed to the job), dispatching the segment+clip job (app/dispatch.py), "not me"
-feedback (negative references, then a rerun) and extra clips of a finished search.
+the record, dispatching the match+segment+clip job (app/dispatch.py, matching in
+app/search/matching.py), "not me" feedback (negative references, then a rerun) and extra
+clips of a finished search.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import numpy as np
 
 from app.admission import overloaded
 from app.background import background_options
-from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_MATCHES, NO_SEGMENTS, PROCESSING
+from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_SEGMENTS, PROCESSING
 from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, run_search, video_bounds
 from app.errors import ApiError
 from app.events import Event
-from app.offload import offload
 from app.records import ExtraClip, SearchRecord
 from app.search.requests import (
     claim_request_id,
@@ -32,11 +31,9 @@ from app.search.requests import (
     record_start,
     stored_selfie,
 )
-from app.search.stored_matches import decode_matches, matches_basis
 from app.services import Services
 from app.stage_times import StageTimes
-from pipelines.bib_search import bib_video_matches, fuse
-from pipelines.match import FaceMatch, References, find_person
+from pipelines.match import FaceMatch
 from pipelines.models import pack_info
 from pipelines.segments import ClipWindow
 
@@ -211,27 +208,21 @@ class VideoClippingSearch:
         return stored_selfie(self.settings, existing)
 
     async def dispatch(self, event: Event, record: SearchRecord, times: StageTimes | None = None) -> str:
-        """Match once; ``no_matches`` at once without video hits, else start the job."""
+        """Start the job, which matches the person, segments and clips (``processing``).
+
+        Matching is the job's first step, not the request's: under load a POST that waited
+        for the match waited seconds for the matcher's turn (issue 10), and the contract
+        lets ``no_matches`` surface through GET like every other terminal status."""
         times = times or StageTimes()
         try:
-            matched = asyncio.Event()
-            holding = asyncio.create_task(self.hold_dispatch_deadline(record, matched))
-            try:
-                with times.stage("match"):
-                    matches = await offload(self.services, match_record, event, record)
-            finally:
-                matched.set()
-                await holding  # a hold written after dispatched() would shorten the full deadline
-            if not matches:
-                await record_end(self.services, record, NO_MATCHES)
-                return NO_MATCHES
             job = SearchJob(
                 record.request_id,
                 record.job_id,
                 event.org_id,
                 event.event_id,
                 event.search_rules(self.settings),
-                matches,
+                event=event,
+                record=record,
             )
             background = background_options(self.settings.api.search_task_nice)
             with times.stage("dispatch"):
@@ -240,7 +231,7 @@ class VideoClippingSearch:
                 )
             with times.stage("dispatched"):
                 await asyncio.to_thread(self.services.records.dispatched, record)
-        except asyncio.CancelledError:  # the client went away mid-match: end the record, not leave it processing
+        except asyncio.CancelledError:  # the client went away: end the record, not leave it processing
             cancelled = "The request was cancelled before the search started; start a new search."
             await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
             raise
@@ -253,20 +244,6 @@ class VideoClippingSearch:
         except Exception:
             log.exception("could not cancel the jobs search %s superseded", record.request_id)
         return PROCESSING
-
-    async def hold_dispatch_deadline(self, record: SearchRecord, matched: asyncio.Event) -> None:
-        """Until ``matched``, keep the record's dispatch deadline ahead: a queue at the matcher
-        under a burst can take longer than the deadline. A replica that dies stops holding
-        it, and the record fails at most one dispatch deadline later."""
-        every = self.settings.api.dispatch_deadline_s / 3
-        while True:
-            try:
-                await asyncio.wait_for(matched.wait(), timeout=every)
-                return
-            except TimeoutError:
-                pass
-            if not await asyncio.to_thread(self.services.records.hold_dispatch, record):
-                return
 
     async def result(self, event: Event, request_id: str) -> tuple[SearchRecord, list[ExtraClip]]:
         """The search and its extra clips; a finished one from the replica's result cache."""
@@ -415,31 +392,6 @@ class VideoClippingSearch:
             )
         ]
         return faces_to_follow(matches, window)
-
-
-def match_record(store, settings, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
-    """The person's video faces by selfie, by BIB number, or both fused (in a worker, see
-    app/offload.py)."""
-    by_selfie = match_selfie(store, settings, event, record) if record.embedding is not None else {}
-    if not record.bib:
-        return by_selfie
-    return fuse(by_selfie, bib_video_matches(store, event.org_id, event.event_id, record.bib))
-
-
-def match_selfie(store, settings, event: Event, record: SearchRecord) -> dict[str, list[FaceMatch]]:
-    """The person's video faces: the ones Face Search stored for this selfie when they
-    still hold (same rules, same index), else matched now."""
-    rules = event.search_rules(settings)
-    if record.video_matches is not None and record.matches_basis is not None:
-        negatives = 0 if record.negatives is None else len(record.negatives)
-        faces = store.count_faces(event.org_id, event.event_id)
-        if record.matches_basis == matches_basis(settings, rules.threshold, negatives, faces):
-            log.info("search %s clips from the matches Face Search stored", record.request_id)
-            return decode_matches(record.video_matches)
-    dim = record.embedding.shape[1]
-    negatives = record.negatives if record.negatives is not None else np.zeros((0, dim), np.float32)
-    refs = References(record.embedding, negatives)
-    return find_person(store, event.org_id, event.event_id, refs, rules.threshold, settings.match)
 
 
 def with_rules(record: SearchRecord, event: Event, settings) -> SearchRecord:
