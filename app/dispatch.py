@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
@@ -224,8 +224,9 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
     from pipelines.store import FaceStore
 
     store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
-    matches = job.matches if job.matches is not None else match_record(store, settings, job.event, job.record)
-    hits = timed_hits(matches)
+    if job.matches is None:  # the job's first step: who it is looking for
+        job = replace(job, matches=match_record(store, settings, job.event, job.record))
+    hits = timed_hits(job.matches)
     n_hits = sum(len(v) for v in hits.values())
     if n_hits == 0:
         return {"status": NO_MATCHES}

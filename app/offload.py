@@ -1,11 +1,11 @@
-"""CPU-bound request work (matching a person, ranking photos) run in the SearchMatcher
-deployment (app/deployments/matcher.py), not on the ingress replica.
+"""CPU-bound request work (Face Search's matching and photo ranking, answered in the
+request) run in the SearchMatcher deployment (app/deployments/matcher.py), not on the
+ingress replica. A video search matches in its job instead (app/search/matching.py).
 
 The ingress serves every request from one event loop; a match done there, even in a
 thread, holds the GIL for long stretches, and under a burst of POSTs every GET and even
 every load-shedding 503 waits behind it. A long-lived replica keeps the face store open
 and costs no process start per call (a plain Ray task did: new workers under a burst).
-The request still decides ``no_matches`` at once.
 """
 
 from __future__ import annotations

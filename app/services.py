@@ -189,6 +189,9 @@ class Services:
         """
         import ray
 
+        with self.jobs_lock:
+            if sum(1 for rid, _ in self.jobs.values() if rid == request_id) < 2:
+                return 0  # only the job just dispatched: no record read on a POST's path
         record = self.records.get(request_id)
         if record is None:
             return 0

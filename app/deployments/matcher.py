@@ -1,4 +1,4 @@
-"""SearchMatcher: the CPU-bound part of a search request (matching a person, ranking
+"""SearchMatcher: the CPU-bound part of a Face Search request (matching a person, ranking
 photos), off the ingress replica; see app/offload.py for why."""
 
 from __future__ import annotations
