@@ -39,8 +39,9 @@ class ApiSettings(BaseModel):
     max_page_size: int = Field(default=200, ge=1)
     # Longer side of the photo thumbnails served next to each photo (made on first request).
     thumbnail_px: int = Field(default=400, ge=32, le=2048)
-    # A search whose job was not handed to Ray within this long after its record was written
-    # is failed (the replica died in between); once dispatched, request_deadline_s applies.
+    # A search whose job has not started within this long after its record was written is
+    # failed (the replica died before dispatching it, or its worker never started); once
+    # the job has started (its first write), request_deadline_s applies.
     dispatch_deadline_s: float = Field(default=30.0, gt=0.0)
     # Admission control, per ingress replica: requests handled at once (more are answered 503
     # with Retry-After at once instead of queueing), selfies being embedded, and search jobs

@@ -302,6 +302,8 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     records = RequestRecords(
         ControlStore(settings.control_uri, settings.store.storage_options), settings.api.request_deadline_s
     )
+    if job.record is not None:  # started: the record gets the full deadline (not on the POST's path)
+        records.dispatched(job.record)
     cutting: list[tuple[ray.ObjectRef, ClipJob]] = []
     try:
         outcome = execute_search(settings, job, cutting)

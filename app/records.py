@@ -163,9 +163,10 @@ class RequestRecords:
         return record
 
     def dispatched(self, record: SearchRecord) -> bool:
-        """The job is with Ray: the record gets the full deadline (a replica that dies before
-        this leaves a record that fails at the short dispatch deadline, never one stranded).
-        False once the attempt was superseded or ended."""
+        """The job has started (it writes this first): the record gets the full deadline. A
+        replica that dies before dispatching, or a job that never starts, leaves a record
+        that fails at the short dispatch deadline, never one stranded. False once the
+        attempt was superseded or ended."""
         return self._deadline_from_now(record, self.deadline)
 
     def _deadline_from_now(self, record: SearchRecord, deadline: timedelta) -> bool:

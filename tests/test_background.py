@@ -38,7 +38,8 @@ def probe() -> dict:
 
 
 def lowered(run: dict, by: int) -> bool:
-    """Every thread that lived through the call is ``by`` nicer (capped at 19)."""
+    """Every thread that lived through the call is ``by`` nicer (capped at 19); threads Ray
+    starts meanwhile are not compared."""
     kept = set(run["before"]) & set(run["after"])
     return bool(kept) and all(run["after"][t] == min(19, run["before"][t] + by) for t in kept)
 
@@ -46,13 +47,13 @@ def lowered(run: dict, by: int) -> bool:
 def test_background_tasks_run_niced_in_workers_of_their_own(ray_cluster):
     plain = ray.get(probe.remote())
     background = ray.get(probe.options(**background_options(7)).remote())
-    assert plain["marked"] is None and plain["after"] == plain["before"]  # a plain worker is left alone
+    assert plain["marked"] is None and lowered(plain, 0)  # a plain worker is left alone
     assert background["marked"] == "7" and background["pid"] != plain["pid"]
     assert len(background["after"]) > 1 and lowered(background, 7)  # Ray's own threads too, not only the task's
     assert background["later"] == background["main"]  # a thread started afterwards inherits it
     again = ray.get(probe.options(**background_options(7)).remote())
     if again["pid"] == background["pid"]:  # the same worker reused: not lowered twice
-        assert again["after"] == again["before"]
+        assert lowered(again, 0)
 
 
 def test_no_background_options_when_off():

@@ -225,12 +225,10 @@ class VideoClippingSearch:
                 record=record,
             )
             background = background_options(self.settings.api.search_task_nice)
-            with times.stage("dispatch"):
+            with times.stage("dispatch"):  # the job, once started, gives the record its full deadline
                 self.services.watch(
                     record.request_id, record.job_id, run_search.options(**background).remote(self.settings, job)
                 )
-            with times.stage("dispatched"):
-                await asyncio.to_thread(self.services.records.dispatched, record)
         except asyncio.CancelledError:  # the client went away: end the record, not leave it processing
             cancelled = "The request was cancelled before the search started; start a new search."
             await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
