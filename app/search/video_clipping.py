@@ -229,11 +229,7 @@ class VideoClippingSearch:
                 self.services.watch(
                     record.request_id, record.job_id, run_search.options(**background).remote(self.settings, job)
                 )
-        except asyncio.CancelledError:  # the client went away: end the record, not leave it processing
-            cancelled = "The request was cancelled before the search started; start a new search."
-            await asyncio.shield(record_end(self.services, record, FAILED, error=cancelled))
-            raise
-        except Exception as exc:
+        except Exception as exc:  # nothing is awaited above: a cancelled request cannot stop half-way
             log.exception("could not start search %s", record.request_id)
             await record_end(self.services, record, FAILED, error=f"Failed to start processing: {exc}")
             raise ApiError(500, "The search could not be started; start a new search.", "dispatch_failed") from None
