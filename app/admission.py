@@ -13,6 +13,7 @@ app/search/video_clipping.py), enforced with ``overloaded``.
 from __future__ import annotations
 
 import math
+import re
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,11 +36,20 @@ def overloaded(what: str, retry_after_s: float) -> ApiError:
     )
 
 
+# GETs of one record that clients poll until it is terminal: a finished one is served from
+# the replica's memory (app/result_cache.py) and, unchanged, answered 304 (ETag). They get a
+# bound of their own, so that pollers are not shed by the bound sized for expensive reads
+# (media files, photo pages, BIB search), nor shed those.
+POLLED = re.compile(r"^/api/v1/ext/\d+/event/\d+/(video-clipping|index-jobs)/[^/]+$")
+
+
 def admission_class(method: str, path: str) -> str | None:
-    """'read', 'write', or None for requests that are never shed."""
+    """'read', 'poll', 'write', or None for requests that are never shed."""
     if path.startswith(UNSHED):
         return None
-    return "read" if method in ("GET", "HEAD") else "write"
+    if method not in ("GET", "HEAD"):
+        return "write"
+    return "poll" if POLLED.match(path) else "read"
 
 
 class Admission:
@@ -51,15 +61,17 @@ class Admission:
         retry_after_s: float,
         reads_while_writing: int | None = None,
         layer: str = "ingress",
+        max_polls: int | None = None,
     ) -> None:
         self.app = app
         self.layer = layer  # where it sheds, "ingress" or "proxy": a tag of its metrics
-        self.limits = {"read": max_reads, "write": max_writes}
+        # Polls count as reads unless they have a bound of their own.
+        self.limits = {"read": max_reads, "write": max_writes, "poll": max_polls or 0}
         # Writes first: while a write is in progress fewer reads are admitted, so that a
         # search's chain of calls is not queued behind readers on a busy replica.
         self.reads_while_writing = max_reads if reads_while_writing is None else min(reads_while_writing, max_reads)
         self.retry_after_s = retry_after_s
-        self.active = {"read": 0, "write": 0}
+        self.active = {"read": 0, "write": 0, "poll": 0}
 
     def limit(self, kind: str) -> int:
         if kind == "read" and self.active["write"]:
@@ -68,6 +80,8 @@ class Admission:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = admission_class(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
+        if kind == "poll" and not self.limits["poll"]:
+            kind = "read"
         if kind is None:
             await self.app(scope, receive, send)
             return

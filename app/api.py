@@ -126,6 +126,7 @@ def create_api(services: Services) -> Starlette:
                 api.max_concurrent_writes,
                 api.retry_after_s,
                 api.max_concurrent_reads_while_writing,
+                max_polls=api.max_concurrent_polls,
             ),
         ],
         exception_handlers={ApiError: api_error, HTTPException: http_error},

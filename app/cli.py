@@ -16,7 +16,10 @@ def _settings(args: argparse.Namespace) -> AppSettings:
     overrides = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return load_app_settings(args.config, **overrides)
+    settings = load_app_settings(args.config, **overrides)
+    if not getattr(args, "verbose", True):  # workers' output and "(raylet)" lines only with -v
+        settings = settings.model_copy(update={"ray": settings.ray.model_copy(update={"log_to_driver": False})})
+    return settings
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -163,7 +166,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve run`` of the Serve config, with Serve's proxy answering in the API's envelope
     (app/proxy_envelope.py): the variable must be in the environment of the process that
-    starts the local cluster."""
+    starts the local cluster. Serve's own start-up lines go to a log file unless -v; the
+    terminal shows where the API answers once it is ready."""
     import os
 
     from app.serving_env import install_in_environment
@@ -172,8 +176,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["FACEREEL_CONFIG"] = str(Path(args.config).resolve())
     serve = Path(sys.executable).with_name("serve")
-    os.execv(str(serve), [str(serve), "run", *args.serve_args, args.serve_config])
-    return 0  # not reached
+    command = [str(serve), "run", *args.serve_args, args.serve_config]
+    if args.verbose:
+        os.execv(str(serve), command)
+    from app.quiet import library_log_path, run_quietly
+
+    url = serve_url(args.serve_config)
+    log_path = library_log_path(_settings(args).data_dir, "serve")
+    return run_quietly(command, log_path, f"{url}/healthz", f"facereel API on {url}")
+
+
+def serve_url(serve_config: str) -> str:
+    """Where ``serve run`` of this config answers (its http_options, Serve's defaults)."""
+    import yaml
+
+    with open(serve_config, encoding="utf-8") as fh:
+        http = (yaml.safe_load(fh) or {}).get("http_options") or {}
+    host = http.get("host", "127.0.0.1")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http.get('port', 8000)}"
 
 
 def _control(args: argparse.Namespace):
@@ -387,10 +407,18 @@ def quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Ray Data warns once that its progress bars are off: the command prints its own progress.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    # A new local cluster turns token auth on (Ray's default) and says so at every start.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    library_log = None
+    if not args.verbose and args.func in (cmd_index, cmd_demo, cmd_eval):
+        from app.quiet import divert_native_stderr, library_log_path
+
+        library_log = library_log_path(_settings(args).data_dir, args.command)
+        divert_native_stderr(library_log)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -403,10 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.watchdog import StreamStalled
 
     try:
-        return args.func(args)
+        code = args.func(args)
     except (FileNotFoundError, ValueError, ClusterError, StreamStalled) as exc:
         print(f"facereel: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    except BaseException:
+        if library_log is not None:
+            print(f"facereel: Ray's own output is in {library_log} (or run with -v)", file=sys.stderr)
+        raise
+    if code and library_log is not None:
+        print(f"facereel: Ray's own output is in {library_log} (or run with -v)", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

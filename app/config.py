@@ -64,6 +64,12 @@ class ApiSettings(BaseModel):
     # Reads the proxy admits while a write passes through it (0: proxy_max_reads): writes
     # first, so that a POST's few steps do not wait behind a full house of readers.
     proxy_max_reads_while_writing: int = Field(default=4, ge=0)
+    # Polls (GET of one search or index job, app/admission.py POLLED) have bounds of their
+    # own, in the replica and in the proxy (0: they count as reads): a finished record is
+    # served from memory and, unchanged, answered 304, so 50 pollers on 2 cores need no
+    # shedding (bench/poll.py), while expensive reads keep the bounds above.
+    max_concurrent_polls: int = Field(default=64, ge=0)
+    proxy_max_polls: int = Field(default=64, ge=0)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
     retry_after_s: float = Field(default=4.0, gt=0.0)

@@ -9,6 +9,7 @@ the result and saves the clips.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,6 +81,7 @@ def poll(client: httpx.Client, url: str, headers: dict[str, str], limit_s: float
 
 
 def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> int:
+    import ray
     from ray import serve
 
     from app.main import build_api
@@ -132,5 +134,10 @@ def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> in
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-    serve.shutdown()
+    if settings.ray.address or os.environ.get("RAY_ADDRESS"):
+        serve.shutdown()  # a cluster it joined: take the demo's application off it
+    else:
+        # Its own private cluster goes as a whole, Serve with it. (serve.shutdown() first
+        # makes Ray print a "(raylet) Task ServeController.graceful_shutdown failed" line.)
+        ray.shutdown()
     return 0 if data["status"] == "completed" else 1

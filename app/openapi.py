@@ -70,6 +70,8 @@ class Operation:
     auth: bool = True
     description: str = ""
     extra_responses: dict = field(default_factory=dict)
+    # The 200 carries an ETag; If-None-Match with it answers 304 without a body (polling).
+    etag: bool = False
 
 
 def api_route(path: str, endpoint, method: str, operation: Operation) -> Route:
@@ -103,6 +105,22 @@ def _path_param(name: str, converter: str | None) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
+ETAG = {
+    "ETag": {
+        "description": "A strong validator of this answer's body: send it back in If-None-Match.",
+        "schema": {"type": "string"},
+    }
+}
+NOT_MODIFIED = "Not Modified: the answer is the one whose ETag the request's If-None-Match names (no body)."
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The ETag of the answer the client holds: 304 when it is still the answer.",
+}
+
+
 def _error_response(status: int, ref: dict) -> dict:
     response: dict = {
         "description": ERROR_DESCRIPTIONS[status],
@@ -128,6 +146,11 @@ def _operation(route: Route, op: Operation, refs: dict) -> dict:
     statuses |= {408} if op.json_body is not None else set()
     for status in sorted(statuses):
         responses[str(status)] = _error_response(status, refs[schemas.ErrorEnvelope])
+    if op.etag:
+        responses["200"]["headers"] = ETAG
+        responses["304"] = {"description": NOT_MODIFIED, "headers": ETAG}
+        params.append(IF_NONE_MATCH)
+    responses.update(op.extra_responses)
     result: dict = {
         "operationId": op.operation_id,
         "summary": op.summary,

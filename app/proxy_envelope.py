@@ -65,7 +65,7 @@ def proxy_admission(settings) -> list[Middleware]:
     from app.admission import Admission
 
     api = settings.api
-    if not (api.proxy_max_reads or api.proxy_max_writes):  # 0: that class is not bounded here
+    if not (api.proxy_max_reads or api.proxy_max_writes or api.proxy_max_polls):  # 0: that class is not bounded here
         return []
     unbounded = 1 << 30
     return [
@@ -76,6 +76,7 @@ def proxy_admission(settings) -> list[Middleware]:
             api.retry_after_s,
             api.proxy_max_reads_while_writing or None,
             layer="proxy",
+            max_polls=api.proxy_max_polls,
         )
     ]
 

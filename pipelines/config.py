@@ -268,6 +268,9 @@ class RaySettings(BaseModel):
     # them are accepted there, after a probe file written on each node is read on another.
     # Any other local root is refused on more than one node; s3:// roots are always probed.
     shared_paths: list[str] = []
+    # Workers' stdout/stderr (and Ray's "(raylet)" lines) printed by the driver. The CLI
+    # turns it off unless -v: what a user sees is facereel's progress, not Ray's.
+    log_to_driver: bool = True
 
 
 class Settings(BaseSettings):

@@ -126,7 +126,7 @@ def ensure_ray(settings: Settings) -> None:
             address=address,
             num_cpus=settings.ray.num_cpus if address == "local" else None,
             include_dashboard=False,
-            log_to_driver=True,
+            log_to_driver=settings.ray.log_to_driver,
             configure_logging=False,
         )
 

@@ -38,6 +38,52 @@ def test_admission_classes():
     assert admission_class("POST", "/api/v1/ext/1/event/1/face-search") == "write"
     assert admission_class("DELETE", "/api/v1/ext/1/event/1/video-clipping/x") == "write"
     assert admission_class("GET", "/healthz") is None and admission_class("GET", "/metrics") is None
+    rid = "8d1f4c4e-0f3a-4a52-9a43-3c2d1f1e2b7a"
+    assert admission_class("GET", f"/api/v1/ext/1/event/1/video-clipping/{rid}") == "poll"
+    assert admission_class("GET", "/api/v1/ext/1/event/1/index-jobs/abc") == "poll"
+    assert admission_class("GET", f"/api/v1/ext/1/event/1/video-clipping/{rid}/clips") == "read"
+    assert admission_class("GET", f"/api/v1/ext/1/event/1/face-search/{rid}") == "read"
+    assert admission_class("DELETE", f"/api/v1/ext/1/event/1/video-clipping/{rid}") == "write"
+
+
+def test_polls_have_a_bound_of_their_own():
+    """Pollers of a record are not shed by the read bound, nor do they use it up; without a
+    bound of their own they count as reads."""
+    poll = "/api/v1/ext/1/event/1/video-clipping/r1"
+
+    async def scenario(max_polls: int | None) -> tuple[list[int], int, int]:
+        gate, entered = asyncio.Event(), asyncio.Queue()
+
+        async def slow(request: Request) -> JSONResponse:
+            await entered.put(request.url.path)
+            await gate.wait()
+            return JSONResponse({"ok": True})
+
+        app = Starlette(
+            routes=[Route("/work", slow), Route("/api/v1/ext/{o}/event/{e}/video-clipping/{r}", slow)],
+            middleware=[Middleware(Admission, 1, 1, 2.5, None, max_polls=max_polls)],
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            held = [asyncio.create_task(client.get("/work"))]
+            await asyncio.wait_for(entered.get(), 10)
+            polls = [asyncio.create_task(client.get(poll)) for _ in range(3)]
+            admitted = 0
+            while admitted < 3:  # until every poll is inside, or one was answered at once
+                getter = asyncio.create_task(entered.get())
+                done, _ = await asyncio.wait([getter, *polls], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                admitted += 1
+            read_over = (await client.get("/work")).status_code
+            gate.set()
+            statuses = [r.status_code for r in await asyncio.gather(*polls, *held)]
+            return statuses, admitted, read_over
+
+    statuses, admitted, read_over = asyncio.run(scenario(max_polls=3))
+    assert statuses == [200, 200, 200, 200] and admitted == 3 and read_over == 503
+    statuses, admitted, _ = asyncio.run(scenario(max_polls=None))
+    assert statuses[:3] == [503, 503, 503] and admitted == 0
 
 
 def test_requests_over_the_limit_are_shed_with_retry_after():

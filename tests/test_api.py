@@ -541,6 +541,29 @@ def test_another_orgs_request_is_404_for_clips_and_feedback(api, finished_search
         assert (r.status_code, r.json()["data"]["code"]) == (404, "request_not_found")
 
 
+def test_a_finished_result_is_revalidated_with_its_etag(api, finished_search):
+    """Polling a finished search: the same ETag every time, 304 without a body when the
+    client names it, the whole answer again for any other validator."""
+    rid, headers = finished_search["request_id"], {"X-API-Key": api.keys["main"]}
+    url = api.url(EVENT_ID, f"/video-clipping/{rid}")
+    first, second = api.http.get(url, headers=headers), api.http.get(url, headers=headers)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and second.headers["etag"] == etag and etag.startswith('"')
+    assert first.json()["data"] == finished_search and "no-cache" in first.headers["cache-control"]
+    unchanged = api.http.get(url, headers={**headers, "If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+    weak = api.http.get(url, headers={**headers, "If-None-Match": f'"other", W/{etag}'})
+    assert weak.status_code == 304
+    stale = api.http.get(url, headers={**headers, "If-None-Match": '"not-this-one"'})
+    assert stale.status_code == 200 and stale.json()["data"] == finished_search
+    # The key still decides: a validator does not let another org's key read the record.
+    theirs = api.http.get(
+        api.url(1, f"/video-clipping/{rid}", org=OTHER_ORG),
+        headers={"X-API-Key": api.keys["other_org"], "If-None-Match": etag},
+    )
+    assert theirs.status_code == 404
+
+
 def test_a_long_file_name_is_no_reason_to_refuse(api, synthetic_event):
     """Phones name photos freely; python-multipart's default 4 KiB header line refused these."""
     for name in ("x" * 5000 + ".jpg", "写真" * 1500 + ".jpg"):

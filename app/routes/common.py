@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from app.config import ApiSettings
 from app.contract import envelope
@@ -84,3 +85,25 @@ async def delete_search(request: Request) -> JSONResponse:
     event = await authorize(request, "post")
     removed = await delete_request(services_of(request), event, request_id)
     return JSONResponse(envelope("The request and everything stored for it were deleted.", removed))
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (weak comparison, as RFC 9110 asks
+    for If-None-Match; ``*`` matches any)."""
+    if not if_none_match:
+        return False
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or etag.removeprefix("W/") in (t.removeprefix("W/") for t in tags)
+
+
+def json_with_etag(request: Request, content: dict) -> Response:
+    """The JSON answer with a strong ETag of its bytes; a 304 without a body when the
+    request's If-None-Match already names it. ``private, no-cache``: the answer depends on
+    the API key, and a client must revalidate (which costs it a 304, not the body)."""
+    response = JSONResponse(content)
+    etag = '"' + hashlib.blake2b(response.body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response

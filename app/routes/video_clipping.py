@@ -14,7 +14,7 @@ from app import schemas
 from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.errors import ApiError
 from app.openapi import Operation, api_route, bib_param
-from app.routes.common import API, authorize, delete_search, read_json, read_search_form
+from app.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
 from app.search.bib_search import parse_bib
 from app.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.services import parse_request_id
@@ -71,18 +71,17 @@ async def get_result(request: Request) -> JSONResponse:
     videos = record.videos
     if event.storage is not None and not event.storage.public_base_url:  # presigned URLs expire: sign anew
         videos, extra = await asyncio.to_thread(search.signed_urls, event, record.request_id, (videos, extra))
-    return JSONResponse(
-        result_payload(
-            record.request_id,
-            record.status,
-            videos,
-            record.error,
-            record.clip_errors,
-            record.segments,
-            extra,
-            record.rules,
-        )
+    payload = result_payload(
+        record.request_id,
+        record.status,
+        videos,
+        record.error,
+        record.clip_errors,
+        record.segments,
+        extra,
+        record.rules,
     )
+    return json_with_etag(request, payload)
 
 
 async def feedback(request: Request) -> JSONResponse:
@@ -135,6 +134,9 @@ def routes(settings) -> list[Route]:
         tag,
         ok=schemas.ResultEnvelope,
         errors=(400,),
+        etag=True,
+        description="Poll with the ETag of the last answer in If-None-Match: an unchanged result answers 304 "
+        "without a body.",
     )
     delete = Operation(
         "deleteVideoClippingRequest",
