@@ -42,7 +42,7 @@ import imageio_ffmpeg
 
 from pipelines import clip_verify, smart_cut
 from pipelines.config import ClipSettings
-from pipelines.ffmpeg import ffmpeg_time, stderr_tail
+from pipelines.ffmpeg import exact_seek, ffmpeg_time, stderr_tail
 from pipelines.media import is_remote, open_binary
 from pipelines.reframe import CropPath
 
@@ -116,11 +116,12 @@ def _cut_command(
     video_filter: str = EVEN_CROP,
 ) -> list[str]:
     audio = ["-map", "0:a:0", "-c:a", s.audio_codec, "-b:a", s.audio_bitrate] if has_audio else ["-an"]
+    seek = exact_seek(start_s)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        # Input options: -ss as an absolute pts (not relative to the container start_time);
-        # placed before -i, ffmpeg seeks and then drops decoded frames before it exactly.
-        "-seek_timestamp", "1", "-ss", ffmpeg_time(start_s), "-i", source,
+        # -ss as an absolute pts (not relative to the container start_time), a little early
+        # (pipelines/ffmpeg.py: exact_seek); decoded frames before start_s are dropped exactly.
+        *seek.input, "-i", source, *seek.output,
         # Output duration: frames at or past start + duration (rounded to the stream's time
         # base) are dropped; the caller subtracts EDGE_TOLERANCE_S to exclude end_s itself.
         "-t", ffmpeg_time(duration_s),
@@ -466,8 +467,9 @@ def cut_clip(
             out.parent.mkdir(parents=True, exist_ok=True)
         tmp_mp4, tmp_poster = _temp_sibling(out_mp4), _temp_sibling(out_poster)
         try:
-            # The output's t is 0 at first_pts (input -ss resets timestamps): shift the path.
-            video_filter = reframe.ffmpeg_filter(offset_s=first_pts) if reframe is not None else EVEN_CROP
+            # Filters see t = 0 at the seek's origin (exact_seek): shift the path.
+            origin = exact_seek(first_pts).origin_s
+            video_filter = reframe.ffmpeg_filter(offset_s=origin) if reframe is not None else EVEN_CROP
             poster_filter = reframe.static_filter(poster_pts) if reframe is not None else None
             poster = [(_poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter), "poster")]
             encoding, reason = REENCODED, "reframed" if reframe is not None else "clip.smart_cut is off"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import av
 
-from pipelines.ffmpeg import ffmpeg_time
+from pipelines.ffmpeg import SEEK_PREROLL_S, exact_seek, ffmpeg_time
 from pipelines.h264 import access_unit, nal_length_size
 
 # Codecs whose copied GOPs can be joined with x264-encoded edges into one H.264 stream.
@@ -157,12 +157,16 @@ class VideoFormat:
     width: int
     height: int
     profile: str | None
+    rotation: int = 0  # degrees a player turns the picture (the display matrix)
 
 
 def video_format(path: str) -> VideoFormat:
     with av.open(path) as container:
-        ctx = container.streams.video[0].codec_context
-        return VideoFormat(ctx.name, ctx.pix_fmt, ctx.width, ctx.height, ctx.profile)
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        frame = next(container.decode(stream), None)  # the display matrix comes with frames
+        rotation = int(frame.rotation) if frame is not None else 0
+        return VideoFormat(ctx.name, ctx.pix_fmt, ctx.width, ctx.height, ctx.profile, rotation)
 
 
 def unsupported(fmt: VideoFormat) -> str | None:
@@ -175,6 +179,10 @@ def unsupported(fmt: VideoFormat) -> str | None:
         return f"odd source size {fmt.width}x{fmt.height}"
     if (fmt.profile or "").lower() not in X264_PROFILES:
         return f"source H.264 profile {fmt.profile}"
+    if fmt.rotation % 360:
+        # ffmpeg turns re-encoded edges upright but copies GOPs as stored: the parts would
+        # not even share one frame size.
+        return f"rotated source ({fmt.rotation} degrees)"
     return None
 
 
@@ -231,9 +239,12 @@ def part_command(
     """One part as MPEG-TS, its first frame at ``ts_offset_s``: where it belongs in the
     clip, plus a constant that keeps B-frames' decode times non-negative (MPEG-TS needs it)."""
     video = ["-c:v", "copy", "-bsf:v", "h264_mp4toannexb"] if part.copy else codec_args
+    # A copy starts on an IDR picture, where the input seek lands; an encoded part seeks
+    # early and drops frames up to its first (exact_seek).
+    seek = exact_seek(part.start_s, preroll_s=0.0 if part.copy else SEEK_PREROLL_S)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", ffmpeg_time(part.start_s), "-i", source,
+        *seek.input, "-i", source, *(seek.output if not part.copy else []),
         "-map", "0:v:0", "-frames:v", str(part.frames), *video,
         "-an", "-sn", "-dn", "-map_metadata", "-1", "-fps_mode", "passthrough",
         "-output_ts_offset", f"{ts_offset_s:.6f}", "-muxdelay", "0", "-muxpreload", "0",
@@ -246,9 +257,10 @@ def audio_command(
 ) -> list[str]:
     """The window's audio, re-encoded from the clip's first frame exactly as a full
     re-encode cuts it (MP4, so the encoder's priming survives the remux)."""
+    seek = exact_seek(first_pts)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", ffmpeg_time(first_pts), "-t", ffmpeg_time(duration_s), "-i", source,
+        *seek.input, "-i", source, *seek.output, "-t", ffmpeg_time(duration_s),
         "-map", "0:a:0", "-vn", "-sn", "-dn", *audio_args, "-map_metadata", "-1", "-f", "mp4", str(out),
     ]  # fmt: skip
 
