@@ -154,8 +154,9 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
             window.start_s,
             window.end_s,
             poster_url=job.url(settings, clip_key(job, clip_id, "jpg")),
-            start_seconds=round(window.start_s, 3),
-            end_seconds=round(window.end_s, 3),
+            # From the verified file (pipelines/clip_verify.py), not the window asked for.
+            start_seconds=round(window.start_s if info.start_s is None else info.start_s, 3),
+            end_seconds=round(window.end_s if info.end_s is None else info.end_s, 3),
             duration_seconds=round(info.duration_s, 3),
             matched_frames=window.support,
             best_similarity=round(window.best_similarity, 4),

@@ -40,7 +40,9 @@ from pathlib import Path
 import av
 import imageio_ffmpeg
 
+from pipelines import clip_verify, smart_cut
 from pipelines.config import ClipSettings
+from pipelines.ffmpeg import exact_seek, ffmpeg_time, stderr_tail
 from pipelines.media import is_remote, open_binary
 from pipelines.reframe import CropPath
 
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 # Times within this distance of a frame's pts count as on it, so a window edge taken from
 # ``frame.time`` (a float) always selects that very frame. Far below any real frame period.
 EDGE_TOLERANCE_S = 1e-4
-STDERR_TAIL_CHARS = 300
 # libx264 with yuv420p needs even dimensions; this crops at most one pixel.
 EVEN_CROP = "crop=trunc(iw/2)*2:trunc(ih/2)*2"
 # Added to every smart-cut part's timestamps (then removed by the join): B-frames at the
@@ -82,29 +83,14 @@ class ClipInfo:
     has_audio: bool
     encoding: str = REENCODED
     encoding_reason: str | None = None  # why a smart cut was not used
+    # Where the clip's first frame and its last frame's end lie in the source timeline
+    # (cut_clip: from the verified file, so end_s - start_s == duration_s).
+    start_s: float | None = None
+    end_s: float | None = None
 
 
 # ---------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def _ffmpeg_time(seconds: float) -> str:
-    """Seconds for an ffmpeg option, rounded down to whole microseconds.
-
-    ffmpeg parses times to microseconds and rescales them to the stream time base with
-    round-to-nearest; rounding down here keeps a frame whose exact pts we pass from being
-    dropped as "just before the start".
-    """
-    micros = max(0, math.floor(seconds * 1_000_000))
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
-
-
-def _stderr_tail(stderr: bytes | str | None, limit: int = STDERR_TAIL_CHARS) -> str:
-    if not stderr:
-        return ""
-    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 def _validate_window(start_s: float, end_s: float, poster_s: float) -> None:
@@ -130,14 +116,15 @@ def _cut_command(
     video_filter: str = EVEN_CROP,
 ) -> list[str]:
     audio = ["-map", "0:a:0", "-c:a", s.audio_codec, "-b:a", s.audio_bitrate] if has_audio else ["-an"]
+    seek = exact_seek(start_s)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        # Input options: -ss as an absolute pts (not relative to the container start_time);
-        # placed before -i, ffmpeg seeks and then drops decoded frames before it exactly.
-        "-seek_timestamp", "1", "-ss", _ffmpeg_time(start_s), "-i", source,
+        # -ss as an absolute pts (not relative to the container start_time), a little early
+        # (pipelines/ffmpeg.py: exact_seek); decoded frames before start_s are dropped exactly.
+        *seek.input, "-i", source, *seek.output,
         # Output duration: frames at or past start + duration (rounded to the stream's time
         # base) are dropped; the caller subtracts EDGE_TOLERANCE_S to exclude end_s itself.
-        "-t", _ffmpeg_time(duration_s),
+        "-t", ffmpeg_time(duration_s),
         "-map", "0:v:0", *audio, "-sn", "-dn", "-map_metadata", "-1",
         # Even dimensions for libx264/yuv420p, or a reframing crop (even by construction)
         # whose x/y expressions ffmpeg evaluates per frame with t = 0 at the first frame.
@@ -155,7 +142,7 @@ def _poster_command(
     vf = ["-vf", video_filter] if video_filter else []
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", _ffmpeg_time(at_s), "-i", source,
+        "-seek_timestamp", "1", "-ss", ffmpeg_time(at_s), "-i", source,
         "-map", "0:v:0", *vf, "-frames:v", "1", "-q:v", str(s.poster_quality),
         "-update", "1", "-f", "image2", "-c:v", "mjpeg", str(out),
     ]  # fmt: skip
@@ -168,6 +155,7 @@ def _poster_command(
 @dataclass(frozen=True)
 class _Source:
     has_audio: bool
+    audio_end_s: float | None  # end of the audio in the source timeline; None without audio
     end_s: float  # end of the video in the source timeline
     size: tuple[int, int]  # coded width, height (what PyAV decodes, so what faces are found in)
 
@@ -188,7 +176,16 @@ def _inspect_source(path: str) -> _Source:
             else:
                 end = math.inf
             size = (stream.codec_context.width, stream.codec_context.height)
-            return _Source(has_audio=bool(container.streams.audio), end_s=end, size=size)
+            audio_end = None
+            if container.streams.audio:
+                a = container.streams.audio[0]
+                if a.duration is not None and a.time_base is not None:
+                    audio_end = float(((a.start_time or 0) + a.duration) * a.time_base)
+                elif container.duration is not None:
+                    audio_end = ((container.start_time or 0) + container.duration) / av.time_base
+                else:
+                    audio_end = math.inf
+            return _Source(bool(container.streams.audio), audio_end, end, size)
     except ClipError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -264,12 +261,12 @@ def _run_ffmpeg(cmd: list[str], what: str, timeout_s: float, nice: int = 0) -> N
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s, preexec_fn=lower)
     except subprocess.TimeoutExpired as exc:
-        tail = _stderr_tail(exc.stderr)
+        tail = stderr_tail(exc.stderr)
         raise ClipError(
             f"ffmpeg timed out after {timeout_s:g} s making the {what}" + (f": {tail}" if tail else ""), 504
         ) from exc
     except subprocess.CalledProcessError as exc:
-        tail = _stderr_tail(exc.stderr) or f"exit status {exc.returncode}"
+        tail = stderr_tail(exc.stderr) or f"exit status {exc.returncode}"
         raise ClipError(f"ffmpeg failed making the {what}: {tail}", 500) from exc
     except OSError as exc:  # the binary itself could not be started
         raise ClipError(f"could not run ffmpeg: {exc}", 500) from exc
@@ -298,6 +295,7 @@ def _run_ffmpeg_concurrently(jobs: list[tuple[list[str], str]], timeout_s: float
 def _smart_cut(
     ffmpeg_exe: str,
     source: str,
+    packets: list[smart_cut.Packet],
     first_pts: float,
     end_s: float,
     duration_s: float,
@@ -310,15 +308,12 @@ def _smart_cut(
     jobs (the poster) with its parts; None when it did, else why not (the caller then
     re-encodes, and runs ``alongside`` itself). ffmpeg failing here is a reason, not an
     error: the full re-encode is the answer to any source the smart path cannot handle."""
-    from pipelines import smart_cut
-
     if s.video_codec != "libx264":
         return f"clip.video_codec is {s.video_codec} (smart cut encodes edges with libx264)"
     try:
         fmt = smart_cut.video_format(source)
         if reason := smart_cut.unsupported(fmt):
             return reason
-        packets = smart_cut.window_packets(source, first_pts, end_s)
     except av.FFmpegError as exc:
         return f"could not read the source's packets: {exc}"
     plan = smart_cut.plan_smart_cut(packets, first_pts, end_s, s.smart_cut_min_copy_s, EDGE_TOLERANCE_S)
@@ -353,6 +348,43 @@ def _smart_cut(
             return f"smart cut failed: {exc.message}"
     log.debug("smart cut %s: %d frames copied, %d encoded", source, plan.copied_frames, plan.encoded_frames)
     return None
+
+
+def _plan(
+    path: str, source: _Source, first_pts: float, end_s: float
+) -> tuple[list[smart_cut.Packet], clip_verify.Plan]:
+    """The source's packets around the window (demuxed, never decoded) and what the clip
+    of ``[first_pts, end_s)`` must hold (pipelines/clip_verify.py)."""
+    try:
+        packets = smart_cut.window_packets(path, first_pts, end_s)
+        frames = _window_frames(packets, first_pts, end_s)
+        if not frames:  # the seek landed after the window: read the whole file
+            packets = smart_cut.all_packets(path)
+            frames = _window_frames(packets, first_pts, end_s)
+    except av.FFmpegError as exc:
+        raise ClipError(f"source is not a readable video: {exc}", 422) from exc
+    if not frames:
+        raise ClipError(f"no video frames in the window from {first_pts:.3f} s to {end_s:.3f} s", 422)
+    audio_end = source.audio_end_s if source.has_audio else None
+    plan = clip_verify.plan_window([p.pts_s for p in frames], [p.duration_s for p in frames], audio_end)
+    return packets, plan
+
+
+def _window_frames(packets: list[smart_cut.Packet], first_pts: float, end_s: float) -> list[smart_cut.Packet]:
+    """The packets a clip of ``[first_pts, end_s)`` keeps (what ffmpeg's ``-ss``/``-t`` keep)."""
+    stop = end_s - EDGE_TOLERANCE_S
+    frames = [p for p in packets if first_pts - EDGE_TOLERANCE_S <= p.pts_s < stop]
+    if not frames or abs(min(p.pts_s for p in frames) - first_pts) > EDGE_TOLERANCE_S:
+        return []
+    return frames
+
+
+def _verify(path: Path, plan: clip_verify.Plan) -> list[str]:
+    """What is wrong with the clip at ``path`` against its plan (empty when nothing is)."""
+    try:
+        return clip_verify.check(clip_verify.demux_clip(path), plan)
+    except (av.FFmpegError, OSError) as exc:
+        return [f"the clip is not a readable video: {exc}"]
 
 
 def probe_clip(path: str | os.PathLike[str]) -> ClipInfo:
@@ -429,26 +461,42 @@ def cut_clip(
         if duration <= 0:
             raise ClipError(f"window ends at {end_s:.3f} s, before the first video frame ({first_pts:.3f} s)", 422)
 
+        packets, plan = _plan(local, source, first_pts, end_s)
+
         for out in (out_mp4, out_poster):
             out.parent.mkdir(parents=True, exist_ok=True)
         tmp_mp4, tmp_poster = _temp_sibling(out_mp4), _temp_sibling(out_poster)
         try:
-            # The output's t is 0 at first_pts (input -ss resets timestamps): shift the path.
-            video_filter = reframe.ffmpeg_filter(offset_s=first_pts) if reframe is not None else EVEN_CROP
+            # Filters see t = 0 at the seek's origin (exact_seek): shift the path.
+            origin = exact_seek(first_pts).origin_s
+            video_filter = reframe.ffmpeg_filter(offset_s=origin) if reframe is not None else EVEN_CROP
             poster_filter = reframe.static_filter(poster_pts) if reframe is not None else None
             poster = [(_poster_command(ffmpeg_exe, local, poster_pts, tmp_poster, settings, poster_filter), "poster")]
             encoding, reason = REENCODED, "reframed" if reframe is not None else "clip.smart_cut is off"
             if settings.smart_cut and reframe is None:
                 reason = _smart_cut(
-                    ffmpeg_exe, local, first_pts, end_s, duration, source.has_audio, tmp_mp4, settings, poster
+                    ffmpeg_exe, local, packets, first_pts, end_s, duration, source.has_audio, tmp_mp4, settings, poster
                 )
+                if reason is None and (problems := _verify(tmp_mp4, plan)):
+                    reason = "smart cut failed verification: " + "; ".join(problems)
+                    log.warning("smart cut of %s [%.3f, %.3f): %s; re-encoding", source_uri, start_s, end_s, reason)
                 encoding = SMART_CUT if reason is None else REENCODED
             if encoding == REENCODED:
                 command = _cut_command(
                     ffmpeg_exe, local, first_pts, duration, source.has_audio, tmp_mp4, settings, video_filter
                 )
                 _run_ffmpeg_concurrently([(command, "clip"), *poster], settings.timeout_s, settings.nice)
-            info = replace(probe_clip(tmp_mp4), encoding=encoding, encoding_reason=reason)
+                if problems := _verify(tmp_mp4, plan):
+                    raise ClipError("clip failed verification: " + "; ".join(problems), 500)
+            verified = clip_verify.demux_clip(tmp_mp4)
+            info = replace(
+                probe_clip(tmp_mp4),
+                duration_s=verified.duration_s,
+                encoding=encoding,
+                encoding_reason=reason,
+                start_s=first_pts,
+                end_s=first_pts + verified.duration_s,
+            )
             if info.duration_s <= 0 or tmp_poster.stat().st_size == 0:
                 raise ClipError("ffmpeg produced an empty clip or poster", 500)
             # Poster first: whoever sees the MP4 can rely on its poster being there.

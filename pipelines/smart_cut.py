@@ -34,6 +34,9 @@ from pathlib import Path
 
 import av
 
+from pipelines.ffmpeg import SEEK_PREROLL_S, exact_seek, ffmpeg_time
+from pipelines.h264 import access_unit, nal_length_size
+
 # Codecs whose copied GOPs can be joined with x264-encoded edges into one H.264 stream.
 SMART_CODECS = {"h264"}
 SMART_PIX_FMTS = {"yuv420p", "yuvj420p"}
@@ -45,10 +48,14 @@ X264_PROFILES = {"baseline": "baseline", "constrained baseline": "baseline", "ma
 
 @dataclass(frozen=True)
 class Packet:
-    """A video packet in decode order: its presentation time and whether it is a keyframe."""
+    """A video packet in decode order: its presentation time, whether the container marks it
+    a keyframe (sync sample), whether its own bytes show a clean random-access point (an
+    IDR picture: see pipelines/h264.py), and its duration (0 when unknown)."""
 
     pts_s: float
     key: bool
+    idr: bool = True
+    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,19 @@ class SmartCutPlan:
 
 
 def clean_keyframes(packets: list[Packet]) -> list[int]:
-    """Indices of keyframes that start a closed GOP: no later packet before the next
-    keyframe is displayed before it (open GOPs' leading frames need the previous GOP)."""
+    """Indices of keyframes where a copy may start or end: an IDR picture that starts a
+    closed GOP (no later packet before the next keyframe is displayed before it).
+
+    A non-IDR sync sample (an I picture after a recovery-point SEI, as DASH-made MP4s mark
+    them) is never one, even without leading pictures: a picture after it may still
+    reference the GOP before it, and smart cuts whose parts joined at such frames held
+    1.5-6.6 s timestamp holes (docs: /work/shared/MEASURED.md). The cut re-encodes through it.
+    """
     keys = [i for i, p in enumerate(packets) if p.key]
     clean = []
     for n, i in enumerate(keys):
+        if not packets[i].idr:
+            continue
         stop = keys[n + 1] if n + 1 < len(keys) else len(packets)
         if all(packets[j].pts_s >= packets[i].pts_s for j in range(i + 1, stop)):
             clean.append(i)
@@ -142,12 +157,16 @@ class VideoFormat:
     width: int
     height: int
     profile: str | None
+    rotation: int = 0  # degrees a player turns the picture (the display matrix)
 
 
 def video_format(path: str) -> VideoFormat:
     with av.open(path) as container:
-        ctx = container.streams.video[0].codec_context
-        return VideoFormat(ctx.name, ctx.pix_fmt, ctx.width, ctx.height, ctx.profile)
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        frame = next(container.decode(stream), None)  # the display matrix comes with frames
+        rotation = int(frame.rotation) if frame is not None else 0
+        return VideoFormat(ctx.name, ctx.pix_fmt, ctx.width, ctx.height, ctx.profile, rotation)
 
 
 def unsupported(fmt: VideoFormat) -> str | None:
@@ -160,21 +179,30 @@ def unsupported(fmt: VideoFormat) -> str | None:
         return f"odd source size {fmt.width}x{fmt.height}"
     if (fmt.profile or "").lower() not in X264_PROFILES:
         return f"source H.264 profile {fmt.profile}"
+    if fmt.rotation % 360:
+        # ffmpeg turns re-encoded edges upright but copies GOPs as stored: the parts would
+        # not even share one frame size.
+        return f"rotated source ({fmt.rotation} degrees)"
     return None
 
 
 def window_packets(path: str, first_pts: float, end_s: float) -> list[Packet]:
     """Video packets in decode order, from the keyframe at or before ``first_pts`` through
-    the first GOP that starts at or after ``end_s`` (demuxed only, never decoded)."""
+    the first GOP that starts at or after ``end_s`` (demuxed only, never decoded). H.264
+    packets are read for their NAL unit types (``Packet.idr``); other codecs' keyframes
+    count as IDR. Packets an edit list discards are not frames and are left out. Empty
+    when the seek lands after ``first_pts``."""
     out: list[Packet] = []
     with av.open(path) as container:
         stream = container.streams.video[0]
         tb = float(stream.time_base)
+        h264 = stream.codec_context.name == "h264"
+        length_size = nal_length_size(stream.codec_context.extradata) if h264 else None
         container.seek(max(0, round(first_pts / tb)), stream=stream, backward=True, any_frame=False)
         started = False
         past_end = 0
         for packet in container.demux(stream):
-            if packet.pts is None:
+            if packet.pts is None or not packet.size or packet.is_discard:
                 continue
             t = float(packet.pts * tb)
             if not started:
@@ -187,8 +215,22 @@ def window_packets(path: str, first_pts: float, end_s: float) -> list[Packet]:
                 past_end += 1
                 if past_end > 1:  # the GOP after the window is all we need to see
                     break
-            out.append(Packet(t, bool(packet.is_keyframe)))
+            key = bool(packet.is_keyframe)
+            idr = key and (not h264 or access_unit(bytes(packet), length_size).idr)
+            out.append(Packet(t, key, idr, float((packet.duration or 0) * tb)))
     return out
+
+
+def all_packets(path: str) -> list[Packet]:
+    """Every video packet of the file, in decode order (the fallback when a seek lands late)."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        tb = float(stream.time_base)
+        return [
+            Packet(float(p.pts * tb), bool(p.is_keyframe), bool(p.is_keyframe), float((p.duration or 0) * tb))
+            for p in container.demux(stream)
+            if p.pts is not None and p.size and not p.is_discard
+        ]
 
 
 def part_command(
@@ -196,12 +238,13 @@ def part_command(
 ) -> list[str]:
     """One part as MPEG-TS, its first frame at ``ts_offset_s``: where it belongs in the
     clip, plus a constant that keeps B-frames' decode times non-negative (MPEG-TS needs it)."""
-    from pipelines.clip import _ffmpeg_time
-
     video = ["-c:v", "copy", "-bsf:v", "h264_mp4toannexb"] if part.copy else codec_args
+    # A copy starts on an IDR picture, where the input seek lands; an encoded part seeks
+    # early and drops frames up to its first (exact_seek).
+    seek = exact_seek(part.start_s, preroll_s=0.0 if part.copy else SEEK_PREROLL_S)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", _ffmpeg_time(part.start_s), "-i", source,
+        *seek.input, "-i", source, *(seek.output if not part.copy else []),
         "-map", "0:v:0", "-frames:v", str(part.frames), *video,
         "-an", "-sn", "-dn", "-map_metadata", "-1", "-fps_mode", "passthrough",
         "-output_ts_offset", f"{ts_offset_s:.6f}", "-muxdelay", "0", "-muxpreload", "0",
@@ -214,11 +257,10 @@ def audio_command(
 ) -> list[str]:
     """The window's audio, re-encoded from the clip's first frame exactly as a full
     re-encode cuts it (MP4, so the encoder's priming survives the remux)."""
-    from pipelines.clip import _ffmpeg_time
-
+    seek = exact_seek(first_pts)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", _ffmpeg_time(first_pts), "-t", _ffmpeg_time(duration_s), "-i", source,
+        *seek.input, "-i", source, *seek.output, "-t", ffmpeg_time(duration_s),
         "-map", "0:a:0", "-vn", "-sn", "-dn", *audio_args, "-map_metadata", "-1", "-f", "mp4", str(out),
     ]  # fmt: skip
 
