@@ -308,7 +308,9 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     if job.record is not None:  # started: the record gets the full deadline (not on the POST's path)
         job.record.dispatched_at = job.record.dispatched_at or job.dispatched_at
         if not records.started(job.record, ray.get_runtime_context().get_task_id(), job.owner):
-            log.info("search %s: attempt %s had ended or been replaced before it ran; not run", job.request_id, job.job_id)
+            log.info(
+                "search %s: attempt %s had ended or been replaced before it ran; not run", job.request_id, job.job_id
+            )
             return "not started"
     cutting: list[tuple[ray.ObjectRef, ClipJob]] = []
     try:

@@ -336,7 +336,9 @@ class RequestRecords:
         """Fail one overdue search; False when it ended meanwhile (another sweep, its job) or
         its deadline moved since it was read. An attempt that never reached Ray says so."""
         error = OVERDUE_ERROR if record.task_id else NEVER_DISPATCHED_ERROR
-        return self.finish(record.request_id, record.job_id, FAILED, error=error, still=lambda r: is_past(r.deadline_at))
+        return self.finish(
+            record.request_id, record.job_id, FAILED, error=error, still=lambda r: is_past(r.deadline_at)
+        )
 
     def sweep_overdue(self) -> list[SearchRecord]:
         """Fail every search processing past its deadline; returns them."""
@@ -354,7 +356,9 @@ class RequestRecords:
         return [
             r
             for r in lost
-            if self.finish(r.request_id, r.job_id, FAILED, error=LOST_OWNER_ERROR, still=lambda c: c.owner != live_owner)
+            if self.finish(
+                r.request_id, r.job_id, FAILED, error=LOST_OWNER_ERROR, still=lambda c: c.owner != live_owner
+            )
         ]
 
 

@@ -188,7 +188,7 @@ class Services:
         here, does the same on its own; whichever writes first ends them)."""
         from app.supervisor import sweep_lost_owners
 
-        live = await self.supervisor.owner.remote()
+        live = await asyncio.wait_for(asyncio.wrap_future(self.supervisor.owner.remote().future()), timeout=10)
         searches, jobs = await asyncio.to_thread(sweep_lost_owners, self.settings, self.records, self.index_jobs, live)
         return searches + jobs
 

@@ -190,6 +190,6 @@ def sweep_lost_owners(settings: AppSettings, records, index_jobs, live_owner: st
 
 def supervisor(settings: AppSettings):
     """The cluster's supervisor, created by the first caller (detached: no replica owns it)."""
-    return JobSupervisor.options(
-        name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
-    ).remote(settings)
+    return JobSupervisor.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+        settings
+    )

@@ -997,7 +997,9 @@ class CpuHog:
         self.ray = ray
         self.gate = Gate.remote()
         end = time.monotonic() + 60  # earlier tests' clipping tasks end first
-        while (free := ray.available_resources().get("CPU", 0.0)) < ray.cluster_resources()["CPU"] and time.monotonic() < end:
+        while (free := ray.available_resources().get("CPU", 0.0)) < ray.cluster_resources()[
+            "CPU"
+        ] and time.monotonic() < end:
             time.sleep(POLL_INTERVAL_S)
         self.hog = hold_cpus.options(num_cpus=free).remote(self.gate) if free > 0 else None
 
@@ -1071,8 +1073,8 @@ def test_a_job_queued_past_the_dispatch_deadline_completes_and_is_never_failed(a
     """The job reserves a CPU here, and every CPU is held for longer than the dispatch
     deadline: it waits in Ray's queue (known to Ray: not lost), then completes."""
     from app.dispatch import SearchJob
-    from app.supervisor import supervisor
     from app.search.video_clipping import with_rules
+    from app.supervisor import supervisor
 
     settings = serve_api.settings
     limit = settings.api.dispatch_deadline_s
@@ -1086,7 +1088,9 @@ def test_a_job_queued_past_the_dispatch_deadline_completes_and_is_never_failed(a
     hog = CpuHog()
     try:
         attempt = records.start(with_rules(records.read(rid), event, settings))
-        job = SearchJob(rid, attempt.job_id, EVENT_ORG, EVENT_ID, event.search_rules(settings), event=event, record=attempt)
+        job = SearchJob(
+            rid, attempt.job_id, EVENT_ORG, EVENT_ID, event.search_rules(settings), event=event, record=attempt
+        )
         handed = api.ray_get(supervisor(settings).submit_search.remote(reserving, job))
         assert handed["task_id"] and handed["owner"]
         waited = poll_record(records, rid, lambda rec: rec.status != "processing", limit + 5, seen)

@@ -134,7 +134,7 @@ def test_each_terminal_writer_loses_the_race_cleanly_and_terminal_means_terminal
         records.control.upsert(REQUESTS, [{**stored.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}])
         go = threading.Barrier(4)
 
-        def writer(kind: str) -> tuple[str, bool]:
+        def writer(kind: str, rid: str = rid, attempt: SearchRecord = attempt, go=go) -> tuple[str, bool]:
             mine = RequestRecords(ControlStore(uri), 600)  # another process's store and lock
             go.wait()
             if kind == "job":
