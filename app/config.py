@@ -83,6 +83,10 @@ class ApiSettings(BaseModel):
     # OS niceness of a search's Ray task workers (run_search, clips; app/background.py), so
     # that serving preempts them on a shared node. 0: they run at the serving priority.
     search_task_nice: int = Field(default=10, ge=0, le=19)
+    # CPUs a search job (run_search) reserves while it runs; 0: none (it mostly waits on its
+    # clipping tasks, which reserve clip.num_cpus each). A job waiting in Ray's queue for
+    # them is not lost: it is failed only if it never reached Ray (dispatch_deadline_s).
+    search_job_cpus: float = Field(default=0.0, ge=0.0)
     # A search still processing after this long is failed (its worker is presumed lost).
     request_deadline_s: float = Field(default=600.0, gt=0.0)
     # How often each ingress replica checks the search jobs it started: one whose worker

@@ -107,6 +107,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("matches_basis", pa.string()),  # what those matches were computed under
             pa.field("face_searched_at", TS),
             pa.field("webhook_url", pa.string()),  # told of the search's final result, when set
+            # The attempt in Ray (app/supervisor.py): its task, the supervisor incarnation that
+            # owns it, when it was handed to Ray and began to run, and its time queued and running.
+            pa.field("task_id", pa.string()),
+            pa.field("owner", pa.string()),
+            pa.field("dispatched_at", TS),
+            pa.field("started_at", TS),
+            pa.field("queued_s", pa.float64()),
+            pa.field("running_s", pa.float64()),
             *LIFECYCLE,
         ]
     ),
@@ -154,6 +162,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("media_errors_json", pa.string()),  # {media_key: error}
             pa.field("indexed_json", pa.string()),  # media keys fully indexed by this job
             pa.field("cancel_requested", pa.bool_()),
+            pa.field("task_id", pa.string()),  # the driver task in Ray
+            pa.field("owner", pa.string()),  # the supervisor incarnation that owns it (app/supervisor.py)
             *LIFECYCLE,
         ]
     ),

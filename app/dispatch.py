@@ -15,6 +15,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import ray
@@ -62,6 +63,8 @@ class SearchJob:
     matches: dict[str, list[FaceMatch]] | None = None  # per source video (pipelines.match.find_person)
     event: Event | None = None
     record: SearchRecord | None = None
+    owner: str | None = None  # the supervisor incarnation that handed it to Ray (app/supervisor.py)
+    dispatched_at: datetime | None = None  # when it was handed to Ray
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,12 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
         ControlStore(settings.control_uri, settings.store.storage_options), settings.api.request_deadline_s
     )
     if job.record is not None:  # started: the record gets the full deadline (not on the POST's path)
-        records.dispatched(job.record)
+        job.record.dispatched_at = job.record.dispatched_at or job.dispatched_at
+        if not records.started(job.record, ray.get_runtime_context().get_task_id(), job.owner):
+            log.info(
+                "search %s: attempt %s had ended or been replaced before it ran; not run", job.request_id, job.job_id
+            )
+            return "not started"
     cutting: list[tuple[ray.ObjectRef, ClipJob]] = []
     try:
         outcome = execute_search(settings, job, cutting)
@@ -315,6 +323,13 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
         remove_cut_files(settings, job, cutting)
         raise
     current = records.finish(job.request_id, job.job_id, **outcome)
+    if not current:  # terminal means terminal: a sweep or a watcher ended it, or a new attempt replaced it
+        now = records.read(job.request_id)
+        log.info(
+            "search %s: attempt %s finished %s but was no longer processing (now %s, attempt %s); not recorded",
+            job.request_id, job.job_id, outcome["status"], None if now is None else now.status,
+            None if now is None else now.job_id,
+        )  # fmt: skip
     try:
 
         def still_current() -> bool:  # a newer run may have started since: its files are not ours

@@ -64,6 +64,8 @@ class IndexJob:
     media_errors: dict[str, str] = field(default_factory=dict)
     indexed: list[str] = field(default_factory=list)
     cancel_requested: bool = False
+    task_id: str | None = None  # the driver task in Ray
+    owner: str | None = None  # the supervisor incarnation that owns it (app/supervisor.py)
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -95,6 +97,8 @@ class IndexJob:
             "media_errors_json": json.dumps(self.media_errors),
             "indexed_json": json.dumps(self.indexed),
             "cancel_requested": self.cancel_requested,
+            "task_id": self.task_id,
+            "owner": self.owner,
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -118,6 +122,8 @@ class IndexJob:
             media_errors=json.loads(r["media_errors_json"] or "{}"),
             indexed=json.loads(r["indexed_json"] or "[]"),
             cancel_requested=bool(r["cancel_requested"]),
+            task_id=r.get("task_id"),
+            owner=r.get("owner"),
             error=r["error"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
@@ -198,17 +204,20 @@ class IndexJobs:
         job.updated_at = datetime.now(UTC)
         return bool(self.control.upsert(INDEX_JOBS, [job.to_row()], only_if=only_if, insert=False))
 
-    def dispatched(self, job: IndexJob) -> None:
-        """Handed to Ray: the full deadline applies."""
+    def dispatched(self, job: IndexJob, task_id: str | None = None, owner: str | None = None) -> None:
+        """Handed to Ray (task ``task_id``, owned by supervisor incarnation ``owner``): the full
+        deadline applies."""
         job.deadline_at = datetime.now(UTC) + self.deadline
+        job.task_id, job.owner = task_id, owner
         self._write(job, f"target.status = {sql_str(QUEUED)}")
 
-    def started(self, job_id: str) -> IndexJob | None:
+    def started(self, job_id: str, task_id: str | None = None, owner: str | None = None) -> IndexJob | None:
         """The task took the job (queued -> processing); None when it was cancelled first."""
         job = self.read(job_id)
         if job is None or job.status != QUEUED:
             return None
         job.status = PROCESSING
+        job.task_id, job.owner = job.task_id or task_id, job.owner or owner
         job.current_stage = "probe"
         job.deadline_at = datetime.now(UTC) + self.deadline
         return job if self._write(job, f"target.status = {sql_str(QUEUED)}") else None
@@ -286,6 +295,14 @@ class IndexJobs:
             removed += table.count_rows(where)
             table.delete(where)
         return removed
+
+    def lost_owners(self, live_owner: str) -> list[IndexJob]:
+        """Active jobs owned by a supervisor incarnation other than ``live_owner`` (gone)."""
+        where = (
+            f"status IN ({sql_str(QUEUED)}, {sql_str(PROCESSING)}) AND owner IS NOT NULL"
+            f" AND owner != {sql_str(live_owner)}"
+        )
+        return [IndexJob.from_row(r) for r in self.control.rows(INDEX_JOBS, where)]
 
     def overdue(self) -> list[IndexJob]:
         where = (
@@ -417,28 +434,29 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
     except Exception:
         jobs.release(org_id, event_id, job_id)
         raise
-    try:
-        ref = run_index_job.remote(services.settings, job.job_id)
+    try:  # owned by the supervisor: the job outlives this replica (app/supervisor.py)
+        handed = ray.get(services.supervisor.submit_index.remote(services.settings, job.job_id), timeout=60)
     except Exception:
         jobs.end(job, FAILED, "The job could not be handed to Ray.")
         raise
-    jobs.dispatched(job)
-    services.watch_index_job(job.job_id, ref)
+    jobs.dispatched(job, handed["task_id"], handed["owner"])
+    services.watch_index_job(job.job_id, handed["ref"])
     return job
 
 
 # ---- the job's task ---------------------------------------------------------------------
 # SPREAD: jobs of several events drive their pipelines from different nodes.
 @ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
-def run_index_job(settings: AppSettings, job_id: str) -> str:
-    """Drive one job to a terminal status; returns it."""
+def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) -> str:
+    """Drive one job to a terminal status; returns it. ``owner``: the supervisor incarnation
+    that submitted it."""
     from app.control import ControlStore
     from pipelines.index import IndexCancelled, IndexProgress, index_sources
     from pipelines.media import MediaSource
 
     control = ControlStore(settings.control_uri, settings.store.storage_options)
     jobs = IndexJobs(control, settings.api.index_job_deadline_s, settings.api.dispatch_deadline_s)
-    job = jobs.started(job_id)
+    job = jobs.started(job_id, ray.get_runtime_context().get_task_id(), owner)
     if job is None:
         return "not started"
     media = registered_media(control, job.org_id, job.event_id, job.media_keys)

@@ -26,6 +26,16 @@ def search_outcome(status: str) -> None:
     count("facereel_search_outcomes_total", "Searches that reached a terminal status, by status.", 1, status=status)
 
 
+def search_queued(seconds: float) -> None:
+    observe("facereel_search_queued_seconds", "Time a search job waited in Ray's queue (handed to Ray -> running).",
+            seconds)  # fmt: skip
+
+
+def search_running(seconds: float) -> None:
+    observe("facereel_search_running_seconds", "Time a search job ran (started -> its outcome recorded).",
+            seconds)  # fmt: skip
+
+
 def clip_cut(seconds: float, ok: bool) -> None:
     observe("facereel_clip_seconds", "Time to cut one clip and its poster, upload included.", seconds)
     count("facereel_clips_total", "Clips cut, by result.", 1, result="ok" if ok else "error")

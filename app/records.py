@@ -1,14 +1,19 @@
 """Durable search-request records, shared by every replica (LanceDB, see app/control.py).
 
-Each (re)start of a search gets a new ``job_id``; a worker may only write results for
-the job it was given, so a stale worker can never overwrite a newer search. A search
-still ``processing`` past its deadline is failed, whoever notices first.
+Each (re)start of a search is an attempt with a new ``job_id``. An attempt goes
+``processing`` -> one terminal status, once, and the store enforces it: every write of an
+attempt (its dispatch, its start, its outcome, a sweep's or a watcher's ``failed``) is
+conditional on the row still holding that attempt, still ``processing``, and unchanged
+since it was read (``updated_at``), so concurrent writers never undo each other and a
+terminal status never flips. Only a new attempt (``start``, a new POST) moves a request on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -17,10 +22,14 @@ import numpy as np
 from app.contract import FAILED, PROCESSING, TERMINAL
 from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
 from app.key_locks import KeyLocks
-from app.metrics import search_outcome
+from app.metrics import search_outcome, search_queued, search_running
 from pipelines.store import sql_str, sql_timestamp
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
+NEVER_DISPATCHED_ERROR = "The search could not be handed to the cluster in time. Start a new search."
+LOST_OWNER_ERROR = "The search's job was lost with the supervisor that owned it. Start a new search."
+
+log = logging.getLogger(__name__)
 
 
 def vectors_bytes(vectors: np.ndarray | None) -> bytes | None:
@@ -57,6 +66,12 @@ class SearchRecord:
     matches_basis: str | None = None  # the rules and index those matches were computed under
     face_searched_at: datetime | None = None
     webhook_url: str | None = None  # told of the final result (app/webhooks.py)
+    task_id: str | None = None  # the attempt's Ray task, once handed to Ray
+    owner: str | None = None  # the supervisor incarnation owning that task (app/supervisor.py)
+    dispatched_at: datetime | None = None  # handed to Ray (the ObjectRef exists)
+    started_at: datetime | None = None  # the job began to run
+    queued_s: float | None = None  # dispatched -> started
+    running_s: float | None = None  # started -> its outcome recorded
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -85,6 +100,12 @@ class SearchRecord:
             "matches_basis": self.matches_basis,
             "face_searched_at": self.face_searched_at,
             "webhook_url": self.webhook_url,
+            "task_id": self.task_id,
+            "owner": self.owner,
+            "dispatched_at": self.dispatched_at,
+            "started_at": self.started_at,
+            "queued_s": self.queued_s,
+            "running_s": self.running_s,
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -115,6 +136,12 @@ class SearchRecord:
             matches_basis=r.get("matches_basis"),
             face_searched_at=r.get("face_searched_at"),
             webhook_url=r.get("webhook_url"),
+            task_id=r.get("task_id"),
+            owner=r.get("owner"),
+            dispatched_at=r.get("dispatched_at"),
+            started_at=r.get("started_at"),
+            queued_s=r.get("queued_s"),
+            running_s=r.get("running_s"),
             error=r["error"],
             created_at=r["created_at"],
             updated_at=r["updated_at"],
@@ -149,33 +176,91 @@ class RequestRecords:
         return record
 
     def start(self, record: SearchRecord, status: str = PROCESSING) -> SearchRecord:
-        """Write a fresh attempt (new job id, results cleared); returns the stored record."""
+        """Write a fresh attempt (new job id, results cleared); returns the stored record.
+        The one write that is not conditional: a new POST moves the request on."""
         with self.writing.hold(record.request_id):
             now = datetime.now(UTC)  # after any queue: the dispatch deadline counts from the write
             record.job_id = uuid.uuid4().hex
             record.status = status
             record.videos, record.clip_errors, record.error, record.hits = [], [], None, 0
             record.segments = []
+            record.task_id = record.owner = record.dispatched_at = record.started_at = None
+            record.queued_s = record.running_s = None
             record.created_at = record.created_at or now
             record.updated_at = now
             record.deadline_at = now + self.dispatch_deadline
             self.control.upsert(REQUESTS, [record.to_row()])
         return record
 
-    def dispatched(self, record: SearchRecord) -> bool:
-        """The job has started (it writes this first): the record gets the full deadline. A
-        replica that dies before dispatching, or a job that never starts, leaves a record
-        that fails at the short dispatch deadline, never one stranded. False once the
-        attempt was superseded or ended."""
-        return self._deadline_from_now(record, self.deadline)
+    def change(
+        self,
+        request_id: str,
+        job_id: str,
+        mutate: Callable[[SearchRecord], bool | None],
+        attempts: int = 20,
+    ) -> SearchRecord | None:
+        """Apply ``mutate`` to the attempt ``job_id`` while it is ``processing``; the stored
+        record, or None once the attempt was superseded or ended (or ``mutate`` returned
+        False: the change no longer applies). The write holds only while the row is still
+        the one read (its ``updated_at``), else it is read and applied again: a compare and
+        set, so no writer's change is lost and a terminal status is written once."""
+        for _ in range(attempts):
+            with self.writing.hold(request_id):
+                current = self.read(request_id)
+                if current is None or current.job_id != job_id or current.status != PROCESSING:
+                    return None
+                read_at = current.updated_at
+                if mutate(current) is False:
+                    return None
+                now = datetime.now(UTC)
+                if read_at is not None and now <= read_at:  # a clock step back: still a new version
+                    now = read_at + timedelta(microseconds=1)
+                current.updated_at = now
+                only_if = f"target.job_id = {sql_str(job_id)} AND target.status = {sql_str(PROCESSING)} AND " + (
+                    "target.updated_at IS NULL" if read_at is None else f"target.updated_at = {sql_timestamp(read_at)}"
+                )
+                if self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if):
+                    return current
+        log.warning("search %s: attempt %s kept changing; a write of it gave up", request_id, job_id)
+        return None
 
-    def _deadline_from_now(self, record: SearchRecord, deadline: timedelta) -> bool:
-        """Move a processing attempt's deadline to ``deadline`` from now; False once it was
-        superseded or ended."""
-        with self.writing.hold(record.request_id):
-            record.deadline_at = datetime.now(UTC) + deadline
-            only_if = f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}"
-            return bool(self.control.upsert(REQUESTS, [record.to_row()], only_if=only_if))
+    def dispatched(self, request_id: str, job_id: str, task_id: str, owner: str, at: datetime) -> bool:
+        """The attempt reached Ray (its ObjectRef exists, task ``task_id`` owned by ``owner``):
+        it is no longer at risk of never being dispatched. Waiting in Ray's queue is not a
+        failure; the deadline becomes the full request deadline, and it is supervised by
+        its task (app/supervisor.py). False once the attempt was superseded or ended."""
+
+        def mark(record: SearchRecord) -> None:
+            record.task_id, record.owner = task_id, owner
+            record.dispatched_at = record.dispatched_at or at
+            if record.started_at is None:  # a job that started already set its own deadline
+                record.deadline_at = datetime.now(UTC) + self.deadline
+
+        return self.change(request_id, job_id, mark) is not None
+
+    def started(self, record: SearchRecord, task_id: str | None = None, owner: str | None = None) -> bool:
+        """The job began to run (its first write): the full deadline counts from now, and the
+        time it waited in Ray's queue is kept. False once the attempt was superseded or ended:
+        the job should not run."""
+        now = datetime.now(UTC)
+        queued: list[float] = []
+
+        def mark(current: SearchRecord) -> None:
+            current.started_at = now
+            current.task_id = current.task_id or task_id
+            current.owner = current.owner or owner
+            current.dispatched_at = current.dispatched_at or record.dispatched_at
+            since = current.dispatched_at or record.dispatched_at
+            current.queued_s = None if since is None else max(0.0, (now - since).total_seconds())
+            current.deadline_at = now + self.deadline
+            queued[:] = [current.queued_s] if current.queued_s is not None else []
+
+        written = self.change(record.request_id, record.job_id, mark)
+        if written is not None:
+            record.started_at, record.deadline_at = written.started_at, written.deadline_at
+            for seconds in queued:
+                search_queued(seconds)
+        return written is not None
 
     def finish(
         self,
@@ -187,17 +272,17 @@ class RequestRecords:
         error: str | None = None,
         hits: int = 0,
         segments: list[dict] | None = None,
-        only_if_processing: bool = False,
+        still: Callable[[SearchRecord], bool] | None = None,
     ) -> bool:
-        """Record a job's outcome; False when the record has moved on to a newer job (or, with
-        ``only_if_processing``, has already ended)."""
+        """End the attempt ``job_id`` with a terminal status: written only while it is still
+        that attempt and still ``processing`` (and ``still`` holds for it, when given). False
+        when another writer ended it first or a newer attempt replaced it; every writer of a
+        terminal status (the job, the sweeps, the watchers) goes through here."""
         if status not in TERMINAL:
             raise ValueError(f"a job ends in a terminal status, not {status!r}")
-        with self.writing.hold(request_id):
-            current = self.get(request_id)
-            if current is None or current.job_id != job_id:
-                return False
-            if only_if_processing and current.status != PROCESSING:
+
+        def end(current: SearchRecord) -> bool:
+            if still is not None and not still(current):
                 return False
             current.status = status
             current.videos = videos or []
@@ -205,14 +290,16 @@ class RequestRecords:
             current.error = error
             current.hits = hits
             current.segments = segments or []
-            current.updated_at = datetime.now(UTC)
-            only_if = f"target.job_id = {sql_str(job_id)}"
-            if only_if_processing:
-                only_if += f" AND target.status = {sql_str(PROCESSING)}"
-            written = bool(self.control.upsert(REQUESTS, [current.to_row()], only_if=only_if))
-            if written:
-                search_outcome(status)
-            return written
+            if current.started_at is not None:
+                current.running_s = max(0.0, (datetime.now(UTC) - current.started_at).total_seconds())
+            return True
+
+        written = self.change(request_id, job_id, end)
+        if written is not None:
+            search_outcome(status)
+            if written.running_s is not None:
+                search_running(written.running_s)
+        return written is not None
 
     def save_face_search(self, record: SearchRecord, attempts: int = 5) -> SearchRecord:
         """Store a Face Search's selfie and results without touching a video search that
@@ -246,17 +333,12 @@ class RequestRecords:
         return before
 
     def fail_overdue(self, record: SearchRecord) -> bool:
-        """Fail one overdue search; False when it ended meanwhile (another sweep, its job)."""
-        with self.writing.hold(record.request_id):
-            return bool(
-                self.control.upsert(
-                    REQUESTS,
-                    [{**record.to_row(), "status": FAILED, "error": OVERDUE_ERROR, "updated_at": datetime.now(UTC)}],
-                    # ... and still past its deadline: a hold may have been written since it was read.
-                    only_if=f"target.job_id = {sql_str(record.job_id)} AND target.status = {sql_str(PROCESSING)}"
-                    f" AND target.deadline_at < {sql_timestamp(datetime.now(UTC))}",
-                )
-            )
+        """Fail one overdue search; False when it ended meanwhile (another sweep, its job) or
+        its deadline moved since it was read. An attempt that never reached Ray says so."""
+        error = OVERDUE_ERROR if record.task_id else NEVER_DISPATCHED_ERROR
+        return self.finish(
+            record.request_id, record.job_id, FAILED, error=error, still=lambda r: is_past(r.deadline_at)
+        )
 
     def sweep_overdue(self) -> list[SearchRecord]:
         """Fail every search processing past its deadline; returns them."""
@@ -265,6 +347,19 @@ class RequestRecords:
         )
         overdue = [SearchRecord.from_row(row) for row in rows]
         return [record for record in overdue if self.fail_overdue(record)]
+
+    def sweep_lost_owners(self, live_owner: str) -> list[SearchRecord]:
+        """Fail the attempts owned by a supervisor incarnation that is gone: their tasks died
+        with it (Ray's tasks share their owner's fate). Returns them."""
+        where = f"status = {sql_str(PROCESSING)} AND owner IS NOT NULL AND owner != {sql_str(live_owner)}"
+        lost = [SearchRecord.from_row(row) for row in self.control.rows(REQUESTS, where)]
+        return [
+            r
+            for r in lost
+            if self.finish(
+                r.request_id, r.job_id, FAILED, error=LOST_OWNER_ERROR, still=lambda c: c.owner != live_owner
+            )
+        ]
 
 
 @dataclass
@@ -303,8 +398,8 @@ class ExtraClips:
     def finish(
         self, clip_id: str, status: str, video: dict | None = None, error: str | None = None, overdue: bool = False
     ) -> None:
-        """Record a clip's outcome; ``overdue`` writes only while it is still processing, so a
-        worker that finishes meanwhile is never overwritten by the sweep."""
+        """Record a clip's outcome, only while it is still processing (``overdue``: the
+        sweep's, kept for its callers)."""
         rows = self.control.rows(EXTRA_CLIPS, f"clip_id = {sql_str(clip_id)}", 1)
         if not rows:
             return
@@ -312,8 +407,9 @@ class ExtraClips:
         clip.status, clip.error, clip.updated_at = status, error, datetime.now(UTC)
         if video is not None:
             clip.item = {**clip.item, **video}
-        only_if = f"target.status = {sql_str(PROCESSING)}" if overdue else None
-        self.control.upsert(EXTRA_CLIPS, [_clip_row(clip)], only_if=only_if)
+        # Terminal once: a sweep never overwrites a worker's outcome, nor a worker the sweep's.
+        if not self.control.upsert(EXTRA_CLIPS, [_clip_row(clip)], only_if=f"target.status = {sql_str(PROCESSING)}"):
+            log.info("extra clip %s had already ended; its %s was not recorded", clip_id, status)
 
     def sweep_overdue(self) -> int:
         """Fail every extra clip processing past its deadline; returns how many."""

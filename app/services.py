@@ -83,6 +83,16 @@ class Services:
     index_refs: dict = field(default_factory=dict)  # index jobs this replica started: job_id -> ObjectRef
     loading: dict = field(default_factory=dict)  # auth reads in flight: key -> future
     _face_store: object | None = None
+    _supervisor: object | None = None
+
+    @property
+    def supervisor(self):
+        """The cluster's job supervisor (app/supervisor.py), which owns every job's task."""
+        if self._supervisor is None:
+            from app.supervisor import supervisor
+
+            self._supervisor = supervisor(self.settings)
+        return self._supervisor
 
     def face_store(self):
         """The event faces store, opened once per replica (it checks for new commits on read)."""
@@ -151,6 +161,8 @@ class Services:
                     log.warning("failed %d overdue clips", n)
                 if n := await asyncio.to_thread(self.sweep_overdue_index_jobs):
                     log.warning("ended %d overdue index jobs", n)
+                if n := await self.sweep_lost_owners():
+                    log.warning("ended %d searches and index jobs whose supervisor died", n)
                 if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
                     last_maintenance = time.monotonic()
                     await self.maintain()
@@ -170,6 +182,15 @@ class Services:
                         log.info("removed %d orphaned clip files", n)
                 except Exception:
                     log.exception("orphaned clip sweep failed")
+
+    async def sweep_lost_owners(self) -> int:
+        """End the attempts owned by a supervisor incarnation that is gone (the live one, asked
+        here, does the same on its own; whichever writes first ends them)."""
+        from app.supervisor import sweep_lost_owners
+
+        live = await asyncio.wait_for(asyncio.wrap_future(self.supervisor.owner.remote().future()), timeout=10)
+        searches, jobs = await asyncio.to_thread(sweep_lost_owners, self.settings, self.records, self.index_jobs, live)
+        return searches + jobs
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
         """Follow a dispatched search job, so that a dead worker fails it within seconds."""
@@ -202,12 +223,9 @@ class Services:
                 if rid == request_id and jid != record.job_id
             }
             running = len(self.jobs)
-        for job_id, ref in stale.items():
-            try:
-                ray.cancel(ref, recursive=True)
-                log.info("search %s: job %s superseded by %s, cancelled", request_id, job_id, record.job_id)
-            except Exception:  # already finished, or its worker is gone
-                log.debug("cancelling superseded job %s failed", job_id, exc_info=True)
+        if stale:  # the supervisor owns the tasks: it cancels them
+            ray.get(self.supervisor.cancel.remote(list(stale)), timeout=30)
+            log.info("search %s: jobs %s superseded by %s, cancelled", request_id, sorted(stale), record.job_id)
         running_searches(running)
         return len(stale)
 
@@ -232,12 +250,10 @@ class Services:
             request_id = popped[0]
             try:
                 ray.get(ref, timeout=0)
-            except Exception as exc:  # the task never wrote its outcome
-                log.warning("search %s lost its worker: %s", request_id, exc)
-                error = f"The search's worker was lost ({type(exc).__name__}); start a new search."
-                if self.records.finish(request_id, job_id, "failed", error=error, only_if_processing=True):
-                    failed += 1
-                    self.tell_webhooks([request_id])
+            except Exception as exc:  # the task never wrote its outcome (the supervisor sees it too)
+                from app.supervisor import end_search
+
+                failed += end_search(self.settings, self.records, request_id, job_id, exc)
         return failed
 
     def watch_index_job(self, job_id: str, ref) -> None:

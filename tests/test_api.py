@@ -66,6 +66,12 @@ class Api:
         headers = {"X-API-Key": self.keys[key]} if key else {}
         return self.http.get(self.url(event, f"/video-clipping/{request_id}", org), headers=headers)
 
+    @staticmethod
+    def ray_get(ref, timeout: float = 60.0):
+        import ray
+
+        return ray.get(ref, timeout=timeout)
+
     def wait(self, event: int, request_id: str, deadline_s: float = 120.0, org: int = EVENT_ORG) -> dict:
         """Poll until the search leaves ``processing`` (or the deadline passes)."""
         end = time.monotonic() + deadline_s
@@ -973,3 +979,219 @@ def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, 
         assert status in (200, 503), (status, body)
         if status == 503:
             assert retry_after is not None and body["data"]["code"] == "overloaded", body
+
+
+# ---- terminal means terminal (issue 26) -----------------------------------------------
+def search_workers() -> list[int]:
+    """Processes running a run_search task (Ray titles a worker by the task it runs)."""
+    import psutil
+
+    return [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if "ray::run_search" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+class CpuHog:
+    """Every free CPU held by one task until released: clipping tasks (and a job that
+    reserves CPUs) wait in Ray's queue meanwhile."""
+
+    def __init__(self) -> None:
+        import ray
+
+        @ray.remote(num_cpus=0)
+        class Gate:
+            def __init__(self) -> None:
+                import asyncio
+
+                self.opened = asyncio.Event()
+
+            async def wait(self) -> None:
+                await self.opened.wait()
+
+            async def open(self) -> None:
+                self.opened.set()
+
+        @ray.remote(num_cpus=0)
+        def hold_cpus(gate) -> None:
+            ray.get(gate.wait.remote(), timeout=300)
+
+        self.ray = ray
+        self.gate = Gate.remote()
+        end = time.monotonic() + 60  # earlier tests' clipping tasks end first
+        while (free := ray.available_resources().get("CPU", 0.0)) < ray.cluster_resources()[
+            "CPU"
+        ] and time.monotonic() < end:
+            time.sleep(POLL_INTERVAL_S)
+        self.hog = hold_cpus.options(num_cpus=free).remote(self.gate) if free > 0 else None
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.ray.get(self.gate.open.remote())
+            if self.hog is not None:
+                self.ray.get(self.hog)
+            self.gate = None
+
+
+def poll_record(records: RequestRecords, rid: str, until, deadline_s: float, seen: list | None = None):
+    """Read the record until ``until(record)`` or the deadline; every status read goes to ``seen``."""
+    end = time.monotonic() + deadline_s
+    while True:
+        record = records.read(rid)
+        if seen is not None and record is not None:
+            seen.append(record.status)
+        if (record is not None and until(record)) or time.monotonic() > end:
+            return record
+        time.sleep(POLL_INTERVAL_S)
+
+
+def wait_through_restarts(api: Api, rid: str, deadline_s: float = 180.0) -> dict:
+    """``Api.wait`` that rides over an ingress being replaced (503s, refused connections)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            r = api.get(EVENT_ID, rid)
+            body = json_or_none(r)
+            if r.status_code == 200 and body["data"]["status"] != "processing":
+                return body
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < end, "the search did not end"
+        time.sleep(POLL_INTERVAL_S)
+
+
+def no_search_workers_left() -> None:
+    end = time.monotonic() + 120
+    while (earlier := search_workers()) and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)
+    assert not earlier, f"earlier run_search workers still running: {earlier}"
+
+
+def test_a_job_finishing_after_its_attempt_was_failed_does_not_change_it(api, serve_api, synthetic_event):
+    from app.supervisor import supervisor
+
+    records = RequestRecords(serve_api.control, 600)
+    hog = CpuHog()
+    try:
+        r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 1))
+        rid = r.json()["data"]["request_id"]
+        running = poll_record(records, rid, lambda rec: rec.started_at is not None, 60)
+        assert running.status == "processing" and running.started_at is not None, running
+        # A sweep (or a watcher) ends the attempt while its job still runs.
+        assert records.finish(rid, running.job_id, "failed", error="ended while running (test)")
+    finally:
+        hog.release()
+    handle = supervisor(serve_api.settings)
+    end = time.monotonic() + 120
+    while running.job_id in api.ray_get(handle.running.remote()) and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)
+    assert running.job_id not in api.ray_get(handle.running.remote()), "the job did not finish"
+    after = records.read(rid)
+    assert (after.status, after.error, after.job_id) == ("failed", "ended while running (test)", running.job_id)
+    assert after.videos == [] and api.get(EVENT_ID, rid).json()["data"]["status"] == "failed"
+
+
+def test_a_job_queued_past_the_dispatch_deadline_completes_and_is_never_failed(api, serve_api, synthetic_event):
+    """The job reserves a CPU here, and every CPU is held for longer than the dispatch
+    deadline: it waits in Ray's queue (known to Ray: not lost), then completes."""
+    from app.dispatch import SearchJob
+    from app.search.video_clipping import with_rules
+    from app.supervisor import supervisor
+
+    settings = serve_api.settings
+    limit = settings.api.dispatch_deadline_s
+    records = RequestRecords(serve_api.control, 600)
+    r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 2))
+    rid = r.json()["data"]["request_id"]
+    assert api.wait(EVENT_ID, rid)["data"]["status"] == "completed"
+    event = EventStore(serve_api.control).get(EVENT_ORG, EVENT_ID)
+    reserving = settings.model_copy(update={"api": settings.api.model_copy(update={"search_job_cpus": 1.0})})
+    seen: list[str] = []
+    hog = CpuHog()
+    try:
+        attempt = records.start(with_rules(records.read(rid), event, settings))
+        job = SearchJob(
+            rid, attempt.job_id, EVENT_ORG, EVENT_ID, event.search_rules(settings), event=event, record=attempt
+        )
+        handed = api.ray_get(supervisor(settings).submit_search.remote(reserving, job))
+        assert handed["task_id"] and handed["owner"]
+        waited = poll_record(records, rid, lambda rec: rec.status != "processing", limit + 5, seen)
+        assert waited.status == "processing" and waited.started_at is None, waited  # queued, not failed
+        assert waited.task_id == handed["task_id"] and waited.dispatched_at is not None
+    finally:
+        hog.release()
+    done = poll_record(records, rid, lambda rec: rec.status != "processing", 120, seen)
+    assert done.status == "completed" and "failed" not in seen, (done.status, set(seen))
+    assert done.queued_s >= limit and done.running_s is not None and done.running_s < done.queued_s
+
+
+def test_killing_the_ingress_that_dispatched_a_search_still_ends_it_completed(api, serve_api, synthetic_event):
+    import os
+    import signal
+
+    records = RequestRecords(serve_api.control, 600)
+    no_search_workers_left()
+    hog = CpuHog()
+    try:
+        r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 0))
+        rid = r.json()["data"]["request_id"]
+        running = poll_record(records, rid, lambda rec: rec.started_at is not None, 60)
+        assert running.status == "processing", running
+        for pid in replica_pids("ApiIngress"):
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        hog.release()
+    body = wait_through_restarts(api, rid)  # through the replica Serve starts in its place
+    assert body["data"]["status"] == "completed", body
+    assert records.read(rid).job_id == running.job_id
+
+
+def test_a_search_whose_worker_and_ingress_both_die_ends_failed_within_30_s(api, serve_api, synthetic_event):
+    import os
+    import signal
+
+    no_search_workers_left()
+    hog = CpuHog()
+    try:
+        r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 4))
+        rid = r.json()["data"]["request_id"]
+        end = time.monotonic() + 60
+        while not (workers := search_workers()) and time.monotonic() < end:
+            time.sleep(POLL_INTERVAL_S)
+        assert len(workers) == 1, workers
+        killed_at = time.monotonic()
+        for pid in [*workers, *replica_pids("ApiIngress")]:
+            os.kill(pid, signal.SIGKILL)
+        body = wait_through_restarts(api, rid, deadline_s=60)
+        took = time.monotonic() - killed_at
+    finally:
+        hog.release()
+    assert body["data"]["status"] == "failed" and "worker was lost" in body["data"]["error"], body
+    assert took < 30, took
+
+
+def test_a_search_whose_supervisor_dies_ends_failed_within_30_s(api, serve_api, synthetic_event):
+    """The supervisor owns the job's task: killed, the task dies with it; its next
+    incarnation (and every replica's sweep) ends the attempt it owned."""
+    import ray
+
+    from app.supervisor import supervisor
+
+    records = RequestRecords(serve_api.control, 600)
+    no_search_workers_left()
+    hog = CpuHog()
+    try:
+        r = api.post(EVENT_ID, image=person_selfie(synthetic_event, 5))
+        rid = r.json()["data"]["request_id"]
+        running = poll_record(records, rid, lambda rec: rec.owner is not None, 60)
+        assert running.status == "processing" and running.owner, running
+        killed_at = time.monotonic()
+        ray.kill(supervisor(serve_api.settings), no_restart=False)
+        body = wait_through_restarts(api, rid, deadline_s=60)
+        took = time.monotonic() - killed_at
+    finally:
+        hog.release()
+    assert body["data"]["status"] == "failed", body
+    assert took < 30, took
+    assert api.ray_get(supervisor(serve_api.settings).owner.remote()) != running.owner

@@ -100,15 +100,90 @@ def test_an_overdue_read_does_not_fail_a_search_whose_deadline_moved_since(tmp_p
     while not is_past((overdue := records.read(rid)).deadline_at):
         pass  # 10 ms
     records.deadline *= 100_000
-    assert records.dispatched(record)
+    assert records.started(record)
     assert not records.fail_overdue(overdue)
     assert records.get(rid).status == PROCESSING
     records.deadline /= 100_000
-    assert records.dispatched(record)
+    assert records.started(record)
     while not is_past((overdue := records.read(rid)).deadline_at):
         pass  # 0.5 s
     assert records.fail_overdue(overdue)  # once truly past, it fails
     assert records.read(rid).status == "failed"
+
+
+def test_each_terminal_writer_loses_the_race_cleanly_and_terminal_means_terminal(tmp_path):
+    """The attempt's own finish, the overdue sweep, the lost-worker watcher and the lost-owner
+    sweep race to end one attempt, each from its own store (as replicas and the job do):
+    exactly one writes, the others get False, and the stored status is the winner's. No
+    later write of that attempt (a late job's finish, its start, a dispatch) changes it;
+    only a new attempt moves the request on."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.contract import FAILED, NO_MATCHES
+
+    uri = str(tmp_path / "control")
+    ControlStore(uri)
+    for round_ in range(4):  # each writer gets several chances to be the one that wins
+        rid = str(uuid.uuid4())
+        records = RequestRecords(ControlStore(uri), 600, dispatch_deadline_s=0.01)
+        attempt = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None))
+        assert records.dispatched(rid, attempt.job_id, "task-1", "gone-owner", datetime.now(UTC))
+        # Past its deadline, owned by a gone supervisor, its job done: every writer has a reason.
+        stored = records.read(rid)
+        records.control.upsert(REQUESTS, [{**stored.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}])
+        go = threading.Barrier(4)
+
+        def writer(kind: str, rid: str = rid, attempt: SearchRecord = attempt, go=go) -> tuple[str, bool]:
+            mine = RequestRecords(ControlStore(uri), 600)  # another process's store and lock
+            go.wait()
+            if kind == "job":
+                return kind, mine.finish(rid, attempt.job_id, COMPLETED, hits=3)
+            if kind == "overdue":
+                return kind, bool(mine.sweep_overdue())
+            if kind == "watcher":
+                return kind, mine.finish(rid, attempt.job_id, FAILED, error="worker lost")
+            return kind, bool(mine.sweep_lost_owners("live-owner"))
+
+        order = ["job", "overdue", "watcher", "owner"][round_:] + ["job", "overdue", "watcher", "owner"][:round_]
+        with ThreadPoolExecutor(4) as pool:
+            results = dict(pool.map(writer, order))
+        winners = [k for k, won in results.items() if won]
+        assert len(winners) == 1, results
+        final = records.read(rid)
+        assert final.status == (COMPLETED if winners == ["job"] else FAILED), (winners, final.status)
+        assert final.status != PROCESSING and final.job_id == attempt.job_id
+        # A late job (or a late watcher) of that attempt changes nothing, and is told so.
+        assert not records.finish(rid, attempt.job_id, NO_MATCHES)
+        assert not records.finish(rid, attempt.job_id, FAILED, error="again")
+        assert not records.started(attempt)
+        assert not records.dispatched(rid, attempt.job_id, "task-2", "live-owner", datetime.now(UTC))
+        assert not records.sweep_overdue() or all(r.request_id != rid for r in records.sweep_overdue())
+        assert records.read(rid).to_row() == final.to_row()
+    # Only a new attempt (a new POST) moves the request on.
+    again = records.start(records.read(rid))
+    assert records.read(rid).status == PROCESSING and again.job_id != attempt.job_id
+
+
+def test_queued_and_running_times_are_kept_apart_and_a_dispatched_attempt_is_not_failed_at_the_dispatch_deadline(
+    tmp_path,
+):
+    records = RequestRecords(ControlStore(str(tmp_path / "control")), 600, dispatch_deadline_s=0.05)
+    rid = str(uuid.uuid4())
+    attempt = records.start(SearchRecord(rid, 1, 1, PROCESSING, "", "p", None))
+    handed = datetime.now(UTC)
+    assert records.dispatched(rid, attempt.job_id, "t", "o", handed)
+    end = datetime.now(UTC) + timedelta(seconds=0.2)
+    while datetime.now(UTC) < end:  # well past the dispatch deadline, queued in Ray
+        assert not records.sweep_overdue()
+    stored = records.read(rid)
+    assert stored.status == PROCESSING and stored.task_id == "t" and stored.owner == "o"
+    assert stored.deadline_at - handed > timedelta(seconds=500)
+    assert records.started(attempt)
+    assert records.finish(rid, attempt.job_id, COMPLETED)
+    done = records.read(rid)
+    assert done.queued_s >= 0.2 and done.running_s is not None and 0 <= done.running_s < done.queued_s
+    assert done.dispatched_at <= done.started_at
 
 
 def test_a_table_from_before_keys_were_declared_gets_its_key(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 from app.admission import overloaded
 from app.background import background_options
 from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_SEGMENTS, PROCESSING
-from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, run_search, video_bounds
+from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, video_bounds
 from app.errors import ApiError
 from app.events import Event
 from app.records import ExtraClip, SearchRecord
@@ -224,12 +224,12 @@ class VideoClippingSearch:
                 event=event,
                 record=record,
             )
-            background = background_options(self.settings.api.search_task_nice)
-            with times.stage("dispatch"):  # the job, once started, gives the record its full deadline
-                self.services.watch(
-                    record.request_id, record.job_id, run_search.options(**background).remote(self.settings, job)
-                )
-        except Exception as exc:  # nothing is awaited above: a cancelled request cannot stop half-way
+            # Handed to the supervisor, which owns the job's task: the job outlives this replica
+            # (app/supervisor.py). Once in Ray, the attempt is never failed for waiting.
+            with times.stage("dispatch"):
+                handed = await self.services.supervisor.submit_search.remote(self.settings, job)
+                self.services.watch(record.request_id, record.job_id, handed["ref"])
+        except Exception as exc:  # a cancelled request leaves the record to the supervisor or the dispatch deadline
             log.exception("could not start search %s", record.request_id)
             await record_end(self.services, record, FAILED, error=f"Failed to start processing: {exc}")
             raise ApiError(500, "The search could not be started; start a new search.", "dispatch_failed") from None
