@@ -188,8 +188,16 @@ def sweep_lost_owners(settings: AppSettings, records, index_jobs, live_owner: st
     return len(searches), jobs
 
 
+def supervisor_name(settings: AppSettings) -> str:
+    """One supervisor per control store: two applications on one cluster with stores of their
+    own (another data dir, another bucket) must not end each other's attempts."""
+    import hashlib
+
+    return f"{NAME}-{hashlib.blake2b(settings.control_uri.encode(), digest_size=6).hexdigest()}"
+
+
 def supervisor(settings: AppSettings):
-    """The cluster's supervisor, created by the first caller (detached: no replica owns it)."""
-    return JobSupervisor.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
-        settings
-    )
+    """The store's supervisor, created by the first caller (detached: no replica owns it)."""
+    return JobSupervisor.options(
+        name=supervisor_name(settings), namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(settings)
