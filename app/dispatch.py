@@ -10,6 +10,7 @@ other aspect ratios) and records it the same way.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import traceback
@@ -292,6 +293,25 @@ def collect_clip(ref, clip: ClipJob) -> dict:
     except Exception as exc:
         log.error("clipping %s lost its worker: %s", clip.media["media_key"], exc)
         return {"error": clip_error(clip.media["media_key"], f"clipping worker lost: {type(exc).__name__}", None)}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def warm_search_worker(hold_s: float) -> int:
+    """Start a worker of the search tasks' pool (the runtime env of ``background_options``)
+    before any search needs one, with what ``run_search`` and ``cut_one_clip`` import
+    already loaded: process start-up and imports were most of a first search's 22 s on
+    2 cores (issue 21). Ray keeps the idle worker for the next task of that pool. Returns
+    its pid."""
+    import lancedb  # noqa: F401  (the store, opened by every search)
+
+    import pipelines.clip  # (PyAV, ffmpeg helpers, the verifier, smart cut, reframe)
+    import pipelines.storage  # noqa: F401  (fsspec: clip uploads)
+
+    run_below_serving()
+    # Busy a moment longer, so that the warm tasks submitted together each get a worker of
+    # their own instead of queueing on the first one started.
+    time.sleep(hold_s)
+    return os.getpid()
 
 
 @ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")

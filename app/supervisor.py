@@ -81,6 +81,17 @@ class JobSupervisor:
         self._later(self.records.dispatched, job.request_id, job.job_id, task_id, self.incarnation, at)
         return {"task_id": task_id, "owner": self.incarnation, "ref": ref}
 
+    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 1.0) -> list[int]:
+        """Start ``workers`` workers of the search tasks' pool, owned like the jobs that will
+        reuse them (Ray keeps a worker pool per job and runtime env); their pids."""
+        from app.background import background_options
+        from app.dispatch import warm_search_worker
+
+        options = background_options(settings.api.search_task_nice)
+        return list(
+            await asyncio.gather(*(warm_search_worker.options(**options).remote(hold_s) for _ in range(workers)))
+        )
+
     async def submit_index(self, settings: AppSettings, job_id: str) -> dict:
         from app.index_jobs import run_index_job
 

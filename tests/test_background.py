@@ -58,3 +58,22 @@ def test_background_tasks_run_niced_in_workers_of_their_own(ray_cluster):
 
 def test_no_background_options_when_off():
     assert background_options(0) == {}
+
+
+def test_warm_search_workers_are_started_and_reused_by_the_next_tasks(ray_cluster, settings):
+    """Warm before ready (issue 21): the workers the supervisor starts for the search tasks'
+    pool are distinct, niced, and the next task of that pool runs in one of them instead of
+    starting a process."""
+    import psutil
+
+    from app.supervisor import supervisor
+
+    nice = settings.api.search_task_nice
+    pids = ray.get(supervisor(settings).warm.remote(settings, 2), timeout=300)
+    assert len(set(pids)) == 2
+    for pid in pids:
+        proc = psutil.Process(pid)
+        assert proc.environ().get(BACKGROUND_ENV) == str(nice) and proc.nice() >= nice
+    # A task of the same pool, from the same owner, finds a warm worker idle.
+    again = ray.get(supervisor(settings).warm.remote(settings, 1, 0.0), timeout=60)
+    assert set(again) <= set(pids)

@@ -22,6 +22,7 @@ class SelfieEmbedder:
 
         self.settings = settings  # built by the driver; never re-read from this replica's env
         self.pack = load_pack(self.settings.models)
+        warm_up(self.pack)
 
     def _embed(self, data: bytes) -> dict:
         from pipelines.selfie import NoFaceFound, decode_image_bytes, embed_selfie
@@ -58,3 +59,14 @@ class SelfieEmbedder:
     async def embed(self, data: bytes) -> dict:
         # Inference is synchronous; keep the replica's event loop free for other requests.
         return await asyncio.to_thread(self._embed, data)
+
+
+def warm_up(pack) -> None:
+    """One run of each model before the replica is ready: onnxruntime sizes its buffers on
+    the first run, which would otherwise be the first selfie's."""
+    import numpy as np
+
+    from pipelines.models.base import ALIGNED_SIZE
+
+    pack.detector.detect(np.zeros((480, 640, 3), np.uint8))
+    pack.embedder.embed(np.zeros((1, ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8))

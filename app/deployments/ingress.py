@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from ray import serve
 from starlette.applications import Starlette
 
 from app.config import AppSettings
+
+log = logging.getLogger(__name__)
 
 
 # Defaults match serve_config.yaml; a whole CPU per replica would starve clipping on small hosts.
@@ -18,6 +23,31 @@ class ApiIngress:
         self.settings = settings  # built by the driver; never re-read from this replica's env
         self.embedder = embedder  # DeploymentHandle to SelfieEmbedder
         self.matcher = matcher  # DeploymentHandle to SearchMatcher
+        self.warm_workers = warm_search_workers(settings)
+
+
+def warm_search_workers(settings: AppSettings) -> list[int]:
+    """Before the replica is ready (Serve routes to it only after __init__): the processes
+    that run searches and cuts are up, so a first search waits for none (app/dispatch.py
+    ``warm_search_worker``). Their pids; none when turned off or when it failed (logged:
+    serving matters more than a fast first search)."""
+    n = settings.api.warm_search_workers
+    if n <= 0:
+        return []
+    import ray
+
+    from app.supervisor import supervisor
+
+    started = time.monotonic()
+    try:
+        pids = ray.get(supervisor(settings).warm.remote(settings, n), timeout=settings.api.warm_timeout_s)
+    except Exception as exc:
+        log.warning("search workers not warmed (%s); the first searches start their own", exc)
+        return []
+    log.info(
+        "%d search workers warm in %.1f s (pids %s)", len(set(pids)), time.monotonic() - started, sorted(set(pids))
+    )
+    return pids
 
     def __serve_build_asgi_app__(self) -> Starlette:
         """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
