@@ -78,6 +78,11 @@ class ApiSettings(BaseModel):
     warm_timeout_s: float = Field(default=120.0, gt=0.0)
     max_pending_embeds: int = Field(default=8, ge=1)
     max_running_searches: int = Field(default=16, ge=1)
+    # Searches in flight (submitted, not ended) on the whole cluster, counted by the job
+    # supervisor: one more POST is answered 503 with a Retry-After from the queue's length
+    # and recent searches' times, so an admitted search never waits behind a backlog it
+    # cannot get through (issue 26: unbounded, POST -> terminal reached p95 605 s on 2 cores).
+    max_searches_in_flight: int = Field(default=8, ge=1)
     retry_after_s: float = Field(default=4.0, gt=0.0)
     # Threads for blocking storage calls (LanceDB, files) per replica: a few more than
     # asyncio's cpus + 4, so one slow table commit does not stall every request; many more

@@ -183,6 +183,17 @@ class Services:
                 except Exception:
                     log.exception("orphaned clip sweep failed")
 
+    async def search_queue_wait(self) -> float:
+        """0 when the cluster can start one more search now; else the Retry-After seconds
+        (the supervisor counts every replica's searches). Unknown (a restarting supervisor)
+        admits: the dispatch then fails the attempt cleanly if it is still gone."""
+        try:
+            ref = self.supervisor.admission.remote(self.settings.api.max_searches_in_flight)
+            return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=5)
+        except Exception as exc:
+            log.warning("search queue unknown (%s); admitting", exc)
+            return 0.0
+
     async def sweep_lost_owners(self) -> int:
         """End the attempts owned by a supervisor incarnation that is gone (the live one, asked
         here, does the same on its own; whichever writes first ends them)."""

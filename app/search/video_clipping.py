@@ -159,6 +159,8 @@ class VideoClippingSearch:
         api = self.settings.api
         if len(self.services.jobs) >= api.max_running_searches:  # before anything is stored
             raise overloaded(f"{len(self.services.jobs)} searches running", api.retry_after_s)
+        if wait_s := await self.services.search_queue_wait():  # the cluster's queue, counted once
+            raise overloaded("the search queue is full", wait_s)
         times = StageTimes()
         with times.stage("claim"):
             request_id, existing = await claim_request_id(
