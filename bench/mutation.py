@@ -1,0 +1,207 @@
+"""Mutation testing of the pure cores (mutmut 3): the score per module and its surviving mutants.
+
+Each module listed in pyproject's ``[tool.facereel.mutation.modules]`` is mutated against its
+own unit tests only (never the Ray suite), in a scratch copy of the tree under
+``.mutation/<module>/`` whose ``[tool.mutmut]`` names that module and those tests. The rest of
+``[tool.mutmut]`` (the pytest arguments, ``do_not_mutate_patterns``: the equivalent mutants,
+each with its reason) is kept as it is.
+
+    .venv/bin/python bench/mutation.py                       # every module (not the deferred ones)
+    .venv/bin/python bench/mutation.py app/ratelimit.py      # one module
+    .venv/bin/python bench/mutation.py --changed origin/main # what a change touched (CI)
+
+A module counts as touched when it or one of its unit test files changed. The exit status is 1
+when a module scores under ``threshold`` (killed + timeouts over the mutants tested).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRATCH = REPO / ".mutation"
+COPIED = ("app", "pipelines", "tests")
+
+# mutmut's exit codes per mutant (mutmut/stats.py): what counts as killed, and what is left out.
+KILLED = {1, 3, 36, 24, -24, 152, 255}  # a failing test, pytest's internal error, a timeout
+SURVIVED = {0}
+NOT_TESTED = {5, 33, 34, 37, None}  # no tests ran it, skipped, caught by type check, not checked
+
+
+@dataclass
+class Score:
+    module: str
+    killed: int
+    survived: list[str]
+    other: dict[str, int | None]  # mutants neither killed nor survived: their exit codes
+    seconds: float
+
+    @property
+    def tested(self) -> int:
+        return self.killed + len(self.survived) + sum(1 for c in self.other.values() if c not in NOT_TESTED)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.killed / self.tested if self.tested else 100.0
+
+
+def load_config() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def module_config(pyproject: str, module: str, tests: list[str]) -> str:
+    """pyproject.toml with ``[tool.mutmut]`` narrowed to one module and its tests."""
+    section = re.search(r"^\[tool\.mutmut\]\n(.*?)(?=^\[)", pyproject, flags=re.S | re.M)
+    assert section is not None, "pyproject.toml has no [tool.mutmut] section"
+    body = section.group(1)
+    body = re.sub(r"^only_mutate = \[.*?^\]\n", f"only_mutate = {json.dumps([module])}\n", body, flags=re.S | re.M)
+    body = re.sub(
+        r"^pytest_add_cli_args_test_selection = \[.*?^\]\n",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n",
+        body,
+        flags=re.S | re.M,
+    )
+    return pyproject[: section.start(1)] + body + pyproject[section.end(1) :]
+
+
+def prepare(module: str, tests: list[str]) -> Path:
+    work = SCRATCH / module.replace("/", "_").removesuffix(".py")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in COPIED:
+        shutil.copytree(REPO / name, work / name, ignore=ignore)
+    (work / "pyproject.toml").write_text(module_config((REPO / "pyproject.toml").read_text(), module, tests))
+    return work
+
+
+def mutmut() -> str:
+    local = Path(sys.executable).with_name("mutmut")
+    return str(local) if local.exists() else "mutmut"
+
+
+def run_module(module: str, tests: list[str], max_children: int, verbose: bool) -> Score:
+    work = prepare(module, tests)
+    started = time.monotonic()
+    # Workers inherit the niceness: mutation runs never take CPUs from anything else.
+    cmd = ["nice", "-n", "19", mutmut(), "run", "--max-children", str(max_children)]
+    proc = subprocess.run(cmd, cwd=work, capture_output=not verbose, text=True, check=False)
+    seconds = time.monotonic() - started
+    meta = work / "mutants" / f"{module}.meta"
+    if not meta.exists():
+        if not verbose:
+            sys.stdout.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{module}: mutmut produced no results (exit {proc.returncode})")
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    killed = sum(1 for c in codes.values() if c in KILLED)
+    survived = sorted(k for k, c in codes.items() if c in SURVIVED)
+    other = {k: c for k, c in codes.items() if c not in KILLED and c not in SURVIVED}
+    return Score(module, killed, survived, other, seconds)
+
+
+def diffs(module: str, names: list[str]) -> str:
+    """The surviving mutants as diffs (mutmut's own rendering), in one process."""
+    if not names:
+        return ""
+    work = SCRATCH / module.replace("/", "_").removesuffix(".py")
+    code = (
+        "import sys\n"
+        "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
+        "for name in sys.argv[1:]:\n"
+        f"    print(get_diff_for_mutant(name, path={module!r}))\n"
+        "    print()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *names], cwd=work, capture_output=True, text=True, check=False)
+    return proc.stdout or proc.stderr
+
+
+def changed_modules(base: str, modules: dict[str, list[str]]) -> list[str]:
+    """Modules touched since ``base`` (committed, staged or not): the module or one of its tests."""
+    names = set()
+    for args in (["git", "diff", "--name-only", f"{base}...HEAD"], ["git", "diff", "--name-only", "HEAD"]):
+        out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True).stdout
+        names.update(out.split())
+    return [m for m, tests in modules.items() if m in names or any(t.split("::")[0] in names for t in tests)]
+
+
+def main() -> int:
+    cfg = load_config()["tool"]["facereel"]["mutation"]
+    modules: dict[str, list[str]] = cfg["modules"]
+    deferred: list[str] = cfg.get("deferred", [])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="modules to mutate (default: every listed one but the deferred)")
+    parser.add_argument("--changed", metavar="BASE", help="only the modules touched since BASE (git diff BASE...)")
+    parser.add_argument("--threshold", type=float, default=cfg["threshold"])
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--no-diffs", action="store_true", help="list survivors by name only")
+    parser.add_argument("--json", type=Path, help="write the scores here")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show mutmut's own output")
+    args = parser.parse_args()
+
+    if args.changed:
+        chosen = changed_modules(args.changed, modules)
+        if not chosen:
+            print(f"no pure core module touched since {args.changed}: nothing to mutate")
+            return 0
+    else:
+        chosen = args.modules or [m for m in modules if m not in deferred]
+    unknown = [m for m in chosen if m not in modules]
+    if unknown:
+        parser.error(f"not a listed pure core: {', '.join(unknown)}")
+
+    scores = []
+    for module in chosen:
+        print(f"== {module} (tests: {' '.join(modules[module])})", flush=True)
+        score = run_module(module, modules[module], args.max_children, args.verbose)
+        scores.append(score)
+        print(
+            f"   {score.percent:5.1f} %  killed {score.killed}/{score.tested}, "
+            f"{len(score.survived)} survived, {len(score.other)} other, {score.seconds:.0f} s",
+            flush=True,
+        )
+        for name, code in sorted(score.other.items()):
+            print(f"   not killed nor survived: {name} (exit {code})")
+        if score.survived:
+            print(diffs(module, score.survived) if not args.no_diffs else "\n".join(score.survived))
+
+    print("\nmodule                      score    killed/tested  seconds")
+    for s in scores:
+        print(f"{s.module:<27} {s.percent:5.1f} %  {s.killed:>6}/{s.tested:<6}  {s.seconds:7.0f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "module": s.module,
+                        "killed": s.killed,
+                        "tested": s.tested,
+                        "percent": round(s.percent, 1),
+                        "survived": s.survived,
+                        "seconds": round(s.seconds, 1),
+                    }
+                    for s in scores
+                ],
+                indent=2,
+            )
+        )
+    low = [s for s in scores if s.percent < args.threshold]
+    if low:
+        print(f"\nFAIL: under {args.threshold:g} %: " + ", ".join(f"{s.module} {s.percent:.1f} %" for s in low))
+        return 1
+    print(f"\nOK: every module at or above {args.threshold:g} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
