@@ -135,15 +135,29 @@ def test_a_lease_expires_after_lease_s_and_its_tokens_are_lost():
     assert takes(replica, 1) == [(True, 0.0)] and len(shared.calls) == 2
 
 
-def test_a_refusal_forgets_the_keys_spent_lease():
+def test_a_single_token_grant_or_a_refusal_forgets_the_keys_spent_lease():
     clock = Clock()
     shared = Shared(clock)
     replica = TokenLeases(shared.take_up_to, lease_s=3600.0, max_lease=50, clock=clock)
-    # 6 a minute, burst 20: leases of 2 tokens.
-    assert [ok for ok, _ in takes(replica, 21, per_minute=6.0, burst=20)] == [True] * 20 + [False]
+    # 6 a minute, burst 21: ten leases of 2 tokens, then the last token alone.
+    assert [ok for ok, _ in takes(replica, 21, per_minute=6.0, burst=21)] == [True] * 21
     assert len(shared.calls) == 11 and ("key", "get") not in replica.leases
-    allowed, wait = takes(replica, 1, per_minute=6.0, burst=20)[0]
+    allowed, wait = takes(replica, 1, per_minute=6.0, burst=21)[0]
     assert not allowed and wait == pytest.approx(10.0)
+    assert len(shared.calls) == 12 and ("key", "get") not in replica.leases
+
+
+def test_a_replica_leases_each_kind_of_a_key_from_its_own_bucket():
+    clock = Clock()
+    shared = Shared(clock)
+    replica = TokenLeases(shared.take_up_to, lease_s=3600.0, max_lease=50, clock=clock)
+
+    async def run(kind: str, n: int) -> list[bool]:
+        return [(await replica.take("key", kind, 6.0, 20))[0] for _ in range(n)]
+
+    assert asyncio.run(run("get", 21)) == [True] * 20 + [False]
+    assert asyncio.run(run("post", 20)) == [True] * 20
+    assert {c[1] for c in shared.calls} == {"get", "post"}
 
 
 def test_many_keys_drop_spent_and_expired_leases_and_keep_live_ones():
@@ -152,14 +166,14 @@ def test_many_keys_drop_spent_and_expired_leases_and_keep_live_ones():
     replica = TokenLeases(shared.take_up_to, lease_s=10.0, max_lease=2, clock=clock)
 
     async def run() -> None:
-        for i in range(5000):  # spent: both tokens of the lease used
-            await replica.take(f"spent{i}", "get", 600.0, 100)
-            await replica.take(f"spent{i}", "get", 600.0, 100)
         for i in range(5000):  # expired before the prune
             await replica.take(f"old{i}", "get", 600.0, 100)
         clock.now += 5.0
+        for i in range(5000):  # spent: both tokens of the lease used, not expired
+            await replica.take(f"spent{i}", "get", 600.0, 100)
+            await replica.take(f"spent{i}", "get", 600.0, 100)
         await replica.take("live", "get", 600.0, 100)  # one token left on its lease
-        clock.now += 5.0  # the "old" leases expire now; "live" has 5 s left
+        clock.now += 5.0  # the "old" leases expire now; "live" and "spent" have 5 s left
         await replica.take("new", "get", 600.0, 100)  # more than 10 000 leases: prune
 
     asyncio.run(run())
