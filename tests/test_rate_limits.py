@@ -145,6 +145,9 @@ def test_a_single_token_grant_or_a_refusal_forgets_the_keys_spent_lease():
     allowed, wait = takes(replica, 1, per_minute=6.0, burst=21)[0]
     assert not allowed and wait == pytest.approx(10.0)
     assert len(shared.calls) == 12 and ("key", "get") not in replica.leases
+    # Burst 20: the tenth lease is spent when the refusal comes.
+    assert [ok for ok, _ in takes(replica, 21, key="k2", per_minute=6.0, burst=20)] == [True] * 20 + [False]
+    assert ("k2", "get") not in replica.leases
 
 
 def test_a_replica_leases_each_kind_of_a_key_from_its_own_bucket():
