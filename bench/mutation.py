@@ -2,9 +2,11 @@
 
 Each module listed in pyproject's ``[tool.facereel.mutation.modules]`` is mutated against its
 own unit tests only (never the Ray suite), in a scratch copy of the tree under
-``.mutation/<module>/`` whose ``[tool.mutmut]`` names that module and those tests. The rest of
-``[tool.mutmut]`` (the pytest arguments, ``do_not_mutate_patterns``: the equivalent mutants,
-each with its reason) is kept as it is.
+``.mutation/<module>/`` whose ``[tool.mutmut]`` names that module and those tests (the rest of
+``[tool.mutmut]`` is kept). Equivalent mutants (no test can tell them from the code) are listed
+in ``[[tool.facereel.mutation.equivalent]]`` by mutmut's name and the line they write, with the
+reason; a listed survivor is reported and not counted. A changed function renumbers its
+mutants: an entry whose line no longer matches counts as a survivor again.
 
     .venv/bin/python bench/mutation.py                       # every module (not the deferred ones)
     .venv/bin/python bench/mutation.py app/ratelimit.py      # one module
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +47,7 @@ class Score:
     survived: list[str]
     other: dict[str, int | None]  # mutants neither killed nor survived: their exit codes
     seconds: float
+    equivalent: list[str] = field(default_factory=list)  # survivors listed as equivalent: not counted
 
     @property
     def tested(self) -> int:
@@ -74,8 +77,12 @@ def module_config(pyproject: str, module: str, tests: list[str]) -> str:
     return pyproject[: section.start(1)] + body + pyproject[section.end(1) :]
 
 
+def workdir(module: str) -> Path:
+    return SCRATCH / module.replace("/", "_").removesuffix(".py")
+
+
 def prepare(module: str, tests: list[str]) -> Path:
-    work = SCRATCH / module.replace("/", "_").removesuffix(".py")
+    work = workdir(module)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -110,20 +117,28 @@ def run_module(module: str, tests: list[str], max_children: int, verbose: bool) 
     return Score(module, killed, survived, other, seconds)
 
 
-def diffs(module: str, names: list[str]) -> str:
+def survivor_diffs(module: str, names: list[str]) -> dict[str, str]:
     """The surviving mutants as diffs (mutmut's own rendering), in one process."""
     if not names:
-        return ""
-    work = SCRATCH / module.replace("/", "_").removesuffix(".py")
+        return {}
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
-        "for name in sys.argv[1:]:\n"
-        f"    print(get_diff_for_mutant(name, path={module!r}))\n"
-        "    print()\n"
+        f"print(json.dumps({{n: get_diff_for_mutant(n, path={module!r}) for n in sys.argv[1:]}}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, *names], cwd=work, capture_output=True, text=True, check=False)
-    return proc.stdout or proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *names], cwd=workdir(module), capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def is_equivalent(name: str, diff: str, equivalent: list[dict]) -> dict | None:
+    """The ``equivalent`` entry for this mutant when its name and the line it writes both match."""
+    added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    for entry in equivalent:
+        if entry["mutant"] == name and entry["line"].strip() in added:
+            return entry
+    return None
 
 
 def changed_modules(base: str, modules: dict[str, list[str]]) -> list[str]:
@@ -139,6 +154,7 @@ def main() -> int:
     cfg = load_config()["tool"]["facereel"]["mutation"]
     modules: dict[str, list[str]] = cfg["modules"]
     deferred: list[str] = cfg.get("deferred", [])
+    equivalent: list[dict] = cfg.get("equivalent", [])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: every listed one but the deferred)")
     parser.add_argument("--changed", metavar="BASE", help="only the modules touched since BASE (git diff BASE...)")
@@ -164,16 +180,26 @@ def main() -> int:
     for module in chosen:
         print(f"== {module} (tests: {' '.join(modules[module])})", flush=True)
         score = run_module(module, modules[module], args.max_children, args.verbose)
+        found = survivor_diffs(module, score.survived)
+        for name, diff in found.items():
+            entry = is_equivalent(name, diff, equivalent)
+            if entry is not None:
+                score.survived.remove(name)
+                score.equivalent.append(f"{name}: {entry['why']}")
         scores.append(score)
         print(
             f"   {score.percent:5.1f} %  killed {score.killed}/{score.tested}, "
-            f"{len(score.survived)} survived, {len(score.other)} other, {score.seconds:.0f} s",
+            f"{len(score.survived)} survived, {len(score.equivalent)} equivalent (not counted), "
+            f"{len(score.other)} other, {score.seconds:.0f} s",
             flush=True,
         )
+        for line in score.equivalent:
+            print(f"   equivalent: {line}")
         for name, code in sorted(score.other.items()):
             print(f"   not killed nor survived: {name} (exit {code})")
-        if score.survived:
-            print(diffs(module, score.survived) if not args.no_diffs else "\n".join(score.survived))
+        for name in score.survived:
+            print(f"\n# {name}: survived" + ("" if args.no_diffs else "\n" + found[name]))
+        sys.stdout.flush()
 
     print("\nmodule                      score    killed/tested  seconds")
     for s in scores:
@@ -188,6 +214,7 @@ def main() -> int:
                         "tested": s.tested,
                         "percent": round(s.percent, 1),
                         "survived": s.survived,
+                        "equivalent": s.equivalent,
                         "seconds": round(s.seconds, 1),
                     }
                     for s in scores

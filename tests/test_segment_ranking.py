@@ -102,3 +102,29 @@ def test_ranked_segments_ties_go_to_the_best_hit_then_the_earlier_segment():
     assert ranked_segments({"v": hits((0.2, 0.5), (0.4, 0.5))}, {}, RULES)[0].start_s == 0.0
     assert ranked_segments({"v": hits((0.2, 0.5))}, {}, RULES) == []
     assert ranked_segments({}, {}, RULES) == []
+
+
+def test_one_confirmed_hit_is_enough_to_rank_first():
+    plain = hits((2.0, 0.9), (2.5, 0.9), (3.0, 0.9))
+    one = [TimedHit(20.0, 0.5, True), TimedHit(20.5, 0.5)]
+    assert best_window(plain + one, 0.0, 60.0, RULES).confirmed == 1
+    ranked = ranked_segments({"v": plain + one}, {}, RULES)
+    assert [(r.start_s, r.confirmed_frames) for r in ranked] == [(19.5, 1), (1.5, 0)]
+
+
+def test_a_lone_hit_before_a_segment_does_not_hide_it():
+    ranked = ranked_segments({"v": hits((1.0, 0.9), (10.0, 0.5), (10.5, 0.5))}, {}, RULES)
+    assert [(r.start_s, r.end_s) for r in ranked] == [(9.5, 11.0)]
+
+
+def test_a_video_exactly_min_clip_long_holds_a_window():
+    w = best_window(hits((1.0, 0.9), (1.5, 0.9)), 0.0, 3.0, RULES)
+    assert (w.start_s, w.end_s, w.support) == (0.0, 3.0, 2)
+
+
+def test_hits_on_the_windows_edges_are_inside_it():
+    no_pad = RULES.model_copy(update={"padding_s": 0.0})
+    w = best_window(hits((0.0, 0.5), (0.5, 0.9)), 0.0, 30.0, no_pad)
+    assert (w.start_s, w.end_s, w.support, w.mean_similarity) == (0.0, 3.0, 2, 0.7)
+    w = best_window(hits((9.5, 0.9), (10.0, 0.5)), 0.0, 10.0, no_pad)
+    assert (w.start_s, w.end_s, w.support, w.poster_s) == (7.0, 10.0, 2, 9.5)
