@@ -98,8 +98,9 @@ def mutmut() -> str:
     return str(local) if local.exists() else "mutmut"
 
 
-def run_module(module: str, tests: list[str], max_children: int, verbose: bool) -> Score:
-    work = prepare(module, tests)
+def run_module(module: str, tests: list[str], max_children: int, verbose: bool, resume: bool = False) -> Score:
+    # mutmut picks up where an interrupted run stopped, in the same scratch copy.
+    work = workdir(module) if resume and workdir(module).exists() else prepare(module, tests)
     started = time.monotonic()
     # Workers inherit the niceness: mutation runs never take CPUs from anything else.
     cmd = ["nice", "-n", "19", mutmut(), "run", "--max-children", str(max_children)]
@@ -160,6 +161,7 @@ def main() -> int:
     parser.add_argument("--changed", metavar="BASE", help="only the modules touched since BASE (git diff BASE...)")
     parser.add_argument("--threshold", type=float, default=cfg["threshold"])
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--resume", action="store_true", help="go on with an interrupted run (same sources)")
     parser.add_argument("--no-diffs", action="store_true", help="list survivors by name only")
     parser.add_argument("--json", type=Path, help="write the scores here")
     parser.add_argument("-v", "--verbose", action="store_true", help="show mutmut's own output")
@@ -179,7 +181,7 @@ def main() -> int:
     scores = []
     for module in chosen:
         print(f"== {module} (tests: {' '.join(modules[module])})", flush=True)
-        score = run_module(module, modules[module], args.max_children, args.verbose)
+        score = run_module(module, modules[module], args.max_children, args.verbose, args.resume)
         found = survivor_diffs(module, score.survived)
         for name, diff in found.items():
             entry = is_equivalent(name, diff, equivalent)
