@@ -10,7 +10,9 @@ from pathlib import Path
 
 import av
 import imageio_ffmpeg
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipelines import clip_corpus, clip_verify, h264, smart_cut
 from pipelines.clip import cut_clip
@@ -69,6 +71,40 @@ def test_every_cut_of_every_source_kind_is_verified(tmp_path, corpus_dir, kind):
         assert "smart_cut" not in encodings  # nothing whole to copy, or it cannot be copied
     if kind in ("closed_gop", "mixed_idr", "dash_fragmented", "start_offset", "vfr"):
         assert "smart_cut" in encodings  # the corpus exercises the copy path too
+
+
+def frames_of(path: Path, count: int | None = None) -> list[np.ndarray]:
+    """The first ``count`` (all when None) decoded frames, BGR int16."""
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(container.streams.video[0]):
+            frames.append(frame.to_ndarray(format="bgr24").astype(np.int16))
+            if count is not None and len(frames) >= count:
+                break
+    return frames
+
+
+def nearest(image: np.ndarray, frames: list[np.ndarray]) -> int:
+    return int(np.argmin([np.abs(image - f).mean() for f in frames]))
+
+
+def test_a_fragmented_source_cut_just_before_a_keyframe_starts_and_posters_on_time(tmp_path, corpus_dir):
+    """In a fragmented MP4 a plain input seek to a frame displayed just before a keyframe lands
+    in that keyframe's fragment (it is decoded earlier than it is shown) and so starts late:
+    clip and poster both seek exactly (pipelines/ffmpeg.py: exact_seek)."""
+    source = clip_corpus.build("dash_fragmented", corpus_dir)
+    packets = smart_cut.all_packets(str(source))
+    times = sorted(p.pts_s for p in packets)
+    keys = sorted(p.pts_s for p in packets if p.key)[1:3]
+    for n, key in enumerate(keys):
+        before = times[times.index(key) - 1]  # the frame shown just before the keyframe
+        out = tmp_path / str(n)
+        info = cut_and_check(source, before, before + 1.0, out, False)
+        assert info.start_s == pytest.approx(before, abs=TOL)
+        first_two = frames_of(out / "clip.mp4", 2)
+        with Image.open(out / "poster.jpg") as img:
+            poster = np.asarray(img.convert("RGB"))[:, :, ::-1].astype(np.int16)
+        assert nearest(poster, first_two) == 0  # the poster shows the clip's first frame
 
 
 def test_the_dash_layout_mixes_idr_and_non_idr_sync_samples(corpus_dir):
