@@ -465,7 +465,7 @@ def cut_clip(
             raise ClipError(f"window starts at {start_s:.3f} s, after the end of the video ({source.end_s:.3f} s)", 422)
         try:
             first_pts = _displayed_frame_pts(local, start_s)
-            poster_pts = _displayed_frame_pts(local, poster_s)
+            poster_pts = first_pts if poster_s == start_s else _displayed_frame_pts(local, poster_s)
         except av.FFmpegError as exc:
             raise ClipError(f"source is not a readable video: {exc}", 422) from exc
         if first_pts is None or poster_pts is None:
