@@ -17,6 +17,8 @@ only start on a keyframe.
 With ``reframe`` (a pipelines/reframe.py ``CropPath``) the clip is cropped to another
 aspect ratio along a path that follows a face; the path's times are source times and are
 shifted here so that they match the output's ``t``, which starts at 0 on the first frame.
+The path is in the upright picture (a phone's rotation flag applied, pipelines/rotation.py),
+as decode's face boxes are: ffmpeg turns the picture upright before ``-vf`` filters run.
 
 The pure helpers come first; functions that run ffmpeg or touch files are at the end.
 (The contract's HH:MM:SS strings are formatted in app/contract.py.)
@@ -45,6 +47,7 @@ from pipelines.config import ClipSettings
 from pipelines.ffmpeg import exact_seek, ffmpeg_time, stderr_tail
 from pipelines.media import is_remote, open_binary
 from pipelines.reframe import CropPath
+from pipelines.rotation import display_rotation, upright_size
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,12 @@ def _poster_command(
     ffmpeg_exe: str, source: str, at_s: float, out: Path, s: ClipSettings, video_filter: str | None = None
 ) -> list[str]:
     vf = ["-vf", video_filter] if video_filter else []
+    # The same exact seek as the clip: a plain input -ss can land after the frame in a
+    # fragmented MP4 (pipelines/ffmpeg.py), and would then show a later one.
+    seek = exact_seek(at_s)
     return [
         ffmpeg_exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-seek_timestamp", "1", "-ss", ffmpeg_time(at_s), "-i", source,
+        *seek.input, "-i", source, *seek.output,
         "-map", "0:v:0", *vf, "-frames:v", "1", "-q:v", str(s.poster_quality),
         "-update", "1", "-f", "image2", "-c:v", "mjpeg", str(out),
     ]  # fmt: skip
@@ -157,7 +163,8 @@ class _Source:
     has_audio: bool
     audio_end_s: float | None  # end of the audio in the source timeline; None without audio
     end_s: float  # end of the video in the source timeline
-    size: tuple[int, int]  # coded width, height (what PyAV decodes, so what faces are found in)
+    size: tuple[int, int]  # upright width, height: what ffmpeg crops and decode finds faces in
+    rotation: int  # the rotation flag (pipelines/rotation.py), 0 for most sources
 
 
 def _inspect_source(path: str) -> _Source:
@@ -175,7 +182,10 @@ def _inspect_source(path: str) -> _Source:
                 end = (container.start_time or 0) / av.time_base + container.duration / av.time_base
             else:
                 end = math.inf
-            size = (stream.codec_context.width, stream.codec_context.height)
+            # The rotation flag comes with decoded frames (PyAV 18 has no stream side data).
+            first_frame = next(container.decode(stream), None)
+            rotation = display_rotation(first_frame.rotation) if first_frame is not None else 0
+            size = upright_size((stream.codec_context.width, stream.codec_context.height), rotation)
             audio_end = None
             if container.streams.audio:
                 a = container.streams.audio[0]
@@ -185,7 +195,7 @@ def _inspect_source(path: str) -> _Source:
                     audio_end = ((container.start_time or 0) + container.duration) / av.time_base
                 else:
                     audio_end = math.inf
-            return _Source(bool(container.streams.audio), audio_end, end, size)
+            return _Source(bool(container.streams.audio), audio_end, end, size, rotation)
     except ClipError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -430,7 +440,8 @@ def cut_clip(
     +faststart, plus a JPEG poster of the frame on screen at ``poster_s``.
 
     ``reframe`` crops clip and poster along a path planned for this source (its
-    ``source_size`` must be the video's size; ValueError otherwise); None keeps the frame.
+    ``source_size`` must be the video's upright size; ValueError otherwise); None keeps
+    the frame.
 
     Outputs appear atomically (temporary sibling, then os.replace) and only when both were
     made. A window reaching past the end of the source gives a shorter clip; one starting
@@ -446,12 +457,15 @@ def cut_clip(
     with _local_copy(source_uri, storage_options) as local:
         source = _inspect_source(local)
         if reframe is not None and tuple(reframe.source_size) != source.size:
-            raise ValueError(f"reframe path is for a {reframe.source_size} source, the video is {source.size}")
+            raise ValueError(
+                f"reframe path is for a {reframe.source_size} source, the video is {source.size} upright"
+                f" (rotation {source.rotation})"
+            )
         if start_s >= source.end_s:
             raise ClipError(f"window starts at {start_s:.3f} s, after the end of the video ({source.end_s:.3f} s)", 422)
         try:
             first_pts = _displayed_frame_pts(local, start_s)
-            poster_pts = _displayed_frame_pts(local, poster_s)
+            poster_pts = first_pts if poster_s == start_s else _displayed_frame_pts(local, poster_s)
         except av.FFmpegError as exc:
             raise ClipError(f"source is not a readable video: {exc}", 422) from exc
         if first_pts is None or poster_pts is None:

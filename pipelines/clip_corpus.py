@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,14 @@ def build(kind: str, directory: Path) -> Path:
         spec.build(imageio_ffmpeg.get_ffmpeg_exe(), out, spec.duration_s, spec.audio)
         log.debug("built corpus source %s", out)
     return out
+
+
+def build_all(directory: Path, kinds: list[str] | None = None, workers: int = 2) -> dict[str, Path]:
+    """Every source of ``kinds`` (all when None), ``workers`` ffmpeg builds at a time."""
+    names = list(KINDS) if kinds is None else kinds
+    directory.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(workers) as pool:
+        return dict(zip(names, pool.map(lambda kind: build(kind, directory), names), strict=True))
 
 
 def windows(

@@ -1,7 +1,9 @@
 """Decoding: probe media, sample video frames at exact presentation times, load photos.
 
 Frames are decoded sequentially (threaded codec) and only the sampled ones are
-converted to arrays: seeking per sample measured 3-10x slower. Long videos are split
+converted to arrays: seeking per sample measured 3-10x slower. Frames are turned upright
+by the source's rotation flag (pipelines/rotation.py), so a probe's width/height and every
+face box are in the picture as a viewer sees it. Long videos are split
 into time chunks, each decoded independently after one seek, so one video can use
 many cores. Timestamps are presentation times in seconds (``frame.time``), not
 ``index / fps``: real files often start at a non-zero pts.
@@ -20,17 +22,19 @@ from PIL import Image, ImageOps
 
 from pipelines.media import MediaSource, open_binary
 from pipelines.photos import taken_at
+from pipelines.rotation import display_rotation, upright_image, upright_size
 
 
 @dataclass(frozen=True)
 class MediaProbe:
     duration_s: float
     fps: float
-    width: int
+    width: int  # upright (the rotation flag applied), as decoded frames are
     height: int
     codec: str
     start_s: float  # presentation time of the first frame
     taken_at: datetime | None = None  # photos: EXIF capture time
+    rotation: int = 0  # videos: degrees the stored picture is turned (counterclockwise) to be upright
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def plan_work(probed: list[tuple[MediaSource, MediaProbe]], sample_fps: float, c
 class SampledFrame:
     timestamp_s: float
     frame_index: int  # frame number derived from pts at the stream's average rate
-    image: np.ndarray  # H x W x 3 uint8 BGR
+    image: np.ndarray  # H x W x 3 uint8 BGR, upright
 
 
 def probe_video(uri: str, storage_options: dict | None = None) -> MediaProbe:
@@ -81,6 +85,8 @@ def probe_video(uri: str, storage_options: dict | None = None) -> MediaProbe:
         if first is None:
             raise ValueError("no decodable video frame")
         start = float(first.time)
+        rotation = display_rotation(first.rotation)
+        width, height = upright_size((stream.codec_context.width, stream.codec_context.height), rotation)
         if stream.duration is not None and stream.time_base is not None:
             end = float(stream.start_time or 0) * float(stream.time_base) + float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -90,10 +96,11 @@ def probe_video(uri: str, storage_options: dict | None = None) -> MediaProbe:
         return MediaProbe(
             duration_s=max(0.0, end - start) or 1.0 / fps,
             fps=fps,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             codec=stream.codec_context.name,
             start_s=start,
+            rotation=rotation,
         )
 
 
@@ -176,7 +183,8 @@ def sample_video(
             t = float(frame.time)
             if sampler.accept(t) is not None:
                 index = round((t - probe.start_s) * probe.fps)
-                yield SampledFrame(t, index, frame.to_ndarray(format="bgr24"))
+                image = upright_image(frame.to_ndarray(format="bgr24"), display_rotation(frame.rotation))
+                yield SampledFrame(t, index, image)
             if sampler.done:
                 break
 

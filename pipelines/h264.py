@@ -71,8 +71,12 @@ def split_nal_units(data: bytes, length_size: int | None) -> list[bytes]:
         i = j + 3
     for n, (_, payload) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(data)
-        if end > payload:
-            units.append(data[payload:end])
+        # Zero bytes before a start code (trailing_zero_8bits) are not the unit's: a NAL
+        # unit never ends in 0x00 (its last byte holds the RBSP stop bit, or is an
+        # emulation-prevention 0x03 after cabac_zero_words).
+        unit = data[payload:end].rstrip(b"\x00")
+        if unit:
+            units.append(unit)
     return units
 
 
@@ -126,6 +130,8 @@ def recovery_point(sei_nal: bytes) -> tuple[int, bool] | None:
             return None
         size += data[pos]
         pos += 1
+        if pos + size > len(data):  # a message cut short: nothing in it can be trusted
+            return None
         payload = data[pos : pos + size]
         pos += size
         if ptype == SEI_RECOVERY_POINT:

@@ -41,7 +41,9 @@ ASPECTS: dict[str, tuple[int, int] | None] = {"9:16": (9, 16), "1:1": (1, 1), "s
 # Terms per parenthesised group in a path expression (see _sum).
 SUM_CHUNK = 16
 
-# A face sample: (timestamp_s, x1, y1, x2, y2) in source pixels, source timeline.
+# A face sample: (timestamp_s, x1, y1, x2, y2) in source pixels, source timeline. Pixels of
+# the upright picture (a rotation flag applied, pipelines/rotation.py), as decode gives them
+# and as ffmpeg crops them.
 FaceSample = tuple[float, float, float, float, float]
 
 
