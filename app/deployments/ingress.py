@@ -25,6 +25,14 @@ class ApiIngress:
         self.matcher = matcher  # DeploymentHandle to SearchMatcher
         self.warm_workers = warm_search_workers(settings)
 
+    def __serve_build_asgi_app__(self) -> Starlette:
+        """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
+        from app.api import create_api
+        from app.ratelimit import limiter_actor
+        from app.services import Services
+
+        return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))
+
 
 def warm_search_workers(settings: AppSettings) -> list[int]:
     """Before the replica is ready (Serve routes to it only after __init__): the processes
@@ -48,11 +56,3 @@ def warm_search_workers(settings: AppSettings) -> list[int]:
         "%d search workers warm in %.1f s (pids %s)", len(set(pids)), time.monotonic() - started, sorted(set(pids))
     )
     return pids
-
-    def __serve_build_asgi_app__(self) -> Starlette:
-        """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
-        from app.api import create_api
-        from app.ratelimit import limiter_actor
-        from app.services import Services
-
-        return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))
