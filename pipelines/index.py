@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from pipelines.cluster import (
 from pipelines.config import PoolSettings, Settings, TrackSettings
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
 from pipelines.linking import VideoTracks
+from pipelines.local_cluster import agent_port_for_a_new_node
 from pipelines.media import MediaSource, fsspec_options, is_remote, list_media
 from pipelines.metrics import index_progress
 from pipelines.models import pack_info
@@ -122,13 +124,14 @@ def ensure_ray(settings: Settings) -> None:
     and on cluster nodes), else start a private local one."""
     if not ray.is_initialized():
         address = settings.ray.address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(
-            address=address,
-            num_cpus=settings.ray.num_cpus if address == "local" else None,
-            include_dashboard=False,
-            log_to_driver=settings.ray.log_to_driver,
-            configure_logging=False,
-        )
+        with agent_port_for_a_new_node() if address == "local" else nullcontext():
+            ray.init(
+                address=address,
+                num_cpus=settings.ray.num_cpus if address == "local" else None,
+                include_dashboard=False,
+                log_to_driver=settings.ray.log_to_driver,
+                configure_logging=False,
+            )
 
 
 @ray.remote(num_cpus=0.25)
