@@ -68,9 +68,9 @@ class IndexReport:
 
 
 # The stages an index run reports, in order. Decode, detect and embed run as one stream, so
-# ``decode`` lasts until the first embedded batch reaches the writer (frames decoding and
-# models loading), ``embed`` while results stream into the index, and ``write`` is the last
-# flush, compaction and index build.
+# ``decode`` lasts until the detect actors have finished a frame (frames decoding and models
+# loading), ``detect`` until the first embedded batch reaches the writer, ``embed`` while
+# results stream into the index, and ``write`` is the last flush, compaction and index build.
 STAGES = ("probe", "decode", "detect", "embed", "write")
 
 
