@@ -163,7 +163,8 @@ def cut_window(settings: AppSettings, job: ClipJob) -> dict:
             end_seconds=round(window.end_s if info.end_s is None else info.end_s, 3),
             duration_seconds=round(info.duration_s, 3),
             matched_frames=window.support,
-            best_similarity=round(window.best_similarity, 4),
+            # The selfie's best similarity in the window; a clip of chosen times saw no hits.
+            **({"best_similarity": round(window.best_similarity, 4)} if window.support else {}),
             aspect=job.aspect,
             width=info.width,
             height=info.height,

@@ -476,23 +476,34 @@ def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) 
     ]
     missing = sorted(set(job.media_keys) - {s.media_key for s in sources})
     job.media_errors.update({k: "not registered (deleted before the job ran)" for k in missing})
-    last = {"write": 0.0, "check": 0.0, "stop": False}
+    last = {"write": 0.0, "check": 0.0, "stop": False, "dirty": False}
     interval = settings.api.index_progress_interval_s
     writing = threading.Lock()  # the heartbeat thread and the progress writes share ``job``
 
+    def write_progress() -> None:  # holding ``writing``
+        last["write"], last["dirty"] = time.monotonic(), False
+        if not jobs.progress(job):
+            last["stop"] = True
+
     def on_progress(status: IndexProgress) -> None:
-        stage_changed = status.stage != job.current_stage
-        job.current_stage = status.stage
-        job.frames_planned, job.frames_done = status.frames_planned, status.frames_done
-        job.media_done, job.faces = status.media_done + len(missing), status.faces
-        job.indexed = list(status.indexed)
-        job.media_errors.update(status.failed)
-        now = time.monotonic()
-        if stage_changed or now - last["write"] >= interval:
-            last["write"] = now
-            with writing:
-                if not jobs.progress(job):
-                    last["stop"] = True
+        """Each stage change is written at once, progress at most every ``interval``; what
+        a batch moved in between is written by the heartbeat thread (``flush_progress``),
+        so a record is never more than about one interval behind."""
+        with writing:
+            stage_changed = status.stage != job.current_stage
+            job.current_stage = status.stage
+            job.frames_planned, job.frames_done = status.frames_planned, status.frames_done
+            job.media_done, job.faces = status.media_done + len(missing), status.faces
+            job.indexed = list(status.indexed)
+            job.media_errors.update(status.failed)
+            last["dirty"] = True
+            if stage_changed or time.monotonic() - last["write"] >= interval:
+                write_progress()
+
+    def flush_progress() -> None:
+        with writing:
+            if last["dirty"] and time.monotonic() - last["write"] >= interval:
+                write_progress()
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -504,10 +515,15 @@ def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) 
     alive = threading.Event()
 
     def heartbeat() -> None:
-        while not alive.wait(settings.api.index_job_heartbeat_s):
+        beat = settings.api.index_job_heartbeat_s
+        due = time.monotonic() + beat
+        while not alive.wait(min(beat, interval)):
             try:
-                with writing:
-                    jobs.heartbeat(job)
+                flush_progress()
+                if time.monotonic() >= due:
+                    due = time.monotonic() + beat
+                    with writing:
+                        jobs.heartbeat(job)
             except Exception:  # the next beat tries again; the deadline is several beats away
                 log.warning("index job %s: heartbeat failed", job_id, exc_info=True)
 

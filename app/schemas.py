@@ -65,6 +65,40 @@ class StartEnvelope(TypedDict):
     data: StartData
 
 
+BestSimilarity = Annotated[
+    float,
+    Field(
+        description=(
+            "The best cosine similarity between a face of the person in it and the participant's own "
+            "photos (the selfies; the closest one counts), in [-1, 1]. Query expansion (the person's own "
+            "video faces as extra references) decides what matches but never raises this value. A face "
+            "found only by its BIB number carries the OCR confidence instead. Absent on a clip of chosen "
+            "times, which no hits were counted for."
+        )
+    ),
+]
+SegmentScore = Annotated[
+    float,
+    Field(
+        description=(
+            "Ranking evidence: the sum of the hits' match scores. A hit's score is its best_similarity, or, "
+            "when query expansion found it, its similarity to one of the person's own confident video faces "
+            "(a face that is itself such a reference scores 1.0), so it may exceed "
+            "best_similarity x matched_frames."
+        )
+    ),
+]
+PhotoSimilarity = Annotated[
+    float,
+    Field(
+        description=(
+            "Face Search: cosine similarity between the photo's best face and the closest selfie. "
+            "BIB search: the OCR confidence of the number."
+        )
+    ),
+]
+
+
 class ClipItem(TypedDict):
     """A cut clip: the contract's five fields first, then what facereel adds."""
 
@@ -78,7 +112,7 @@ class ClipItem(TypedDict):
     end_seconds: NotRequired[float]
     duration_seconds: NotRequired[float]
     matched_frames: NotRequired[int]
-    best_similarity: NotRequired[float]
+    best_similarity: NotRequired[BestSimilarity]
     aspect: NotRequired[Aspect]
     width: NotRequired[int]
     height: NotRequired[int]
@@ -100,8 +134,8 @@ class SegmentItem(TypedDict):
     start_seconds: float
     end_seconds: float
     matched_frames: int
-    best_similarity: float
-    score: float
+    best_similarity: BestSimilarity
+    score: SegmentScore
     confirmed_frames: int
     clipped: bool
 
@@ -124,7 +158,7 @@ class ExtraClipItem(TypedDict):
     poster_url: NotRequired[str]
     duration_seconds: NotRequired[float]
     matched_frames: NotRequired[int]
-    best_similarity: NotRequired[float]
+    best_similarity: NotRequired[BestSimilarity]
     width: NotRequired[int]
     height: NotRequired[int]
 
@@ -170,7 +204,7 @@ class PhotoItem(TypedDict):
     photo_key: str
     photo_url: str
     thumbnail_url: str
-    similarity: float
+    similarity: PhotoSimilarity
     bbox: list[float]
     taken_at: str | None
     match_count: int

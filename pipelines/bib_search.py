@@ -11,6 +11,7 @@ the number and matches the selfie is ``confirmed`` and its segments rank first.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,17 +93,22 @@ def fuse(selfie: dict[str, list[FaceMatch]], bib: dict[str, list[FaceMatch]]) ->
     """Selfie and BIB evidence together. Pure.
 
     A track in both is confirmed: all of its matches carry ``confirmed``. Otherwise each
-    kind's matches count as they are (one face per time and track, the stronger kept).
+    kind's matches count as they are (one face per time and track). A face both kinds found
+    keeps the selfie's similarity (what clients are shown) and ranks by the stronger
+    evidence of the two; a face only the number found keeps its OCR confidence.
     """
     out = {}
     for key in set(selfie) | set(bib):
         a, b = selfie.get(key, []), bib.get(key, [])
         both = ({m.track_id for m in a} & {m.track_id for m in b}) - {NO_TRACK}
         merged: dict[tuple[float, int], FaceMatch] = {}
-        for m in [*a, *b]:
-            m = FaceMatch(m.timestamp_s, m.similarity, m.track_id, m.bbox, confirmed=m.track_id in both)
+        for m in a:
+            merged[(m.timestamp_s, m.track_id)] = replace(m, confirmed=m.track_id in both)
+        for m in b:
             seen = merged.get((m.timestamp_s, m.track_id))
-            if seen is None or m.similarity > seen.similarity:
-                merged[(m.timestamp_s, m.track_id)] = m
+            if seen is None:
+                merged[(m.timestamp_s, m.track_id)] = replace(m, confirmed=m.track_id in both)
+            elif m.rank_score > seen.rank_score:
+                merged[(m.timestamp_s, m.track_id)] = replace(seen, score=m.rank_score)
         out[key] = sorted(merged.values(), key=lambda m: m.timestamp_s)
     return out

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from pipelines.metrics import index_progress
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
 from pipelines.placement import PoolFit, StageFit, describe_nodes, embed_threads, fit_stages
-from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, ReadBibs, decode_batches
+from pipelines.stages import KIND_END, KIND_FACE, KIND_FRAME, DetectAlign, Embed, ReadBibs, decode_batches
 from pipelines.tracks import NO_TRACK, SIGNATURE_DIM, face_quality
 from pipelines.watchdog import watched
 
@@ -68,25 +70,38 @@ class IndexReport:
 
 
 # The stages an index run reports, in order. Decode, detect and embed run as one stream, so
-# ``decode`` lasts until the first embedded batch reaches the writer (frames decoding and
-# models loading), ``embed`` while results stream into the index, and ``write`` is the last
-# flush, compaction and index build.
+# ``decode`` lasts until the detect actors have finished a frame (frames decoding and models
+# loading), ``detect`` until the first embedded batch reaches the writer, ``embed`` while
+# results stream into the index, and ``write`` is the last flush, compaction and index build.
 STAGES = ("probe", "decode", "detect", "embed", "write")
 
 
 @dataclass
 class IndexProgress:
-    """Where an index run is: its stage and counts; ``frames_done`` counts the sampled frames
-    of finished chunks, so it reaches ``frames_planned`` exactly."""
+    """Where an index run is: its stage and counts.
+
+    ``frames_done`` counts sampled frames as they are processed, so it moves within a chunk,
+    even for one short video: a frame counts half once the detect actors finished it
+    (``frames_detected``, read from their tally while the stream catches up) and whole once
+    its rows reached the writer (``frames_out``; when a chunk ends, the frames it planned
+    but did not yield, such as decode errors, count too), so it reaches ``frames_planned``
+    exactly."""
 
     stage: str = "probe"
     media_total: int = 0
     media_done: int = 0  # indexed or failed
     frames_planned: int = 0
     frames_done: int = 0
+    frames_detected: int = 0
+    frames_out: int = 0
     faces: int = 0
     indexed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+
+    def count(self) -> None:
+        """``frames_done`` from the two counts (never more than planned, never backwards)."""
+        detected = min(max(self.frames_detected, self.frames_out), self.frames_planned)
+        self.frames_done = max(self.frames_done, (detected + self.frames_out) // 2)
 
     @property
     def percent(self) -> float:
@@ -184,7 +199,28 @@ def fit_to_cluster(settings: Settings, bibs: bool = False, settle_s: float = 1.0
     return fit
 
 
-def build_dataset(items: list[WorkItem], settings: Settings, fit: StageFit) -> ray.data.Dataset:
+@ray.remote(num_cpus=0)
+class FrameTally:
+    """Sampled frames the detect actors have finished (with or without faces): the driver
+    reads it while the stream has not yet brought their faces out (progress)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def add(self, frames: int) -> None:
+        self.frames += frames
+
+    def total(self) -> int:
+        return self.frames
+
+
+# How often the driver reads the detect actors' tally while it waits for batches.
+TALLY_POLL_S = 0.5
+
+
+def build_dataset(
+    items: list[WorkItem], settings: Settings, fit: StageFit, tally: ray.actor.ActorHandle | None = None
+) -> ray.data.Dataset:
     """The streaming pipeline over ``items`` with the stages sized by ``fit``; with a
     ``bibs`` pool an OCR stage reads race numbers before detection (it needs whole frames,
     which detection drops)."""
@@ -227,6 +263,8 @@ def build_dataset(items: list[WorkItem], settings: Settings, fit: StageFit) -> r
             if name == "bibs"
             else {"models_cfg": pool_models_cfg(name, pool)}
         )
+        if name == "detect" and tally is not None:
+            kwargs["tally"] = tally
         # Actor pools spread over the nodes (Ray Data's default strategy for actors is SPREAD).
         ds = ds.map_batches(
             stages[name],
@@ -309,6 +347,29 @@ def face_rows(
     return table, np.asarray(batch["signature"][sel], np.float32).reshape(n, SIGNATURE_DIM)
 
 
+def frames_out(
+    batch: dict[str, np.ndarray], chunk_of: dict[str, int], last: dict[str, float]
+) -> dict[tuple[str, int], int]:
+    """Sampled frames that came out of the pipeline in ``batch``, per (media key, chunk index).
+
+    Rows arrive in order: a frame's face rows (or its one ``frame`` marker row, when no face
+    was found) are consecutive, and a chunk's end row follows its frames, so a frame is new
+    when its time differs from the media's last one, and an end row moves on to the next
+    chunk. ``last`` (each media's last frame time) is updated; ``chunk_of`` is not. Pure.
+    """
+    out: dict[tuple[str, int], int] = defaultdict(int)
+    cursor: dict[str, int] = {}
+    for kind, key, t in zip(batch["kind"], batch["media_key"], batch["timestamp_s"], strict=True):
+        key = str(key)
+        if kind == KIND_END:
+            cursor[key] = cursor.get(key, chunk_of.get(key, 0)) + 1
+            last.pop(key, None)
+        elif kind in (KIND_FACE, KIND_FRAME) and last.get(key) != float(t):
+            last[key] = float(t)
+            out[(key, cursor.get(key, chunk_of.get(key, 0)))] += 1
+    return dict(out)
+
+
 def index_event(
     settings: Settings,
     org_id: int,
@@ -359,11 +420,32 @@ def index_sources(
     report.skipped = len(sources) - len(todo)
     status = IndexProgress(media_total=len(todo), indexed=report.indexed, failed=report.failed)
 
+    telling = threading.RLock()  # the driver and the thread that reads the detect tally
+
     def tell(stage: str | None = None) -> None:
-        if stage is not None:
-            status.stage = stage
-        if on_progress:
-            on_progress(status)
+        with telling:
+            if stage is not None:
+                status.stage = stage
+            if on_progress:
+                on_progress(status)
+
+    def follow_tally(tally: ray.actor.ActorHandle, done: threading.Event) -> None:
+        """Frames the detect actors finished, told as they grow (stage ``detect`` until the
+        first faces reach the writer)."""
+        seen = 0
+        while not done.wait(TALLY_POLL_S):
+            try:
+                detected = int(ray.get(tally.total.remote(), timeout=10))
+            except Exception:  # progress only: the next read tries again
+                log.debug("reading the frame tally failed", exc_info=True)
+                continue
+            if detected <= seen:
+                continue
+            seen = detected
+            with telling:
+                status.frames_detected = detected
+                status.count()
+                tell("detect" if status.stage == "decode" else None)
 
     def stop_here() -> None:
         """Stop if asked: remove what was started and not finished, then raise."""
@@ -449,72 +531,96 @@ def index_sources(
         tell("decode")
         stop_here()
         fit = fit_to_cluster(settings, bibs)
-        ds = build_dataset(items, settings, fit)
+        tally = FrameTally.remote()
+        ds = build_dataset(items, settings, fit, tally)
         linking = VideoTracks(settings.tracks, org_id, event_id, info)
         sightings = BibSightings(org_id, event_id)
         planned = {(item.source.media_key, item.chunk_index): item.chunk for item in items}
         chunk_of = {key: 0 for key in progress}  # chunks arrive in order per media
+        frames_in_chunk: dict[tuple[str, int], int] = defaultdict(int)  # frames out so far
+        last_frame: dict[str, float] = {}
         stream = watched(
             lambda: ds.iter_batches(batch_format="numpy", batch_size=None),
             settings.index.stall_timeout_s,
             lambda: stall_explanation(fit),
         )
-        for batch in stream:
-            if len(batch["kind"]) == 0:
-                continue
-            if bibs:
-                sightings.add(batch)
-            faces, signatures = face_rows(batch, org_id, event_id, info, settings.tracks)
-            if faces.num_rows:
-                linking.add(faces, signatures)
-                for key, count in zip(
-                    *np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True),
-                    strict=True,
-                ):
-                    progress[str(key)].seen += int(count)
-            finished = []
-            ended = np.flatnonzero(batch["kind"] == KIND_END)
-            for i in ended:
-                mp = progress[str(batch["media_key"][i])]
-                chunk_faces, closed = linking.end_chunk(mp.source.media_key)
-                write(chunk_faces, closed)
-                mp.faces += chunk_faces.num_rows if chunk_faces is not None else 0  # what is stored
+        tally_done = threading.Event()
+        tally_reader = threading.Thread(target=follow_tally, args=(tally, tally_done), name="frame-tally", daemon=True)
+        tally_reader.start()
+        try:
+            for batch in stream:
+                if len(batch["kind"]) == 0:
+                    continue
+                moved = 0
+                for (key, index), n in frames_out(batch, chunk_of, last_frame).items():
+                    chunk = planned[(key, index)]
+                    n = min(n, chunk.end_sample - chunk.first_sample - frames_in_chunk[(key, index)])
+                    frames_in_chunk[(key, index)] += n
+                    moved += n
+                with telling:
+                    status.frames_out += moved
+                    status.count()
                 if bibs:
-                    read = sightings.end_chunk(mp.source.media_key, chunk_faces)
-                    if read.num_rows:
-                        pending_bibs.append(read)
-                chunk = planned[(mp.source.media_key, chunk_of[mp.source.media_key])]
-                chunk_of[mp.source.media_key] += 1
-                status.frames_done += chunk.end_sample - chunk.first_sample
-                mp.chunks_done += 1
-                mp.frames += int(batch["frames"][i])
-                if batch["error"][i]:
-                    mp.errors.append(str(batch["error"][i]))
-                if mp.chunks_done == mp.chunks_total:
-                    write(None, linking.end_media(mp.source.media_key))
-                    finished.append(mp)
-            if pending_rows >= settings.index.write_batch_rows or finished:
-                flush()  # faces are stored before their media is marked indexed
-            rows = []
-            for mp in finished:
-                if mp.errors or mp.frames == 0:
-                    error = "; ".join(mp.errors) or "no frames decoded"
-                    store.delete_media_faces(org_id, event_id, [mp.source.media_key])
-                    report.failed[mp.source.media_key] = error
-                    mp.faces = 0
-                    rows.append(media_row(mp, MEDIA_FAILED, error))
-                else:
-                    report.indexed.append(mp.source.media_key)
-                    rows.append(media_row(mp, MEDIA_INDEXED, ""))
-                report.frames += mp.frames
-                report.faces += mp.faces
-                index_progress(mp.frames, mp.faces, rows[-1]["status"])
-            store.record_media(rows)
-            status.media_done = len(report.indexed) + len(report.failed)
-            status.faces = sum(m.live_faces for m in progress.values())
-            if len(ended) or faces.num_rows:
-                tell("embed")
-            stop_here()
+                    sightings.add(batch)
+                faces, signatures = face_rows(batch, org_id, event_id, info, settings.tracks)
+                if faces.num_rows:
+                    linking.add(faces, signatures)
+                    for key, count in zip(
+                        *np.unique(faces.column("media_key").to_numpy(zero_copy_only=False), return_counts=True),
+                        strict=True,
+                    ):
+                        progress[str(key)].seen += int(count)
+                finished = []
+                ended = np.flatnonzero(batch["kind"] == KIND_END)
+                for i in ended:
+                    mp = progress[str(batch["media_key"][i])]
+                    chunk_faces, closed = linking.end_chunk(mp.source.media_key)
+                    write(chunk_faces, closed)
+                    mp.faces += chunk_faces.num_rows if chunk_faces is not None else 0  # what is stored
+                    if bibs:
+                        read = sightings.end_chunk(mp.source.media_key, chunk_faces)
+                        if read.num_rows:
+                            pending_bibs.append(read)
+                    index = chunk_of[mp.source.media_key]
+                    chunk = planned[(mp.source.media_key, index)]
+                    chunk_of[mp.source.media_key] += 1
+                    # The frames the chunk planned and did not yield count as done now.
+                    with telling:
+                        status.frames_out += chunk.end_sample - chunk.first_sample
+                        status.frames_out -= frames_in_chunk.pop((mp.source.media_key, index), 0)
+                        status.count()
+                    mp.chunks_done += 1
+                    mp.frames += int(batch["frames"][i])
+                    if batch["error"][i]:
+                        mp.errors.append(str(batch["error"][i]))
+                    if mp.chunks_done == mp.chunks_total:
+                        write(None, linking.end_media(mp.source.media_key))
+                        finished.append(mp)
+                if pending_rows >= settings.index.write_batch_rows or finished:
+                    flush()  # faces are stored before their media is marked indexed
+                rows = []
+                for mp in finished:
+                    if mp.errors or mp.frames == 0:
+                        error = "; ".join(mp.errors) or "no frames decoded"
+                        store.delete_media_faces(org_id, event_id, [mp.source.media_key])
+                        report.failed[mp.source.media_key] = error
+                        mp.faces = 0
+                        rows.append(media_row(mp, MEDIA_FAILED, error))
+                    else:
+                        report.indexed.append(mp.source.media_key)
+                        rows.append(media_row(mp, MEDIA_INDEXED, ""))
+                    report.frames += mp.frames
+                    report.faces += mp.faces
+                    index_progress(mp.frames, mp.faces, rows[-1]["status"])
+                store.record_media(rows)
+                status.media_done = len(report.indexed) + len(report.failed)
+                status.faces = sum(m.live_faces for m in progress.values())
+                if len(ended) or faces.num_rows or moved:
+                    tell("embed")
+                stop_here()
+        finally:
+            tally_done.set()
+            tally_reader.join()  # the tally actor goes with its last handle
         flush()
         report.tracking_s = linking.seconds
         report.bibs = sightings.count

@@ -6,13 +6,14 @@ person's frames link into tracks at index time (pipelines/tracks.py). Here:
 1. Candidates: faces at least ``candidate_floor`` similar to any reference, and all the
    faces of their tracks (store reads).
 2. Scoring (pure, ``score_faces``): a face's score is its best similarity to the person's
-   own photos; an expanded reference (one of the person's confident video faces) may lift
+   own photos (its reported ``similarity``, always); an expanded reference (one of the person's confident video faces) may lift
    it, but only when the face is also ``expansion_floor`` similar to a photo. A track
    matches when the quality-weighted mean of its best k scores passes the threshold, and
    then all of its faces count. A face or track closer to a "not me" reference than to
    the person never counts.
 3. Expansion: faces matched ``expansion_margin`` above the threshold become references for
-   a second pass, one per track, best first.
+   a second pass, one per track, best first. Expansion decides what matches and how it
+   ranks (``FaceMatch.score``); it never changes the similarity a client is shown.
 
 ``mode="faces"`` keeps the plain per-face rule (no tracks, no expansion) for comparison.
 """
@@ -68,13 +69,26 @@ class Candidates:
 
 @dataclass(frozen=True)
 class FaceMatch:
-    """A matched video face: when, where, how similar (its score), and on which track."""
+    """A matched video face: when, where, how similar to the selfie, and on which track.
+
+    ``similarity`` is what clients see: the face's best cosine similarity to the person's
+    own photos (the selfies), never lifted by query expansion. ``score`` is the evidence the
+    match and the ranking used: with expansion, the face's similarity to one of the person's
+    confident video faces may be higher (a face that is itself an expansion reference
+    scores 1.0 against itself). None means the same as ``similarity``.
+    """
 
     timestamp_s: float
     similarity: float
     track_id: int
     bbox: tuple[float, float, float, float]
     confirmed: bool = False  # seen by two kinds of evidence (selfie and BIB, pipelines/bib_search.py)
+    score: float | None = None
+
+    @property
+    def rank_score(self) -> float:
+        """The evidence that ranks: ``score`` when set, else ``similarity``."""
+        return self.similarity if self.score is None else self.score
 
 
 def _max_sim(vectors: np.ndarray, refs: np.ndarray) -> np.ndarray:
@@ -234,8 +248,15 @@ def find_person(
     out: dict[str, list[FaceMatch]] = {}
     for key, (matched, score) in results.items():
         faces = videos[key]
+        own = _max_sim(faces.vectors, originals)  # to the selfies only: what clients are told
         found = [
-            FaceMatch(float(faces.timestamps[i]), float(score[i]), int(faces.track_ids[i]), tuple(faces.boxes[i]))
+            FaceMatch(
+                float(faces.timestamps[i]),
+                float(own[i]),
+                int(faces.track_ids[i]),
+                tuple(faces.boxes[i]),
+                score=float(score[i]),
+            )
             for i in np.flatnonzero(matched)
         ]
         if found:
@@ -263,16 +284,19 @@ def merge_candidates(a: Candidates | None, b: Candidates) -> Candidates:
 
 
 def timed_hits(matches: dict[str, list[FaceMatch]]) -> dict[str, list[TimedHit]]:
-    """One hit per matched frame (several faces of a frame can match: mirrors, screens)."""
+    """One hit per matched frame (several faces of a frame can match: mirrors, screens):
+    the frame's best similarity to the selfie, and its best ranking score."""
     out = {}
     for key, found in matches.items():
         best: dict[float, float] = {}
+        scores: dict[float, float] = {}
         confirmed: set[float] = set()
         for m in found:
             best[m.timestamp_s] = max(best.get(m.timestamp_s, -1.0), m.similarity)
+            scores[m.timestamp_s] = max(scores.get(m.timestamp_s, -1.0), m.rank_score)
             if m.confirmed:
                 confirmed.add(m.timestamp_s)
-        out[key] = [TimedHit(t, s, t in confirmed) for t, s in sorted(best.items())]
+        out[key] = [TimedHit(t, s, t in confirmed, scores[t]) for t, s in sorted(best.items())]
     return out
 
 

@@ -5,6 +5,11 @@ drop segments with fewer than ``min_hits``, rank by support then similarity, and
 turn the best one into a window: padded, at least ``min_clip_s`` and at most
 ``max_clip_s`` long (the densest part when too long), clamped to the video.
 ``ranked_segments`` reports every usable segment of every video (the alternatives).
+
+Two numbers per hit: ``similarity`` is the frame's best cosine similarity to the person's
+own photos (what clients read as ``best_similarity``); ``score`` is the evidence matching
+used, which query expansion may lift above it (pipelines/match.py). Ranking and window
+choice use the score; every reported similarity is the selfie's.
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ from pipelines.config import SegmentSettings
 @dataclass(frozen=True)
 class TimedHit:
     timestamp_s: float
-    similarity: float
+    similarity: float  # to the selfie (reported)
     confirmed: bool = False  # two kinds of evidence agree here (selfie and BIB): ranks first
+    score: float | None = None  # the match's evidence (ranks); None: the similarity
+
+    @property
+    def rank_score(self) -> float:
+        return self.similarity if self.score is None else self.score
 
 
 @dataclass(frozen=True)
@@ -34,11 +44,21 @@ class Segment:
 
     @property
     def best(self) -> TimedHit:
-        return max(self.hits, key=lambda h: h.similarity)
+        """The strongest hit by ranking score."""
+        return max(self.hits, key=lambda h: h.rank_score)
+
+    @property
+    def best_similarity(self) -> float:
+        """The best similarity to the selfie of any hit."""
+        return max(h.similarity for h in self.hits)
 
     @property
     def mean_similarity(self) -> float:
         return sum(h.similarity for h in self.hits) / len(self.hits)
+
+    @property
+    def mean_score(self) -> float:
+        return sum(h.rank_score for h in self.hits) / len(self.hits)
 
     @property
     def confirmed(self) -> int:
@@ -50,10 +70,12 @@ class ClipWindow:
     start_s: float
     end_s: float
     support: int  # hits inside the window
-    best_similarity: float
-    mean_similarity: float
-    poster_s: float  # time of the best hit inside the window
+    best_similarity: float  # to the selfie, best hit inside the window (reported)
+    mean_similarity: float  # to the selfie
+    poster_s: float  # time of the best hit (by score) inside the window
     confirmed: int = 0  # confirmed hits inside the window
+    best_score: float | None = None  # ranking evidence (expansion included); None: the similarity
+    mean_score: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -73,15 +95,15 @@ def group_segments(hits: Iterable[TimedHit], max_gap_s: float) -> list[Segment]:
 
 
 def rank_key(segment: Segment) -> tuple[bool, int, float, float]:
-    return segment.confirmed > 0, segment.support, segment.mean_similarity, segment.best.similarity
+    return segment.confirmed > 0, segment.support, segment.mean_score, segment.best.rank_score
 
 
 def densest_span(hits: Sequence[TimedHit], length_s: float) -> tuple[float, float]:
-    """The ``length_s`` span (starting at a hit) holding the most hits, then the most similarity."""
+    """The ``length_s`` span (starting at a hit) holding the most hits, then the most score."""
     best: tuple[int, float, float] | None = None
     for i, first in enumerate(hits):
         inside = [h for h in hits[i:] if h.timestamp_s - first.timestamp_s <= length_s]
-        score = (len(inside), sum(h.similarity for h in inside), -first.timestamp_s)
+        score = (len(inside), sum(h.rank_score for h in inside), -first.timestamp_s)
         if best is None or score > best:
             best = score
     assert best is not None
@@ -110,15 +132,17 @@ def window_for(segment: Segment, video_start_s: float, video_end_s: float, rules
     inside = [h for h in segment.hits if start <= h.timestamp_s <= end]
     if not inside:
         return None
-    best = max(inside, key=lambda h: h.similarity)
+    best = max(inside, key=lambda h: h.rank_score)
     return ClipWindow(
         start_s=start,
         end_s=end,
         support=len(inside),
-        best_similarity=best.similarity,
+        best_similarity=max(h.similarity for h in inside),
         mean_similarity=sum(h.similarity for h in inside) / len(inside),
         poster_s=best.timestamp_s,
         confirmed=sum(h.confirmed for h in inside),
+        best_score=best.rank_score,
+        mean_score=sum(h.rank_score for h in inside) / len(inside),
     )
 
 
@@ -135,12 +159,14 @@ def best_window(
 
 
 def rank_windows(windows: dict[str, ClipWindow]) -> list[tuple[str, ClipWindow]]:
-    """Videos ordered by confirmation (any confirmed hit first), support, then mean and best similarity."""
-    return sorted(
-        windows.items(),
-        key=lambda kv: (kv[1].confirmed > 0, kv[1].support, kv[1].mean_similarity, kv[1].best_similarity),
-        reverse=True,
-    )
+    """Videos ordered by confirmation (any confirmed hit first), support, then mean and best score."""
+
+    def key(w: ClipWindow) -> tuple[bool, int, float, float]:
+        mean = w.mean_similarity if w.mean_score is None else w.mean_score
+        best = w.best_similarity if w.best_score is None else w.best_score
+        return w.confirmed > 0, w.support, mean, best
+
+    return sorted(windows.items(), key=lambda kv: key(kv[1]), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -151,8 +177,8 @@ class RankedSegment:
     start_s: float
     end_s: float
     matched_frames: int
-    best_similarity: float
-    score: float  # sum of the hits' similarities: more and stronger evidence ranks higher
+    best_similarity: float  # the best hit's cosine similarity to the selfie
+    score: float  # sum of the hits' scores (expansion included): more and stronger evidence ranks higher
     confirmed_frames: int = 0  # hits confirmed by a second kind of evidence: these rank first
 
 
@@ -176,8 +202,8 @@ def ranked_segments(
                     start_s=max(video_start, seg.start_s - rules.edge_s),
                     end_s=min(video_end, seg.end_s + rules.edge_s),
                     matched_frames=seg.support,
-                    best_similarity=seg.best.similarity,
-                    score=sum(h.similarity for h in seg.hits),
+                    best_similarity=seg.best_similarity,
+                    score=sum(h.rank_score for h in seg.hits),
                     confirmed_frames=seg.confirmed,
                 )
             )

@@ -179,14 +179,16 @@ class ReadBibs:
 
 
 class DetectAlign:
-    """Actor: frames in, small aligned face crops out (whole frames stop here).
+    """Actor: frames in, small aligned face crops out (whole frames stop here; a frame
+    without a face leaves one ``frame`` marker row, so the writer can count it).
 
     What tracking needs from the whole frame is computed here too: each face row carries
     its crop's sharpness and its frame's colour signature (for shot cuts).
     """
 
-    def __init__(self, models_cfg) -> None:
+    def __init__(self, models_cfg, tally=None) -> None:
         self.pack = load_pack(models_cfg)
+        self.tally = tally  # a FrameTally actor (pipelines/index.py): frames detected, for progress
         self.min_score = models_cfg.det_score_threshold
         self.min_face_px = models_cfg.min_face_px
         self.mode, self.det_size = models_cfg.detect_mode, models_cfg.det_size
@@ -200,12 +202,17 @@ class DetectAlign:
             image = np.asarray(batch["image"][i])
             found = detect_faces(self.pack.detector, image, self.mode, self.det_size)
             dets = filter_detections(found, self.min_score, self.min_face_px)
-            if not len(dets):
+            if not len(dets):  # a marker row: the writer counts the frame as done (progress)
+                self._append(rows, batch, i, None, None, None, None, None)
                 continue
             crops = self.pack.align_all(image, dets)
             signature = frame_signature(image)
             for j in range(len(dets)):
                 self._append(rows, batch, i, dets.boxes[j], dets.landmarks[j], dets.scores[j], crops[j], signature)
+        if self.tally is not None:
+            frames = int(np.count_nonzero(batch["kind"] == KIND_FRAME))
+            if frames:
+                self.tally.add.remote(frames)  # fire and forget: progress is no reason to wait
         if not rows["kind"]:
             return _empty_faces()
         out = {k: np.array(v) for k, v in rows.items() if k not in STACKED}

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from pipelines.decode import Chunk, MediaProbe, WorkItem, plan_work, probe_video
-from pipelines.index import index_event
+from pipelines.index import IndexProgress, frames_out, index_event
 from pipelines.media import MediaSource
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo
 from pipelines.selfie import embed_selfie
-from pipelines.stages import KIND_END, KIND_FACE, DetectAlign, Embed, decode_chunk
+from pipelines.stages import KIND_END, KIND_FACE, KIND_FRAME, DetectAlign, Embed, decode_chunk
 from pipelines.store import FaceStore, PackMismatch
 from pipelines.synthetic import selfie_of
 from tests.conftest import EVENT_ID, EVENT_ORG
@@ -140,9 +140,45 @@ def test_stages_turn_a_video_chunk_into_embedded_faces(settings, synthetic_event
     frames = batches[0]
     assert frames["image"].shape == (4, 360, 640, 3)
     faces = Embed(settings.models)(DetectAlign(settings.models)(frames | {}))
-    assert set(faces["kind"]) == {KIND_FACE}
+    assert KIND_FACE in set(faces["kind"]) and set(faces["kind"]) <= {KIND_FACE, KIND_FRAME}
+    # Every frame comes out: as its faces, or as one marker row when it has none (progress).
+    assert set(faces["timestamp_s"].tolist()) == set(frames["timestamp_s"].tolist())
     assert faces["vector"].shape[1] == 128 and np.allclose(np.linalg.norm(faces["vector"], axis=1), 1, atol=1e-5)
     assert "crop" not in faces and "image" not in faces
+
+
+def test_frames_out_counts_each_frame_once_per_chunk_in_row_order():
+    def batch(*rows: tuple[str, str, float]) -> dict[str, np.ndarray]:
+        kinds, keys, times = zip(*rows, strict=True)
+        return {"kind": np.array(kinds), "media_key": np.array(keys), "timestamp_s": np.array(times)}
+
+    last: dict[str, float] = {}
+    chunk_of = {"a": 0, "b": 3}
+    # Two faces of one frame, a faceless frame, then a's chunk ends and its next one starts.
+    first = batch(
+        (KIND_FACE, "a", 0.0), (KIND_FACE, "a", 0.0), (KIND_FRAME, "a", 0.5), (KIND_FACE, "b", 90.0),
+        (KIND_END, "a", 0.0), (KIND_FACE, "a", 1.0),
+    )  # fmt: skip
+    assert frames_out(first, chunk_of, last) == {("a", 0): 2, ("b", 3): 1, ("a", 1): 1}
+    # A frame whose faces were split across two batches counts once.
+    chunk_of["a"] = 1
+    assert frames_out(batch((KIND_FACE, "a", 1.0), (KIND_FACE, "a", 1.5)), chunk_of, last) == {("a", 1): 1}
+
+
+def test_a_frame_counts_half_when_detected_and_whole_when_its_rows_are_out():
+    status = IndexProgress(frames_planned=40)
+    status.frames_detected = 20
+    status.count()
+    assert (status.frames_done, status.percent) == (10, 25.0)
+    status.frames_out = 8
+    status.count()
+    assert status.frames_done == 14
+    status.frames_detected = 60  # more than planned (never): capped
+    status.count()
+    assert status.frames_done == 24
+    status.frames_out = 40
+    status.count()
+    assert (status.frames_done, status.percent) == (40, 100.0)
 
 
 def test_decode_errors_become_an_end_marker(tmp_path):

@@ -4,6 +4,7 @@ progress, webhooks signed and retried, cancel that leaves no media half-indexed,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,7 +27,8 @@ from pipelines.store import FaceStore
 from pipelines.synthetic import make_pan_video, selfie_of
 from tests.test_api import jpeg
 
-ORG, UPLOADS, CANCEL, DRIVER, OTHER_ORG = 61, 1, 2, 3, 62
+log = logging.getLogger(__name__)
+ORG, UPLOADS, CANCEL, DRIVER, OTHER_ORG, PROGRESS = 61, 1, 2, 3, 62, 4
 POLL_S = 0.1
 STAGE_ORDER = ("probe", "decode", "detect", "embed", "write")
 
@@ -66,7 +68,7 @@ def api(serve_api) -> Iterator[Api]:
     events = EventStore(serve_api.control)
     events.create_org("index jobs org", ORG)
     events.create_org("another org", OTHER_ORG)
-    for event in (UPLOADS, CANCEL, DRIVER):
+    for event in (UPLOADS, CANCEL, DRIVER, PROGRESS):
         events.create_event(ORG, f"event {event}", event)
     events.create_event(OTHER_ORG, "theirs", UPLOADS)
     key, _ = KeyStore(serve_api.control).create(ORG, name="index jobs")
@@ -193,6 +195,34 @@ def test_upload_index_with_progress_and_a_signed_webhook(api, synthetic_event, r
     got = api.http.get(api.url(UPLOADS, f"/video-clipping/{request_id}")).json()["data"]
     assert result == got and got["status"] == "completed" and got["videos"], got
     assert {v["source_video_key"] for v in got["videos"]} <= {"pan.mp4", "crowd_shot.mp4"}
+
+
+def test_progress_moves_while_one_short_video_is_indexed(api, synthetic_event):
+    """Issue 21 item 6: one 16 s video is one chunk; its progress still moves while its
+    frames come out of the pipeline, not only 0 then 100."""
+    files = [("file", ("short.mp4", synthetic_event.pan.path.read_bytes(), "video/mp4"))]
+    assert api.http.post(api.url(PROGRESS, "/media"), files=files).status_code == 200
+    job = api.http.post(api.url(PROGRESS, "/index-jobs"), json={}).json()["data"]
+    started = time.monotonic()
+    seen: list[tuple[float, str, str | None, float]] = []
+    while not seen or seen[-1][1] in ("queued", "processing"):
+        assert time.monotonic() - started < 240, seen
+        if seen:
+            time.sleep(POLL_S)  # the polling interval
+        state = api.job(PROGRESS, job["job_id"])
+        seen.append(
+            (round(time.monotonic() - started, 2), state["status"], state["current_stage"], state["progress_percent"])
+        )
+    log.info("index job readings (s, status, stage, percent): %s", seen)
+    assert seen[-1][1] == "completed" and seen[-1][3] == 100.0, seen
+    progress = [p for *_, p in seen]
+    assert progress == sorted(progress), seen
+    # Strictly between, and well short of the end (not the 99.9 a finished chunk shows
+    # while the index is written), while the models work on the frames.
+    moving = sorted({p for _, _, stage, p in seen if stage in ("detect", "embed") and 0.0 < p < 90.0})
+    assert moving, seen
+    stages = [stage for _, _, stage, _ in seen if stage]
+    assert [STAGE_ORDER.index(s) for s in stages] == sorted(STAGE_ORDER.index(s) for s in stages), stages
 
 
 def test_cancel_leaves_no_media_half_indexed_and_a_rerun_indexes_the_rest(api, two_videos):

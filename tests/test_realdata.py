@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from pipelines.evaluate import score_hits
@@ -167,6 +168,70 @@ def test_api_obama_gets_the_audience_segment(real_event, real_api):
     assert clip["source_video_key"] == Path(HAMILTON).name
     assert overlaps(clip, truth[(HAMILTON, "barack_obama")])
     assert clip["end_seconds"] >= 9.0  # the audience shot runs 7.88-10.02 s
+
+
+def selfie_cosines(store: FaceStore, media_key: str, start: float, end: float, selfie: np.ndarray) -> pa.Table:
+    """The video's faces in [start, end], each with its cosine similarity to the selfie,
+    recomputed from the face table."""
+    rows = (
+        store.faces.search()
+        .where(
+            f"org_id = {ORG} AND event_id = {EVENT} AND media_key = '{media_key}' "
+            f"AND timestamp_s >= {start - 1e-3} AND timestamp_s <= {end + 1e-3}"
+        )
+        .select(["timestamp_s", "track_id", "vector"])
+        .limit(None)
+        .to_arrow()
+    )
+    vectors = np.asarray(rows.column("vector").to_pylist(), np.float32).reshape(rows.num_rows, -1)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return rows.drop_columns(["vector"]).append_column("cosine", pa.array(vectors @ selfie))
+
+
+@pytest.mark.parametrize(
+    "photo",
+    [
+        "images/ageitgey_face_recognition/examples/lin-manuel-miranda.png",
+        "images/ageitgey_face_recognition/examples/obama.jpg",
+    ],
+)
+def test_api_best_similarity_is_the_selfies_cosine_to_the_best_face(real_event, real_api, serve_api, pack, photo):
+    """Issue 21 item 4: query expansion finds the person's profiles through their own video
+    faces; best_similarity still reports the selfie's cosine similarity, never the 1.0 of
+    an expansion face compared with itself."""
+    from app.records import RequestRecords
+
+    root, store, _ = real_event
+    image = (root / photo).read_bytes()
+    r = real_api.post(EVENT, org=ORG, image=image)
+    assert r.status_code == 200, r.text
+    request_id = r.json()["data"]["request_id"]
+    data = real_api.wait(EVENT, request_id, org=ORG)["data"]
+    assert data["status"] == "completed" and data["segments"], data
+    models = serve_api.settings.models
+    query = embed_selfie(pack, decode_image_bytes(image), models.det_score_threshold, models.min_face_px,
+                         serve_api.settings.selfie)  # fmt: skip
+    selfie = np.asarray(query.vector, np.float32) / np.linalg.norm(query.vector)
+    record = RequestRecords(serve_api.control, 60.0).read(request_id)
+    tracks = {s["segment_id"]: set(s["track_ids"]) for s in record.segments}
+    reported = []
+    for seg in data["segments"]:
+        faces = selfie_cosines(store, seg["source_video_key"], seg["start_seconds"], seg["end_seconds"], selfie)
+        # The matched faces of the segment: those of its tracks (a matched track counts whole).
+        on_tracks = [c for c, t in zip(faces.column("cosine").to_pylist(), faces.column("track_id").to_pylist(),
+                                       strict=True) if t in tracks[seg["segment_id"]]]  # fmt: skip
+        assert on_tracks, seg
+        reported.append((seg["best_similarity"], round(max(on_tracks), 4)))
+        assert seg["best_similarity"] < 1.0, seg
+        assert seg["best_similarity"] == pytest.approx(max(on_tracks), abs=1e-3), (seg, max(on_tracks))
+    for clip in data["videos"]:
+        faces = selfie_cosines(store, clip["source_video_key"], clip["start_seconds"], clip["end_seconds"], selfie)
+        cosines = np.asarray(faces.column("cosine").to_pylist())
+        # The clip's best face is one of its faces, and the selfie is no closer to any face in it.
+        assert clip["best_similarity"] < 1.0, clip
+        assert np.min(np.abs(cosines - clip["best_similarity"])) < 1e-3, (clip, sorted(cosines)[-5:])
+    log.info("%s: best_similarity reported vs recomputed per segment: %s", Path(photo).name, reported)
+    print(f"\n{Path(photo).name}: (reported, recomputed) {reported}")
 
 
 def test_api_street_face_gets_no_hamilton_clip(real_event, real_api, pack):
