@@ -45,6 +45,7 @@ async def hammer(urls: list[str], keys: list[str], seconds: float, etag: bool, w
 
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    refusals: list[str] = []  # the first few non-OK bodies: which layer said no, and why
     t_start = time.perf_counter() + warmup_s
     t_stop = t_start + seconds
 
@@ -60,6 +61,8 @@ async def hammer(urls: list[str], keys: list[str], seconds: float, etag: bool, w
                     label = str(r.status_code)
                     if r.status_code == 200:
                         validator = r.headers.get("etag")
+                    elif r.status_code != 304 and len(refusals) < 5:
+                        refusals.append(r.text[:300])
                 except Exception as exc:  # counted: the load goes on
                     label = type(exc).__name__
                 if t0 >= t_start:
@@ -80,6 +83,7 @@ async def hammer(urls: list[str], keys: list[str], seconds: float, etag: bool, w
         "p95_ms": pct(latencies, 95),
         "p99_ms": pct(latencies, 99),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
+        "refusals": refusals,
     }
 
 

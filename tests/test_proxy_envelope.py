@@ -135,4 +135,5 @@ def test_proxy_admission_can_be_turned_off(monkeypatch):
     monkeypatch.delenv("FACEREEL_CONFIG", raising=False)
     monkeypatch.setenv("FACEREEL_API__PROXY_MAX_READS", "0")
     monkeypatch.setenv("FACEREEL_API__PROXY_MAX_WRITES", "0")
+    monkeypatch.setenv("FACEREEL_API__PROXY_MAX_POLLS", "0")
     assert [m.cls for m in middlewares()] == [ProxyEnvelope]
