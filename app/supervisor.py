@@ -92,7 +92,7 @@ class JobSupervisor:
         cluster); else the seconds until one likely can, from how long recent searches took."""
         return queue_wait_s(len(self.searches), capacity, list(self.durations))
 
-    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 1.0) -> list[int]:
+    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 3.0) -> list[int]:
         """Start ``workers`` workers of the search tasks' pool, owned like the jobs that will
         reuse them (Ray keeps a worker pool per job and runtime env); their pids."""
         from app.background import background_options
