@@ -253,11 +253,7 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
         OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
     except StorageError as exc:
         return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
-    clip_task = cut_one_clip.options(
-        num_cpus=settings.clip.num_cpus,
-        scheduling_strategy="SPREAD",  # over the nodes
-        **background_options(settings.api.search_task_nice),
-    )
+    clip_task = cut_one_clip.options(**clip_task_options(settings))
     ranked = rank_windows(windows)
     clip_jobs = [
         ClipJob(
@@ -296,23 +292,40 @@ def collect_clip(ref, clip: ClipJob) -> dict:
         return {"error": clip_error(clip.media["media_key"], f"clipping worker lost: {type(exc).__name__}", None)}
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def warm_search_worker(hold_s: float) -> int:
-    """Start a worker of the search tasks' pool (the runtime env of ``background_options``)
-    before any search needs one, with what ``run_search`` and ``cut_one_clip`` import
-    already loaded: process start-up and imports were most of a first search's 22 s on
-    2 cores (issue 21). Ray keeps the idle worker for the next task of that pool. Returns
-    its pid."""
-    import lancedb  # noqa: F401  (the store, opened by every search)
+def clip_task_options(settings: AppSettings) -> dict:
+    """Ray options of a clipping task: the same for the real ones and the warm-up's, so
+    that both draw on one worker pool."""
+    return {
+        "num_cpus": settings.clip.num_cpus,
+        "scheduling_strategy": "SPREAD",  # over the nodes
+        **background_options(settings.api.search_task_nice),
+    }
 
+
+@ray.remote(max_retries=0)
+def warm_clip_worker(hold_s: float) -> int:
+    """A clipping task's worker, started before any clip needs one (see warm_search_worker)."""
     import pipelines.clip  # (PyAV, ffmpeg helpers, the verifier, smart cut, reframe)
     import pipelines.storage  # noqa: F401  (fsspec: clip uploads)
 
     run_below_serving()
-    # Busy a moment longer, so that the warm tasks submitted together each get a worker of
-    # their own instead of queueing on the first one started.
-    time.sleep(hold_s)
+    time.sleep(hold_s)  # busy a moment, so that the warm clips each get a worker of their own
     return os.getpid()
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def warm_search_worker(settings: AppSettings, clips: int, hold_s: float) -> list[int]:
+    """Start the workers a search uses before any search needs them, with what they import
+    already loaded: process start-up and imports were most of a first search's 13-22 s on
+    2 cores (issue 21). This task stands for ``run_search`` and submits ``clips`` tasks
+    standing for ``cut_one_clip``, from the same places with the same options, so that Ray's
+    worker pools (per job, runtime env and lineage) are the very ones the real tasks draw
+    on; Ray keeps the idle workers for them. The pids: this worker's, then the clips'."""
+    import lancedb  # noqa: F401  (the store, opened by every search)
+
+    run_below_serving()
+    clip_task = warm_clip_worker.options(**clip_task_options(settings))
+    return [os.getpid(), *ray.get([clip_task.remote(hold_s) for _ in range(clips)])]
 
 
 @ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")

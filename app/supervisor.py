@@ -92,16 +92,14 @@ class JobSupervisor:
         cluster); else the seconds until one likely can, from how long recent searches took."""
         return queue_wait_s(len(self.searches), capacity, list(self.durations))
 
-    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 3.0) -> list[int]:
-        """Start ``workers`` workers of the search tasks' pool, owned like the jobs that will
-        reuse them (Ray keeps a worker pool per job and runtime env); their pids."""
+    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0) -> list[int]:
+        """Start ``workers`` workers for searches (one for the job, the rest for its clips),
+        owned like the jobs that will reuse them; their pids."""
         from app.background import background_options
         from app.dispatch import warm_search_worker
 
         options = background_options(settings.api.search_task_nice)
-        return list(
-            await asyncio.gather(*(warm_search_worker.options(**options).remote(hold_s) for _ in range(workers)))
-        )
+        return await warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
 
     async def submit_index(self, settings: AppSettings, job_id: str) -> dict:
         from app.index_jobs import run_index_job

@@ -69,11 +69,11 @@ def test_warm_search_workers_are_started_and_reused_by_the_next_tasks(ray_cluste
     from app.supervisor import supervisor
 
     nice = settings.api.search_task_nice
-    pids = ray.get(supervisor(settings).warm.remote(settings, 2), timeout=300)
-    assert len(set(pids)) == 2
+    pids = ray.get(supervisor(settings).warm.remote(settings, 3), timeout=300)
+    assert len(set(pids)) == 3  # the job's worker and two clips' workers
     for pid in pids:
         proc = psutil.Process(pid)
         assert proc.environ().get(BACKGROUND_ENV) == str(nice) and proc.nice() >= nice
-    # A task of the same pool, from the same owner, finds a warm worker idle.
-    again = ray.get(supervisor(settings).warm.remote(settings, 1, 0.0), timeout=60)
-    assert set(again) <= set(pids)
+    # Tasks of the same pools, from the same places, find warm workers idle.
+    again = ray.get(supervisor(settings).warm.remote(settings, 2, 0.0), timeout=60)
+    assert again[0] == pids[0] and set(again[1:]) <= set(pids[1:])
