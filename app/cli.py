@@ -415,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     library_log = None
     if not args.verbose and args.func in (cmd_index, cmd_demo, cmd_eval):
-        from app.quiet import divert_native_stderr, library_log_path
+        from app.quiet import divert_native_stderr, divert_ray_notices, library_log_path
 
         library_log = library_log_path(_settings(args).data_dir, args.command)
         divert_native_stderr(library_log)
+        divert_ray_notices(library_log)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

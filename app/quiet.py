@@ -75,3 +75,18 @@ def run_quietly(command: list[str], log_path: Path, health_url: str, ready_line:
     if code:
         print(f"stopped with exit code {code}; see {log_path}", file=sys.stderr, flush=True)
     return code
+
+
+def divert_ray_notices(log_path: Path) -> None:
+    """Ray's driver prints the raylet's notices to stdout through its error listener,
+    whatever ``log_to_driver`` says: "(raylet) WARNING: 8 PYTHON worker processes have been
+    started ...", a task's failure, an actor's restart. They go to ``log_path`` instead
+    (the listener looks its printer up on each notice; Ray 2.60's ``print_to_stdstream``)."""
+    from ray._private import worker
+
+    log_file = open(log_path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115  (the process's lifetime)
+
+    def to_log(data: dict, ignore_prefix: bool) -> None:
+        worker.print_worker_logs(data, log_file, ignore_prefix)
+
+    worker.print_to_stdstream = to_log
