@@ -104,12 +104,16 @@ def retry_after(r) -> float:
 
 
 def pids_of(kind: str) -> list[int]:
+    """This run's processes of a kind: descendants of this process (its private cluster's
+    raylet and workers), never another cluster's on the same machine."""
     fragment = KINDS[kind]
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if fragment in cmd:
-            found.append(proc.info["pid"])
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if fragment in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:  # ended meanwhile
+            continue
     return found
 
 
@@ -351,6 +355,11 @@ def main() -> int:
         clips = 0
         with httpx.Client(timeout=60) as http:
             for s in tally.searches.values():
+                if s.body is None and s.first_terminal is not None:  # ended late in the drain
+                    url = f"{base}/api/v1/ext/{ORG}/event/{EVENT}/video-clipping/{s.request_id}"
+                    s.body = json_or_none(http.get(url, headers={"X-API-Key": keys[0]}))
+                    if s.body is not None:
+                        s.readings.append((time.monotonic(), s.body["data"]["status"]))
                 for item in (s.body or {}).get("data", {}).get("videos", []):
                     clips += 1
                     if found := verify_clip(http.get, item, clip_dir):
