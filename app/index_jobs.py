@@ -583,6 +583,20 @@ def notify_job(settings: AppSettings, control: ControlStore, job: IndexJob) -> N
     )
 
 
+def end_if_driver_lost(settings: AppSettings, index_jobs, job_id: str, ref) -> int:
+    """A finished driver task ``ref``: when it raised and its job is still open, end the job
+    (it lost its driver); 1 when this call ended it. Every watcher of index jobs uses it."""
+    try:
+        ray.get(ref, timeout=0)
+        return 0
+    except Exception as exc:
+        job = index_jobs.read(job_id)
+        if job is None or job.status not in ("queued", "processing"):
+            return 0
+        log.warning("index job %s lost its driver: %s", job_id, exc)
+        return int(end_lost(settings, index_jobs, job, LOST_ERROR.format(type(exc).__name__)))
+
+
 def end_lost(settings: AppSettings, jobs: IndexJobs, job: IndexJob, error: str, notify_here: bool = False) -> bool:
     """End a job that will not finish (its driver died, failed or went overdue): the one
     caller that wins the terminal write removes its unfinished media while it still holds

@@ -14,7 +14,7 @@ from app.config import AppSettings
 from app.control import ControlStore
 from app.errors import ApiError
 from app.events import Event, EventStore
-from app.index_jobs import IndexJobs, end_lost
+from app.index_jobs import IndexJobs, end_if_driver_lost, end_lost
 from app.metrics import running_searches
 from app.ratelimit import TokenLeases
 from app.records import ExtraClips, RequestRecords
@@ -285,15 +285,7 @@ class Services:
             job_id = refs[ref]
             with self.jobs_lock:
                 self.index_refs.pop(job_id, None)
-            try:
-                ray.get(ref, timeout=0)
-            except Exception as exc:
-                job = self.index_jobs.read(job_id)
-                if job is not None and job.status in ("queued", "processing"):
-                    log.warning("index job %s lost its driver: %s", job_id, exc)
-                    from app.index_jobs import LOST_ERROR
-
-                    lost += end_lost(self.settings, self.index_jobs, job, LOST_ERROR.format(type(exc).__name__))
+            lost += end_if_driver_lost(self.settings, self.index_jobs, job_id, ref)
         return lost
 
     def sweep_overdue_index_jobs(self) -> int:

@@ -143,7 +143,7 @@ class JobSupervisor:
     def check(self) -> tuple[int, int]:
         """End the jobs whose worker died (or that ended without an outcome), and the
         attempts a gone incarnation owned; (searches, index jobs) ended."""
-        from app.index_jobs import LOST_ERROR, end_lost
+        from app.index_jobs import end_if_driver_lost
 
         ended = self.check_searches()
         indexed = 0
@@ -154,13 +154,7 @@ class JobSupervisor:
                 if ref not in ready:
                     continue
                 self.indexing.pop(job_id, None)
-                try:
-                    ray.get(ref, timeout=0)
-                except Exception as exc:
-                    job = self.index_jobs.read(job_id)
-                    if job is not None and job.status in ("queued", "processing"):
-                        log.warning("index job %s lost its driver: %s", job_id, exc)
-                        indexed += end_lost(self.settings, self.index_jobs, job, LOST_ERROR.format(type(exc).__name__))
+                indexed += end_if_driver_lost(self.settings, self.index_jobs, job_id, ref)
         failed = sweep_lost_owners(self.settings, self.records, self.index_jobs, self.incarnation)
         return ended + failed[0], indexed + failed[1]
 

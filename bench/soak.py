@@ -43,9 +43,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.demo import DEMO_EVENT as EVENT  # noqa: E402  (the soak serves the demo's event)
+from app.demo import DEMO_ORG as ORG  # noqa: E402
 from bench.machine import cpu_model, loadavg  # noqa: E402
 
-ORG, EVENT = 1, 1
 TERMINAL = {"completed", "no_matches", "no_segments", "clip_failed", "failed"}
 KINDS = {  # process title fragments, as `ps` shows Ray's workers
     "ingress": "ServeReplica:facereel:ApiIngress",
@@ -313,8 +314,7 @@ def main() -> int:
 
     from app.config import load_app_settings
     from app.control import ControlStore
-    from app.demo import build_demo_media
-    from app.events import EventStore
+    from app.demo import build_demo_media, ensure_demo_event
     from app.main import build_api
     from app.security import KeyStore
     from app.serving_env import install_in_environment
@@ -335,12 +335,8 @@ def main() -> int:
     ensure_ray(settings)
     try:
         control = ControlStore(settings.control_uri, settings.store.storage_options)
-        events = EventStore(control)
-        if not events.org_exists(ORG):
-            events.create_org("soak", ORG)
-        if events.get(ORG, EVENT) is None:
-            events.create_event(ORG, "soak", EVENT)
-        keys = [KeyStore(control).create(ORG, name=f"soak {i}")[0] for i in range(args.keys)]
+        keys = [ensure_demo_event(settings)]  # the demo's org and event, and a key
+        keys += [KeyStore(control).create(ORG, name=f"soak {i}")[0] for i in range(args.keys - 1)]
         index_event(settings, ORG, EVENT, [str(out / "media" / "event")])
         quiet = {"log_level": "WARNING"}
         serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
