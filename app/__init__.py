@@ -1,1 +1,1 @@
-"""The online side of facereel: CLI, and (later) Serve deployments, routes, auth, records."""
+"""The online side of facereel, in floors whose imports only go down (ARCHITECTURE.md, "Floors")."""

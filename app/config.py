@@ -56,7 +56,7 @@ class ApiSettings(BaseModel):
     # default, as with steady POST traffic it sheds most reads.
     max_concurrent_reads_while_writing: int | None = Field(default=None, ge=1)
     # The same admission in Serve's HTTP proxy, per proxy (one per node), before a request is
-    # routed to a replica (app/proxy_envelope.py); 0: no bound. The proxy is not given the
+    # routed to a replica (app/http/proxy_envelope.py); 0: no bound. The proxy is not given the
     # app's arguments: it loads $FACEREEL_CONFIG and FACEREEL_API__* itself (facereel serve
     # sets FACEREEL_CONFIG from --config). Chosen with bench/load.py (BENCHMARKS.md, issue 10).
     proxy_max_reads: int = Field(default=16, ge=0)
@@ -64,7 +64,7 @@ class ApiSettings(BaseModel):
     # Reads the proxy admits while a write passes through it (0: proxy_max_reads): writes
     # first, so that a POST's few steps do not wait behind a full house of readers.
     proxy_max_reads_while_writing: int = Field(default=4, ge=0)
-    # Polls (GET of one search or index job, app/admission.py POLLED) have bounds of their
+    # Polls (GET of one search or index job, app/http/admission.py POLLED) have bounds of their
     # own, in the replica and in the proxy (0: they count as reads): a finished record is
     # served from memory and, unchanged, answered 304, so 50 pollers on 2 cores need no
     # shedding (bench/poll.py), while expensive reads keep the bounds above.
@@ -89,9 +89,9 @@ class ApiSettings(BaseModel):
     # only contend (bench/load.py on 2 cores: 6 threads 133 GET/s, 32 threads 116).
     io_threads: int = Field(default=8, ge=1)
     # ... and threads for writes' blocking calls, so that a search's few writes never queue
-    # behind the readers' (app/io_threads.py).
+    # behind the readers' (app/obs/io_threads.py).
     io_write_threads: int = Field(default=4, ge=1)
-    # OS niceness of a search's Ray task workers (run_search, clips; app/background.py), so
+    # OS niceness of a search's Ray task workers (run_search, clips; app/obs/background.py), so
     # that serving preempts them on a shared node. 0: they run at the serving priority.
     search_task_nice: int = Field(default=10, ge=0, le=19)
     # CPUs a search job (run_search) reserves while it runs; 0: none (it mostly waits on its
@@ -108,7 +108,7 @@ class ApiSettings(BaseModel):
     # How long a replica may reuse an API key or event it has read (a revoked key or a
     # toggled feature takes effect within this time). 0 disables the cache.
     auth_cache_s: float = Field(default=5.0, ge=0.0)
-    # Finished search results each replica keeps for polling GETs (app/result_cache.py:
+    # Finished search results each replica keeps for polling GETs (app/store/result_cache.py:
     # served only while no control table was written since; never stale). 0 disables it.
     result_cache_entries: int = Field(default=10_000, ge=0)
     # How often control tables are compacted, indexed and pruned of old versions, and after
@@ -155,7 +155,7 @@ class ApiSettings(BaseModel):
     index_job_heartbeat_s: float = Field(default=10.0, gt=0.0)
     # How often a running index job writes its progress to its record.
     index_progress_interval_s: float = Field(default=0.5, gt=0.0)
-    # Webhooks: signed POSTs of a job's or search's final result (app/webhooks.py), retried
+    # Webhooks: signed POSTs of a job's or search's final result (app/core/webhooks.py), retried
     # with backoff. Only public addresses receive them unless kinds are allowed here
     # ("loopback", "private", "link-local", "shared (carrier-grade NAT)", ...): a webhook to an
     # internal address would let a client probe the cluster's network (SSRF).

@@ -8,7 +8,7 @@ One run, one process, one private local Ray cluster (``ray.init(num_cpus=2)``):
             different zooms, speeds and phases, every other one mirrored; six people, most of
             them in most videos), cached in <out>/media. Indexed with pipelines.index.index_event
             into a fresh data_dir; an org, an event and an API key with very high rate limits are
-            created and the Serve app (app.main.build_api) is started on a free 127.0.0.1 port.
+            created and the Serve app (app.entry.serve.build_api) is started on a free 127.0.0.1 port.
   post      sequential searches: POST a selfie (a different crop of one of the six people each
             time, cycling), then GET the record every --poll-s until its status leaves
             ``processing``. One unmeasured warm-up search first.
@@ -445,7 +445,7 @@ def get_phase(name: str, url, headers: dict, clients: int, warmup_s: float, dura
 
 def server_side(settings, rows: list[dict]) -> None:
     """Add the record's own timing: created_at (record written, POST) -> updated_at (finished)."""
-    from app.control import REQUESTS, ControlStore
+    from app.store.control import REQUESTS, ControlStore
 
     control = ControlStore(settings.control_uri)
     for row in rows:
@@ -460,7 +460,7 @@ def server_side(settings, rows: list[dict]) -> None:
 
 
 def requests_table_state(settings) -> dict:
-    from app.control import REQUESTS, ControlStore
+    from app.store.control import REQUESTS, ControlStore
 
     table = ControlStore(settings.control_uri).table(REQUESTS)
     state: dict[str, Any] = {"rows": table.count_rows(), "version": table.version}
@@ -473,11 +473,11 @@ def get_pieces(settings, api_key: str, request_id: str, n: int = 100) -> dict:
     """The reads behind one authorised GET, timed alone in this process (wall and CPU ms each)."""
     import ray
 
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.ratelimit import ACTOR_NAME
-    from app.records import RequestRecords
-    from app.security import KeyStore
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.features.ratelimit import ACTOR_NAME
+    from app.store.records import RequestRecords
+    from app.store.keys import KeyStore
 
     control = ControlStore(settings.control_uri)
     keys, events, records = KeyStore(control), EventStore(control), RequestRecords(control, 600)
@@ -519,8 +519,8 @@ def record_growth(counts: list[int], reads: int = 50) -> list[dict]:
     Each search writes its record as the app does (RequestRecords.start, then finish with ten
     clip items); nothing compacts the table in between, as nothing does in the app.
     """
-    from app.control import REQUESTS, ControlStore
-    from app.records import RequestRecords, SearchRecord
+    from app.store.control import REQUESTS, ControlStore
+    from app.store.records import RequestRecords, SearchRecord
 
     videos = [{"uuid": str(uuid.uuid4()), "video_url": "http://x/" + "y" * 80} for _ in range(10)]
     out = []
@@ -570,7 +570,7 @@ def record_growth(counts: list[int], reads: int = 50) -> list[dict]:
 
 def breakdown(settings, selfie: dict) -> dict:
     """The pieces of one search, in this process, one after another (Serve and Ray are down)."""
-    from app.dispatch import video_bounds
+    from app.jobs.dispatch import video_bounds
     from pipelines.clip import cut_clip
     from pipelines.match import References, find_person, timed_hits
     from pipelines.models import load_pack, pack_info
@@ -848,10 +848,10 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.main import build_api
-    from app.security import KeyStore
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.entry.serve import build_api
+    from app.store.keys import KeyStore
     from pipelines.index import index_event
 
     run_dir = out / "run"

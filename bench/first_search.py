@@ -3,7 +3,7 @@ follow, in one run; then `facereel demo`'s own polls.
 
     .venv/bin/python bench/first_search.py [--searches 10] [--out bench-out/first-search]
 
-1. The demo's synthetic event (app/demo.py) is built and indexed with `facereel index`.
+1. The demo's synthetic event (app/entry/demo.py) is built and indexed with `facereel index`.
 2. `facereel serve` runs the repo's serve_config.yaml (its port changed to a free one) as a
    user starts it; the clock starts when it prints that the API answers.
 3. One selfie search, POST to terminal (GET every 0.1 s), then ``--searches`` more, one
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.machine import cpu_model, loadavg  # noqa: E402
 
-FACEREEL = [sys.executable, "-m", "app.cli"]
+FACEREEL = [sys.executable, "-m", "app.entry.cli"]
 
 
 def free_port() -> int:
@@ -77,7 +77,7 @@ def main() -> int:
     }
     os.environ.update({k: env[k] for k in ("FACEREEL_DATA_DIR", "FACEREEL_API__PUBLIC_BASE_URL")})
     from app.config import load_app_settings
-    from app.demo import DEMO_EVENT, DEMO_ORG, build_demo_media, ensure_demo_event
+    from app.entry.demo import DEMO_EVENT, DEMO_ORG, build_demo_media, ensure_demo_event
 
     settings = load_app_settings(None)
     result: dict = {"machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "loadavg_before": loadavg()}}

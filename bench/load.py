@@ -345,10 +345,10 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.main import build_api
-    from app.security import KeyStore
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.entry.serve import build_api
+    from app.store.keys import KeyStore
     from pipelines.index import index_event
 
     run_dir = out / "run"
@@ -358,7 +358,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     settings = load_app_settings(None, data_dir=str(run_dir / "data"), ray={"num_cpus": 2},
                                  api={"public_base_url": base})  # fmt: skip
-    from app.serving_env import install_in_environment
+    from app.entry.serving_env import install_in_environment
 
     install_in_environment()  # Serve's own 503s (a full proxy queue) in the envelope, as `facereel serve`
     if args.proxy:  # the proxy reads its admission bounds from the environment it starts in

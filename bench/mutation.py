@@ -9,7 +9,7 @@ reason; a listed survivor is reported and not counted. A changed function renumb
 mutants: an entry whose line no longer matches counts as a survivor again.
 
     .venv/bin/python bench/mutation.py                       # every module (not the deferred ones)
-    .venv/bin/python bench/mutation.py app/ratelimit.py      # one module
+    .venv/bin/python bench/mutation.py app/features/ratelimit.py      # one module
     .venv/bin/python bench/mutation.py --changed origin/main # what a change touched (CI)
 
 A module counts as touched when it or one of its unit test files changed. The exit status is 1

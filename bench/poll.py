@@ -4,7 +4,7 @@ in a closed loop through Serve's proxy, against GET /healthz in the same run.
     .venv/bin/python bench/poll.py [--clients 50] [--seconds 30] [--out bench-out/poll]
 
 Phases, one after another on one private local Ray cluster with `facereel serve`'s
-environment (the proxy's envelope and admission, app/serving_env.py):
+environment (the proxy's envelope and admission, app/entry/serving_env.py):
 1. ``etag``: each client sends the ETag of its last answer in If-None-Match (a well-behaved
    poller: 304 without a body while the record is unchanged);
 2. ``plain``: the same GETs without a validator (every answer is the whole record);
@@ -88,8 +88,8 @@ async def hammer(urls: list[str], keys: list[str], seconds: float, etag: bool, w
 
 
 def finished_record(settings, control) -> str:
-    from app.contract import COMPLETED
-    from app.records import RequestRecords, SearchRecord
+    from app.core.contract import COMPLETED
+    from app.store.records import RequestRecords, SearchRecord
 
     records = RequestRecords(control, settings.api.request_deadline_s)
     rid = str(uuid.uuid4())
@@ -116,11 +116,11 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.main import build_api
-    from app.security import KeyStore
-    from app.serving_env import install_in_environment
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.entry.serve import build_api
+    from app.store.keys import KeyStore
+    from app.entry.serving_env import install_in_environment
     from tests.conftest import free_port
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ process while 50 keep-alive clients read one route.
 
     python bench/profile_get.py --route details --clients 50 --seconds 20 --out bench-out/profile
 
-One private Ray cluster (``num_cpus=2``), the Serve app as ``app.main.build_api`` builds it,
+One private Ray cluster (``num_cpus=2``), the Serve app as ``app.entry.serve.build_api`` builds it,
 an org, an event and a key with unlimited rates (the rate-limit actor is still called on
 every request, as in production). ``--route details`` reads Event Details, ``healthz``
 reads /healthz. py-spy samples the ingress replica's process (``--idle`` off, so only CPU
@@ -85,10 +85,10 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.main import build_api
-    from app.security import KeyStore
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.entry.serve import build_api
+    from app.store.keys import KeyStore
 
     out = args.out.resolve()
     run_dir = out / "run"

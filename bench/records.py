@@ -2,9 +2,9 @@
 
     python bench/records.py --sizes 100,1000,10000,100000 --reads 300 --out bench-out/records
 
-For each size a fresh control store (app.control.ControlStore) gets that many completed
+For each size a fresh control store (app.store.control.ControlStore) gets that many completed
 search records in one write (ten clip items each, like a real search), then the app's
-maintenance (app.control.ControlStore.maintain: the request_id scalar index, compaction).
+maintenance (app.store.control.ControlStore.maintain: the request_id scalar index, compaction).
 Then, in this process, one read at a time:
 
   read        RequestRecords.get of a random stored id (what a GET does on a cache miss)
@@ -38,7 +38,7 @@ if str(REPO) not in sys.path:
 
 
 def stored_records(n: int) -> list[dict]:
-    from app.records import SearchRecord
+    from app.store.records import SearchRecord
 
     videos = [{"uuid": str(uuid.uuid4()), "video_url": "http://x/" + "y" * 80} for _ in range(10)]
     now = datetime.now(UTC)
@@ -66,9 +66,9 @@ def timed(fn, args: list, reads: int) -> dict:
 def measure(n: int, reads: int) -> dict:
     import pyarrow as pa
 
-    from app.control import REQUESTS, SCHEMAS, ControlStore
-    from app.records import ExtraClips, RequestRecords
-    from app.result_cache import ResultCache
+    from app.store.control import REQUESTS, SCHEMAS, ControlStore
+    from app.store.records import ExtraClips, RequestRecords
+    from app.store.result_cache import ResultCache
 
     with tempfile.TemporaryDirectory(prefix="facereel-bench-records-") as tmp:
         control = ControlStore(str(Path(tmp) / "control"))

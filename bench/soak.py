@@ -43,8 +43,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.demo import DEMO_EVENT as EVENT  # noqa: E402  (the soak serves the demo's event)
-from app.demo import DEMO_ORG as ORG  # noqa: E402
+from app.entry.demo import DEMO_EVENT as EVENT  # noqa: E402  (the soak serves the demo's event)
+from app.entry.demo import DEMO_ORG as ORG  # noqa: E402
 from bench.machine import cpu_model, loadavg  # noqa: E402
 
 TERMINAL = {"completed", "no_matches", "no_segments", "clip_failed", "failed"}
@@ -313,11 +313,11 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.control import ControlStore
-    from app.demo import build_demo_media, ensure_demo_event
-    from app.main import build_api
-    from app.security import KeyStore
-    from app.serving_env import install_in_environment
+    from app.store.control import ControlStore
+    from app.entry.demo import build_demo_media, ensure_demo_event
+    from app.entry.serve import build_api
+    from app.store.keys import KeyStore
+    from app.entry.serving_env import install_in_environment
     from pipelines.index import ensure_ray, index_event
     from pipelines.local_cluster import free_port
 

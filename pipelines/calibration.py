@@ -20,7 +20,7 @@ The notebooks stay thin: everything they compute lives here. Three layers:
 Conventions: similarities are cosines; the product accepts a face when its score is ``>=``
 the threshold, so FAR(t) is the share of impostor scores ``>= t`` and TAR(t) the share of
 genuine scores ``>= t``. Writing a recommendation to an event is the online side's job
-(``app.tuning.apply_recommendation``): pipelines never import app.
+(``app.features.tuning.apply_recommendation``): pipelines never import app.
 """
 
 from __future__ import annotations

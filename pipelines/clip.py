@@ -21,7 +21,7 @@ The path is in the upright picture (a phone's rotation flag applied, pipelines/r
 as decode's face boxes are: ffmpeg turns the picture upright before ``-vf`` filters run.
 
 The pure helpers come first; functions that run ffmpeg or touch files are at the end.
-(The contract's HH:MM:SS strings are formatted in app/contract.py.)
+(The contract's HH:MM:SS strings are formatted in app/core/contract.py.)
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def shared_faces_or_skip() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_env():
-    from app.serving_env import install_in_environment
+    from app.entry.serving_env import install_in_environment
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     install_in_environment()  # before the local cluster starts: Serve's proxy answers in the envelope
@@ -124,7 +124,7 @@ def _quiet_env():
 class ServeApi:
     base_url: str
     settings: AppSettings
-    control: object  # app.control.ControlStore
+    control: object  # app.store.control.ControlStore
 
     def restart(self) -> None:
         """Shut Serve down completely and start it again (records must survive)."""
@@ -147,7 +147,7 @@ def start_serve(settings: AppSettings) -> None:
 
     from ray import serve
 
-    from app.main import build_api
+    from app.entry.serve import build_api
 
     port = urlparse(settings.api.public_base_url).port
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -159,7 +159,7 @@ def serve_api(ray_cluster, settings):
     """The real Serve application on 127.0.0.1, rate limits high enough for the suite."""
     from ray import serve
 
-    from app.control import ControlStore
+    from app.store.control import ControlStore
 
     port = free_port()
     changes = {

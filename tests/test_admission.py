@@ -1,4 +1,4 @@
-"""Admission control (app/admission.py) on a real Starlette app, in process: the request
+"""Admission control (app/http/admission.py) on a real Starlette app, in process: the request
 over the limit gets an enveloped 503 with Retry-After at once, while admitted ones finish."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.admission import Admission, admission_class
+from app.http.admission import Admission, admission_class
 
 
 def gated_app(
@@ -137,11 +137,11 @@ def test_while_a_write_is_in_progress_fewer_reads_are_admitted():
 
 
 def test_writes_blocking_calls_do_not_queue_behind_reads():
-    """app/io_threads.py: with every read thread busy, a write's ``asyncio.to_thread`` call
+    """app/obs/io_threads.py: with every read thread busy, a write's ``asyncio.to_thread`` call
     still runs at once, on a write thread; calls outside a request use the read threads."""
     import threading
 
-    from app.io_threads import IoThreads
+    from app.obs.io_threads import IoThreads
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

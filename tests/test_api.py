@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from app.contract import STARTED_MESSAGE, STATUS_MESSAGES
-from app.events import EventStore
-from app.records import NEVER_DISPATCHED_ERROR, OVERDUE_ERROR, RequestRecords, SearchRecord
-from app.security import KeyStore
+from app.core.contract import STARTED_MESSAGE, STATUS_MESSAGES
+from app.store.events import EventStore
+from app.store.records import NEVER_DISPATCHED_ERROR, OVERDUE_ERROR, RequestRecords, SearchRecord
+from app.store.keys import KeyStore
 from pipelines.clip import probe_clip
 from pipelines.index import index_event
 from pipelines.selfie import embed_selfie
@@ -358,7 +358,7 @@ def test_overdue_processing_record_turns_failed(api, serve_api):
     record = records.start(
         SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", np.zeros(128, np.float32))
     )
-    from app.control import REQUESTS
+    from app.store.control import REQUESTS
 
     # Its job reached Ray (a task id is stored) and then ran past its deadline.
     overdue = {**record.to_row(), "task_id": "ab" * 12, "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}
@@ -371,7 +371,7 @@ def test_sweeper_fails_overdue_records_nobody_polls(api, serve_api):
     rid = str(uuid.uuid4())
     records = RequestRecords(serve_api.control, 60)
     record = records.start(SearchRecord(rid, EVENT_ORG, EVENT_ID, "processing", "", "yunet-sface", None))
-    from app.control import REQUESTS
+    from app.store.control import REQUESTS
 
     serve_api.control.upsert(REQUESTS, [{**record.to_row(), "deadline_at": datetime.now(UTC) - timedelta(seconds=1)}])
     end = time.monotonic() + 30  # the sweep runs every second in the test config
@@ -934,7 +934,7 @@ def test_killing_the_embedder_under_load_gives_json_answers_and_no_500(api, serv
 
 def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, serve_api):
     """SIGKILL of the ApiIngress replica while GETs run: requests it held are answered by
-    Serve's proxy, through app/proxy_envelope.py, with an enveloped 503 and Retry-After
+    Serve's proxy, through app/http/proxy_envelope.py, with an enveloped 503 and Retry-After
     (never uvicorn's plain-text 500); GETs succeed again once Serve has replaced it."""
     import os
     import signal
@@ -1063,7 +1063,7 @@ def no_search_workers_left() -> None:
 
 
 def test_a_job_finishing_after_its_attempt_was_failed_does_not_change_it(api, serve_api, synthetic_event):
-    from app.supervisor import supervisor
+    from app.jobs.supervisor import supervisor
 
     records = RequestRecords(serve_api.control, 600)
     hog = CpuHog()
@@ -1089,9 +1089,9 @@ def test_a_job_finishing_after_its_attempt_was_failed_does_not_change_it(api, se
 def test_a_job_queued_past_the_dispatch_deadline_completes_and_is_never_failed(api, serve_api, synthetic_event):
     """The job reserves a CPU here, and every CPU is held for longer than the dispatch
     deadline: it waits in Ray's queue (known to Ray: not lost), then completes."""
-    from app.dispatch import SearchJob
-    from app.search.video_clipping import with_rules
-    from app.supervisor import supervisor
+    from app.jobs.dispatch import SearchJob
+    from app.features.search.video_clipping import with_rules
+    from app.jobs.supervisor import supervisor
 
     settings = serve_api.settings
     limit = settings.api.dispatch_deadline_s
@@ -1173,7 +1173,7 @@ def test_a_search_whose_supervisor_dies_ends_failed_within_30_s(api, serve_api, 
     incarnation (and every replica's sweep) ends the attempt it owned."""
     import ray
 
-    from app.supervisor import supervisor
+    from app.jobs.supervisor import supervisor
 
     records = RequestRecords(serve_api.control, 600)
     no_search_workers_left()

@@ -1,4 +1,4 @@
-"""A search's Ray tasks run below serving (app/background.py): on the real local cluster,
+"""A search's Ray tasks run below serving (app/obs/background.py): on the real local cluster,
 a task given ``background_options`` runs in a worker of its own whose every thread is niced,
 and a plain task's worker is left at the serving priority."""
 
@@ -9,7 +9,7 @@ import threading
 
 import ray
 
-from app.background import BACKGROUND_ENV, background_options, run_below_serving
+from app.obs.background import BACKGROUND_ENV, background_options, run_below_serving
 
 
 def thread_niceness() -> dict[int, int]:
@@ -66,7 +66,7 @@ def test_warm_search_workers_are_started_and_reused_by_the_next_tasks(ray_cluste
     starting a process."""
     import psutil
 
-    from app.supervisor import supervisor
+    from app.jobs.supervisor import supervisor
 
     nice = settings.api.search_task_nice
     pids = ray.get(supervisor(settings).warm.remote(settings, 3), timeout=300)

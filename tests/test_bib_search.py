@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.events import EventStore
-from app.security import KeyStore
+from app.store.events import EventStore
+from app.store.keys import KeyStore
 from pipelines.index import index_event
 from pipelines.models import pack_info
 from pipelines.store import FaceStore
@@ -208,7 +208,7 @@ def test_events_without_bib_search_pay_nothing(serve_api, indexed_event):
 
 
 def test_cli_search_bib_prints_where_a_number_was_read(bib_event, serve_api, capsys):
-    from app.cli import main
+    from app.entry.cli import main
 
     _, _, pan, _, _ = bib_event
     where = ["--data-dir", serve_api.settings.data_dir, "search-bib", "--org", str(ORG), "--event", str(EVENT)]

@@ -14,10 +14,10 @@ import fsspec
 import httpx
 import pytest
 
-from app.events import EventStore
-from app.notify import org_secret
-from app.security import KeyStore
-from app.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from app.store.events import EventStore
+from app.jobs.notify import org_secret
+from app.store.keys import KeyStore
+from app.core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipelines.media import fsspec_options
 from pipelines.synthetic import selfie_of
 from tests.conftest import free_port
@@ -39,7 +39,7 @@ class Org:
     endpoint: str
     fs: fsspec.AbstractFileSystem
     event_key: str
-    control: object  # app.control.ControlStore, the test's view of the control tables
+    control: object  # app.store.control.ControlStore, the test's view of the control tables
 
     def org_url(self, suffix: str) -> str:
         return f"{self.base}/api/v1/ext/{ORG}{suffix}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, free_port
 
-# The demo's own lines: a numbered step, or an indented detail of one (app/demo.py).
+# The demo's own lines: a numbered step, or an indented detail of one (app/entry/demo.py).
 DEMO_LINE = re.compile(r"^(\d/5 \S|    \S|      \S)")
 
 
@@ -19,7 +19,7 @@ def test_demo_prints_only_its_own_lines(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "FACEREEL_"))}
     env["FACEREEL_API__PUBLIC_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
     run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "--data-dir", str(tmp_path / "data"), "demo", "--dir", "demo-data"],
+        [sys.executable, "-m", "app.entry.cli", "--data-dir", str(tmp_path / "data"), "demo", "--dir", "demo-data"],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from app.control import ControlStore
-from app.events import EventStore
-from app.security import KeyStore
+from app.store.control import ControlStore
+from app.store.events import EventStore
+from app.store.keys import KeyStore
 from pipelines.media import fsspec_options
 from pipelines.synthetic import selfie_of
 from tests.conftest import REPO, free_port
@@ -223,7 +223,7 @@ REFUSE = """
 import sys
 import ray
 from app.config import load_app_settings
-from app.main import build_api
+from app.entry.serve import build_api
 from pipelines.cluster import StorageNotShared
 
 ray.init(address=sys.argv[1])

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from app.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
-from app.control import REQUESTS, ControlStore
-from app.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
-from app.records import RequestRecords, SearchRecord, is_past
-from app.services import TtlCache
+from app.core.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
+from app.store.control import REQUESTS, ControlStore
+from app.features.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
+from app.store.records import RequestRecords, SearchRecord, is_past
+from app.features.services import TtlCache
 
 
 def test_a_stale_job_cannot_overwrite_a_newer_search(tmp_path):
@@ -120,7 +120,7 @@ def test_each_terminal_writer_loses_the_race_cleanly_and_terminal_means_terminal
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from app.contract import FAILED, NO_MATCHES
+    from app.core.contract import FAILED, NO_MATCHES
 
     uri = str(tmp_path / "control")
     ControlStore(uri)
@@ -192,7 +192,7 @@ def test_a_table_from_before_keys_were_declared_gets_its_key(tmp_path):
     import lancedb
     import pyarrow as pa
 
-    from app.control import PRIMARY_KEYS, SCHEMAS
+    from app.store.control import PRIMARY_KEYS, SCHEMAS
 
     uri = str(tmp_path / "control")
     db = lancedb.connect(uri)
@@ -306,7 +306,7 @@ def test_concurrent_misses_of_one_auth_entry_load_it_once(tmp_path):
     import threading
 
     from app.config import load_app_settings
-    from app.services import Services
+    from app.features.services import Services
 
     services = Services.create(load_app_settings(None, data_dir=str(tmp_path)), embedder=None, limiter=None)
     loads, release = [], threading.Event()
@@ -338,7 +338,7 @@ def test_every_n_searches_trigger_background_maintenance(tmp_path):
     import asyncio
 
     from app.config import load_app_settings
-    from app.services import Services
+    from app.features.services import Services
 
     settings = load_app_settings(None, data_dir=str(tmp_path), api={"maintenance_every_searches": 2})
     services = Services.create(settings, embedder=None, limiter=None)
@@ -419,8 +419,8 @@ def test_example_config_lists_every_setting_with_its_default():
 def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from app.control import EXTRA_CLIPS
-    from app.records import OVERDUE_CLIP_ERROR, ExtraClip, ExtraClips
+    from app.store.control import EXTRA_CLIPS
+    from app.store.records import OVERDUE_CLIP_ERROR, ExtraClip, ExtraClips
 
     control = ControlStore(str(tmp_path / "control"))
     clips = ExtraClips(control, 60)
@@ -442,8 +442,8 @@ def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
 
 def test_an_events_search_rules_can_be_replaced_and_are_validated(tmp_path):
     from app.config import AppSettings
-    from app.events import EventStore
-    from app.tuning import apply_recommendation
+    from app.store.events import EventStore
+    from app.features.tuning import apply_recommendation
 
     settings = AppSettings(data_dir=str(tmp_path))
     events = EventStore(ControlStore(settings.control_uri))

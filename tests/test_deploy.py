@@ -249,11 +249,11 @@ def test_dockerfile_base_is_the_installed_ray() -> None:
 
 def test_every_node_starts_with_the_serving_environment() -> None:
     """Ray starts Serve's proxies and workers from the node's environment: the image sets
-    what facereel's own entry points set (app/serving_env.py), and the proxy callback
+    what facereel's own entry points set (app/entry/serving_env.py), and the proxy callback
     resolves to Starlette middleware: admission inside the envelope."""
-    from app.admission import Admission
-    from app.proxy_envelope import PROXY_CALLBACK, ProxyEnvelope, middlewares
-    from app.serving_env import SERVING_ENV
+    from app.http.admission import Admission
+    from app.http.proxy_envelope import PROXY_CALLBACK, ProxyEnvelope, middlewares
+    from app.entry.serving_env import SERVING_ENV
 
     text = (DEPLOY / "Dockerfile").read_text()
     for name, value in SERVING_ENV.items():
@@ -331,7 +331,7 @@ def test_gpu_deployments_fit_the_gpu_group() -> None:
 
 
 def test_rayjob_runs_facereel_index() -> None:
-    from app.cli import build_parser
+    from app.entry.cli import build_parser
 
     spec = load(RAYJOB)["spec"]
     argv = shlex.split(spec["entrypoint"])

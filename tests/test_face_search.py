@@ -15,9 +15,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.events import EventStore
-from app.records import RequestRecords
-from app.security import KeyStore
+from app.store.events import EventStore
+from app.store.records import RequestRecords
+from app.store.keys import KeyStore
 from pipelines.index import index_event
 from pipelines.synthetic import selfie_of
 from tests.conftest import shared_faces_or_skip

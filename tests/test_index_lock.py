@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from app.control import ControlStore
-from app.index_jobs import FAILED, IndexJobs
+from app.store.control import ControlStore
+from app.store.index_jobs import FAILED, IndexJobs
 
 
 def jobs_on(tmp_path) -> IndexJobs:

@@ -1,4 +1,4 @@
-"""Log records carry the org, event and request they are about (app/log_context.py), as
+"""Log records carry the org, event and request they are about (app/obs/log_context.py), as
 fields of Ray's JSON log encoding; concurrent requests do not see each other's."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 
 from ray._common.formatters import JSONFormatter
 
-from app import log_context
+from app.obs import log_context
 
 
 def test_bound_fields_are_json_log_fields_and_stay_with_their_request():

@@ -106,7 +106,7 @@ def test_fusion_keeps_the_selfie_similarity_of_a_face_both_kinds_found():
 def test_the_openapi_schema_says_what_the_similarity_fields_mean():
     from pydantic import TypeAdapter
 
-    from app import schemas
+    from app.core import schemas
 
     defs = TypeAdapter(schemas.ResultData).json_schema()["$defs"]
     for model in ("ClipItem", "SegmentItem", "ExtraClipItem"):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.events import EventStore
-from app.security import KeyStore
+from app.store.events import EventStore
+from app.store.keys import KeyStore
 from pipelines.index import index_event
 from tests.conftest import REPO, shared_faces_or_skip
 from tests.test_api import jpeg

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.events import EventStore
-from app.openapi import operations
-from app.security import KeyStore
+from app.store.events import EventStore
+from app.http.openapi import operations
+from app.store.keys import KeyStore
 from tests.conftest import SCHEMA_FUZZ
 
 FUZZ_ORG, FUZZ_EVENT, OTHER_EVENT = 31, 1, 2
@@ -33,15 +33,15 @@ MIN_CASES = 1000
 
 
 def test_every_route_is_in_the_document(serve_api):
-    from app.api import create_api
-    from app.services import Services
+    from app.http.api import create_api
+    from app.features.services import Services
 
     doc = httpx.get(f"{serve_api.base_url}/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.1")
     app = create_api(Services.create(serve_api.settings, embedder=None, limiter=None))
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
     served = set()
-    for route, _ in operations(app.routes):
+    for route, _ in operations(app.http.routes):
         path = re.sub(r":\w+\}", "}", route.path)
         served |= {(path, m.lower()) for m in route.methods if m != "HEAD"}
     assert documented == served

@@ -1,4 +1,4 @@
-"""Serve's proxy answers in the API's envelope (app/proxy_envelope.py), checked on the
+"""Serve's proxy answers in the API's envelope (app/http/proxy_envelope.py), checked on the
 middleware with stand-in proxies; tests/test_api.py kills the real ingress replica."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from app.proxy_envelope import LOST, ProxyEnvelope
+from app.http.proxy_envelope import LOST, ProxyEnvelope
 
 ENVELOPE = {"responseType", "message", "data"}
 
@@ -80,7 +80,7 @@ def test_the_apps_own_answers_pass_untouched():
 def proxy_app(inner):
     """``inner`` wrapped as Serve's proxy wraps its app: each middleware in list order, so
     the last is outermost (ray.serve._private.http_util._apply_middlewares)."""
-    from app.proxy_envelope import middlewares
+    from app.http.proxy_envelope import middlewares
 
     app = inner
     for middleware in middlewares():
@@ -130,7 +130,7 @@ def test_the_proxy_sheds_reads_and_writes_over_its_own_limits_before_routing(mon
 
 
 def test_proxy_admission_can_be_turned_off(monkeypatch):
-    from app.proxy_envelope import middlewares
+    from app.http.proxy_envelope import middlewares
 
     monkeypatch.delenv("FACEREEL_CONFIG", raising=False)
     monkeypatch.setenv("FACEREEL_API__PROXY_MAX_READS", "0")

@@ -1,4 +1,4 @@
-"""Token buckets of the API keys' rate limits (app/ratelimit.py): refill, waits, whole tokens,
+"""Token buckets of the API keys' rate limits (app/features/ratelimit.py): refill, waits, whole tokens,
 the shared buckets per key and kind, and one replica's leases. Time is a clock the test sets."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from app.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
+from app.features.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
 
 
 class Clock:

@@ -128,8 +128,8 @@ def test_shared_folder_is_never_copied_into_the_repo():
 # ---- the same searches through the HTTP API ------------------------------------------
 @pytest.fixture(scope="module")
 def real_api(real_event, serve_api):
-    from app.events import EventStore
-    from app.security import KeyStore
+    from app.store.events import EventStore
+    from app.store.keys import KeyStore
     from tests.test_api import Api
 
     events = EventStore(serve_api.control)
@@ -199,7 +199,7 @@ def test_api_best_similarity_is_the_selfies_cosine_to_the_best_face(real_event, 
     """Issue 21 item 4: query expansion finds the person's profiles through their own video
     faces; best_similarity still reports the selfie's cosine similarity, never the 1.0 of
     an expansion face compared with itself."""
-    from app.records import RequestRecords
+    from app.store.records import RequestRecords
 
     root, store, _ = real_event
     image = (root / photo).read_bytes()

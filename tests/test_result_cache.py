@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from app.contract import COMPLETED, FAILED, PROCESSING
-from app.control import ControlStore
-from app.records import ExtraClip, ExtraClips, RequestRecords, SearchRecord
-from app.result_cache import ResultCache
+from app.core.contract import COMPLETED, FAILED, PROCESSING
+from app.store.control import ControlStore
+from app.store.records import ExtraClip, ExtraClips, RequestRecords, SearchRecord
+from app.store.result_cache import ResultCache
 
 
 class Replica:

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pytest
 
 from app.config import load_app_settings
-from app.contract import COMPLETED, FAILED, PROCESSING
-from app.control import EVENTS, EXTRA_CLIPS, REQUESTS, SCHEMAS, ControlStore
-from app.events import EventStore
-from app.records import ExtraClip, SearchRecord
-from app.retention import (
+from app.core.contract import COMPLETED, FAILED, PROCESSING
+from app.store.control import EVENTS, EXTRA_CLIPS, REQUESTS, SCHEMAS, ControlStore
+from app.store.events import EventStore
+from app.store.records import ExtraClip, SearchRecord
+from app.features.retention import (
     ClipRefs,
     EventBusy,
     expired_requests,
@@ -36,7 +36,7 @@ from app.retention import (
     sweep_orphans,
     sweep_retention,
 )
-from app.services import Services
+from app.features.services import Services
 from pipelines.media import fsspec_options
 from pipelines.storage import OutputStorage, modified_time
 from pipelines.store import BIBS_SCHEMA, MEDIA_INDEXED, faces_schema, tracks_schema
@@ -277,8 +277,8 @@ def test_retention_sweep_deletes_expired_searches_like_a_consent_delete(services
 
 
 def test_consent_delete_keeps_its_answer_and_refuses_busy_searches(services):
-    from app.errors import ApiError
-    from app.search.requests import delete_request
+    from app.http.errors import ApiError
+    from app.features.search.requests import delete_request
 
     event = services.events.get(1, 1)
     record = add_search(services, 1)
@@ -339,7 +339,7 @@ def test_orphan_sweep_removes_unreferenced_old_clip_files(services):
 
 
 def test_sweep_forever_runs_retention_and_the_orphan_sweep(services, monkeypatch):
-    import app.services
+    import app.features.services
 
     expired = add_search(services, 1, age=8 * DAY)
     orphan = Path(services.settings.output_root) / f"1/1/clips/{uuid.uuid4()}/x.mp4"
@@ -353,7 +353,7 @@ def test_sweep_forever_runs_retention_and_the_orphan_sweep(services, monkeypatch
         if len(passes) > 1:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr(app.services.asyncio, "sleep", one_pass)
+    monkeypatch.setattr(app.features.services.asyncio, "sleep", one_pass)
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(services.sweep_forever())
     assert services.records.read(expired.request_id) is None
@@ -456,7 +456,7 @@ def test_purge_refuses_while_a_search_is_processing(services):
 
 
 def test_purge_cli_asks_first_and_prints_what_it_removed(tmp_path, monkeypatch, capsys):
-    from app.cli import main
+    from app.entry.cli import main
 
     monkeypatch.delenv("FACEREEL_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./facereel.yaml

@@ -143,7 +143,7 @@ def test_reframed_clip_of_a_rotated_source_is_portrait_with_the_face_upright(
         ctx = container.streams.video[0].codec_context
         assert (ctx.width, ctx.height) == (pan.height, pan.width)
 
-    # The product's path (app/dispatch.py cut_window): the index's rows, the media row's size.
+    # The product's path (app/jobs/dispatch.py cut_window): the index's rows, the media row's size.
     rows = person_rows(pack, str(source), person2, start, end)
     assert len(rows) >= 10  # decode turned the frames upright, so the detector found the face
     path = plan_crop_path(rows, (probe.width, probe.height), "9:16", start, end)

@@ -1,13 +1,13 @@
 """Admission by the cluster's search queue (issue 26): a search POST is admitted only while
 fewer than ``api.max_searches_in_flight`` searches are in flight, else 503 with a
-Retry-After from the queue (app/supervisor.py ``queue_wait_s``)."""
+Retry-After from the queue (app/jobs/supervisor.py ``queue_wait_s``)."""
 
 from __future__ import annotations
 
 import pytest
 import ray
 
-from app.supervisor import UNTIMED_SEARCH_S, queue_wait_s
+from app.jobs.supervisor import UNTIMED_SEARCH_S, queue_wait_s
 
 
 def test_below_capacity_a_search_starts_now():
@@ -29,7 +29,7 @@ def test_before_any_search_was_timed_the_default_pace_is_used():
 
 
 def test_the_supervisor_answers_for_the_whole_cluster(ray_cluster, settings):
-    from app.supervisor import supervisor
+    from app.jobs.supervisor import supervisor
 
     handle = supervisor(settings)
     assert ray.get(handle.admission.remote(10_000), timeout=60) == 0.0  # below any real queue

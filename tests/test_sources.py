@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from app.errors import ApiError
-from app.sources import Roots, media_key_for_upload, permitted, within_roots
-from app.storage_locations import StorageLocation, fresh_urls, parse_location
+from app.http.errors import ApiError
+from app.features.sources import Roots, media_key_for_upload, permitted, within_roots
+from app.store.storage_locations import StorageLocation, fresh_urls, parse_location
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """A run superseded by a re-POST of its request_id leaves no clip files behind, even when it
-is cancelled mid-cut (app/dispatch.py: remove_cut_files, collect_garbage)."""
+is cancelled mid-cut (app/jobs/dispatch.py: remove_cut_files, collect_garbage)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from app.dispatch import ClipJob, SearchJob, collect_garbage, remove_cut_files
-from app.events import SearchRules
+from app.jobs.dispatch import ClipJob, SearchJob, collect_garbage, remove_cut_files
+from app.store.events import SearchRules
 from pipelines.segments import ClipWindow
 
 DEADLINE_S = 60

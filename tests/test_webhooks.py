@@ -1,4 +1,4 @@
-"""Outgoing webhooks (app/webhooks.py): signatures, URL rules, backoff, and delivery against a real
+"""Outgoing webhooks (app/core/webhooks.py): signatures, URL rules, backoff, and delivery against a real
 local HTTP receiver. No Ray, no network beyond 127.0.0.1; the resolver is injected for host names."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from app import webhooks
-from app.webhooks import (
+from app.core import webhooks
+from app.core.webhooks import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,

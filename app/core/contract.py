@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from app import schemas
+from app.core import schemas
 
 PROCESSING = "processing"
 COMPLETED = "completed"

@@ -1,4 +1,4 @@
-"""The HTTP contract's bodies as types: what app/contract.py builds and app/openapi.py
+"""The HTTP contract's bodies as types: what app/core/contract.py builds and app/http/openapi.py
 publishes (OpenAPI 3.1 components come from these same classes, through pydantic).
 
 TypedDicts rather than models: responses stay plain dicts built by pure functions (no

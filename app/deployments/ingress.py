@@ -1,14 +1,17 @@
-"""ApiIngress: the HTTP entry point, serving the Starlette app of app/api.py."""
+"""ApiIngress: the HTTP entry point, serving the Starlette app of app/http/api.py."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from ray import serve
-from starlette.applications import Starlette
 
 from app.config import AppSettings
+
+if TYPE_CHECKING:
+    from app.http.api import HttpApp
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +28,18 @@ class ApiIngress:
         self.matcher = matcher  # DeploymentHandle to SearchMatcher
         self.warm_workers = warm_search_workers(settings)
 
-    def __serve_build_asgi_app__(self) -> Starlette:
+    def __serve_build_asgi_app__(self) -> HttpApp:
         """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
-        from app.api import create_api
-        from app.ratelimit import limiter_actor
-        from app.services import Services
+        from app.http.api import create_api
+        from app.features.ratelimit import limiter_actor
+        from app.features.services import Services
 
         return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))
 
 
 def warm_search_workers(settings: AppSettings) -> list[int]:
     """Before the replica is ready (Serve routes to it only after __init__): the processes
-    that run searches and cuts are up, so a first search waits for none (app/dispatch.py
+    that run searches and cuts are up, so a first search waits for none (app/jobs/dispatch.py
     ``warm_search_worker``). Their pids; none when turned off or when it failed (logged:
     serving matters more than a fast first search)."""
     n = settings.api.warm_search_workers
@@ -44,7 +47,7 @@ def warm_search_workers(settings: AppSettings) -> list[int]:
         return []
     import ray
 
-    from app.supervisor import supervisor
+    from app.jobs.supervisor import supervisor
 
     started = time.monotonic()
     try:

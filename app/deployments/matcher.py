@@ -1,5 +1,5 @@
 """SearchMatcher: the CPU-bound part of a Face Search request (matching a person, ranking
-photos), off the ingress replica; see app/offload.py for why."""
+photos), off the ingress replica; see app/features/offload.py for why."""
 
 from __future__ import annotations
 
@@ -33,5 +33,5 @@ class SearchMatcher:
         return self._store
 
     async def run(self, fn: Callable[..., Any], args: tuple) -> Any:
-        """``fn(store, settings, *args)``: a module-level function of app/search/."""
+        """``fn(store, settings, *args)``: a module-level function of app/features/search/."""
         return await asyncio.to_thread(fn, self.store(), self.settings, *args)

@@ -28,7 +28,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from pipelines.index import IndexProgress, index_event
 
     settings = _settings(args)
-    bibs = args.bibs if args.bibs is not None else event_reads_bibs(settings, args.org, args.event)
+    bibs = args.bibs if args.bibs is not None else _event_reads_bibs(settings, args.org, args.event)
     bar = tqdm(total=0, unit="frame", desc="indexing" + (" (faces + BIBs)" if bibs else ""), disable=args.quiet)
 
     def progress(status: IndexProgress) -> None:
@@ -54,14 +54,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 1 if report.failed and not report.indexed and not report.skipped else 0
 
 
-def event_reads_bibs(settings: AppSettings, org: int, event: int) -> bool:
-    """Whether indexing reads race numbers: the event's ``bib_search`` toggle (off for an
-    event not created through ``facereel event create``)."""
-    from app.control import ControlStore
-    from app.events import EventStore
+def _event_reads_bibs(settings: AppSettings, org: int, event: int) -> bool:
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
 
-    found = EventStore(ControlStore(settings.control_uri, settings.store.storage_options)).get(org, event)
-    return bool(found and found.bib_search)
+    return EventStore(ControlStore(settings.control_uri, settings.store.storage_options)).reads_bibs(org, event)
 
 
 def cmd_search_bib(args: argparse.Namespace) -> int:
@@ -158,19 +155,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+    from app.entry.demo import run_demo
 
     return run_demo(_settings(args), Path(args.dir), keep_serving=args.keep_serving)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve run`` of the Serve config, with Serve's proxy answering in the API's envelope
-    (app/proxy_envelope.py): the variable must be in the environment of the process that
+    (app/http/proxy_envelope.py): the variable must be in the environment of the process that
     starts the local cluster. Serve's own start-up lines go to a log file unless -v; the
     terminal shows where the API answers once it is ready."""
     import os
 
-    from app.serving_env import install_in_environment
+    from app.entry.serving_env import install_in_environment
 
     install_in_environment()
     if args.config:
@@ -179,7 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = [str(serve), "run", *args.serve_args, args.serve_config]
     if args.verbose:
         os.execv(str(serve), command)
-    from app.quiet import library_log_path, run_quietly
+    from app.obs.quiet import library_log_path, run_quietly
 
     url = serve_url(args.serve_config)
     log_path = library_log_path(_settings(args).data_dir, "serve")
@@ -197,14 +194,14 @@ def serve_url(serve_config: str) -> str:
 
 
 def _control(args: argparse.Namespace):
-    from app.control import ControlStore
+    from app.store.control import ControlStore
 
     settings = _settings(args)
     return ControlStore(settings.control_uri, settings.store.storage_options)
 
 
 def cmd_org_create(args: argparse.Namespace) -> int:
-    from app.events import EventStore
+    from app.store.events import EventStore
 
     org_id = EventStore(_control(args)).create_org(args.name, args.id)
     print(f"org {org_id} created")
@@ -212,7 +209,7 @@ def cmd_org_create(args: argparse.Namespace) -> int:
 
 
 def cmd_org_webhook_secret(args: argparse.Namespace) -> int:
-    from app.notify import org_secret
+    from app.jobs.notify import org_secret
 
     try:
         secret = org_secret(_control(args), args.org, rotate=args.rotate)
@@ -226,7 +223,7 @@ def cmd_org_webhook_secret(args: argparse.Namespace) -> int:
 def cmd_event_create(args: argparse.Namespace) -> int:
     import json
 
-    from app.events import EventStore
+    from app.store.events import EventStore
 
     event = EventStore(_control(args)).create_event(
         args.org,
@@ -247,8 +244,8 @@ def cmd_event_create(args: argparse.Namespace) -> int:
 
 
 def cmd_event_purge(args: argparse.Namespace) -> int:
-    from app.retention import purge_event
-    from app.services import Services
+    from app.features.retention import purge_event
+    from app.features.services import Services
 
     settings = _settings(args)
     what = f"event {args.org}/{args.event}: every search record, selfie embedding, clip, thumbnail and face index row"
@@ -267,8 +264,8 @@ def cmd_event_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
-    from app.events import EventStore
-    from app.security import KeyStore
+    from app.store.events import EventStore
+    from app.store.keys import KeyStore
 
     control = _control(args)
     if not EventStore(control).org_exists(args.org):
@@ -284,7 +281,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    from app.security import KeyStore
+    from app.store.keys import KeyStore
 
     KeyStore(_control(args)).deactivate(args.key_id)
     print(f"API key {args.key_id} revoked")
@@ -415,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     library_log = None
     if not args.verbose and args.func in (cmd_index, cmd_demo, cmd_eval):
-        from app.quiet import divert_native_stderr, divert_ray_notices, library_log_path
+        from app.obs.quiet import divert_native_stderr, divert_ray_notices, library_log_path
 
         library_log = library_log_path(_settings(args).data_dir, args.command)
         divert_native_stderr(library_log)

@@ -53,9 +53,9 @@ def build_demo_media(out: Path, settings: AppSettings) -> tuple[Path, tuple[floa
 
 def ensure_demo_event(settings: AppSettings) -> str:
     """Demo org and event (created once) and a fresh API key; returns the key."""
-    from app.control import ControlStore
-    from app.events import EventStore
-    from app.security import KeyStore
+    from app.store.control import ControlStore
+    from app.store.events import EventStore
+    from app.store.keys import KeyStore
 
     control = ControlStore(settings.control_uri, settings.store.storage_options)
     events = EventStore(control)
@@ -84,8 +84,8 @@ def run_demo(settings: AppSettings, out: Path, keep_serving: bool = False) -> in
     import ray
     from ray import serve
 
-    from app.main import build_api
-    from app.serving_env import install_in_environment
+    from app.entry.serve import build_api
+    from app.entry.serving_env import install_in_environment
     from pipelines.index import ensure_ray, index_event
 
     settings = settings.pinned()

@@ -1,6 +1,6 @@
 """CPU-bound request work (Face Search's matching and photo ranking, answered in the
 request) run in the SearchMatcher deployment (app/deployments/matcher.py), not on the
-ingress replica. A video search matches in its job instead (app/search/matching.py).
+ingress replica. A video search matches in its job instead (app/jobs/matching.py).
 
 The ingress serves every request from one event loop; a match done there, even in a
 thread, holds the GIL for long stretches, and under a burst of POSTs every GET and even
@@ -16,7 +16,7 @@ from typing import Any
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from app.admission import overloaded
+from app.core.errors import overloaded
 
 
 async def offload(services, fn: Callable[..., Any], *args: Any) -> Any:

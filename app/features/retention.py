@@ -2,7 +2,7 @@
 
 - Retention: a search (record, selfie embeddings, extra clips, clip files) is deleted once
   its last change is older than its event's ``retention_days`` (else ``api.retention_days``),
-  exactly as a consent DELETE would (``app.search.requests.remove_request``).
+  exactly as a consent DELETE would (``app.features.search.requests.remove_request``).
 - Orphans: clip files under ``{org}/{event}/clips/{request_id}/`` that no record points at
   (a worker lost between writing a clip and recording it, a crash mid-deletion) are removed
   once older than ``api.orphan_grace_s``.
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
-from app.contract import PROCESSING
-from app.control import EXTRA_CLIPS, REQUESTS
-from app.events import Event
-from app.services import Services
+from app.core.contract import PROCESSING
+from app.store.control import EXTRA_CLIPS, REQUESTS
+from app.store.events import Event
+from app.features.services import Services
 from pipelines.storage import OutputStorage
 from pipelines.store import event_filter, sql_str
 
@@ -92,7 +92,7 @@ def _clip_activity(clip_rows: Iterable[Mapping]) -> dict[str, datetime]:
 
 def sweep_event_retention(services: Services, event: Event, now: datetime | None = None) -> int:
     """Delete the event's searches past retention (as a consent DELETE would); returns how many."""
-    from app.search.requests import RequestBusy, remove_request
+    from app.features.search.requests import RequestBusy, remove_request
 
     days = event.retention(services.settings)
     if days is None:
@@ -311,7 +311,7 @@ def purge_event(
     store = face_store if face_store is not None else services.face_store()
     report.index_rows = store.delete_event(org_id, event_id)
     if event is not None:  # uploads live in the event's source location, not its outputs
-        from app.sources import remove_upload
+        from app.features.sources import remove_upload
 
         for row in services.sources.rows(org_id, event_id):
             if row.get("origin") == "upload":

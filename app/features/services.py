@@ -11,17 +11,17 @@ import uuid
 from dataclasses import dataclass, field
 
 from app.config import AppSettings
-from app.control import ControlStore
-from app.errors import ApiError
-from app.events import Event, EventStore
-from app.index_jobs import IndexJobs, end_if_driver_lost, end_lost
-from app.metrics import running_searches
-from app.ratelimit import TokenLeases
-from app.records import ExtraClips, RequestRecords
-from app.result_cache import ResultCache
-from app.security import ApiKey, KeyStore
-from app.sources import SourceRegistry
-from app.storage_locations import StorageLocations
+from app.store.control import ControlStore
+from app.core.errors import DomainError
+from app.store.events import Event, EventStore
+from app.store.index_jobs import IndexJobs, end_if_driver_lost, end_lost
+from app.obs.metrics import running_searches
+from app.features.ratelimit import TokenLeases
+from app.store.records import ExtraClips, RequestRecords
+from app.store.result_cache import ResultCache
+from app.store.keys import ApiKey, KeyStore
+from app.features.sources import SourceRegistry
+from app.store.storage_locations import StorageLocations
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Services:
     index_jobs: IndexJobs | None = None
     sources: SourceRegistry | None = None
     locations: StorageLocations | None = None
-    matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/offload.py)
+    matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/features/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
     maintaining: bool = False
@@ -87,9 +87,9 @@ class Services:
 
     @property
     def supervisor(self):
-        """The cluster's job supervisor (app/supervisor.py), which owns every job's task."""
+        """The cluster's job supervisor (app/jobs/supervisor.py), which owns every job's task."""
         if self._supervisor is None:
-            from app.supervisor import supervisor
+            from app.jobs.supervisor import supervisor
 
             self._supervisor = supervisor(self.settings)
         return self._supervisor
@@ -115,11 +115,11 @@ class Services:
     def set_event_storage(self, org_id: int, event_id: int, location_id: str | None) -> Event:
         """Point an event at one of its org's storage locations, while it has no media yet."""
         if self.events.get(org_id, event_id) is None:
-            raise ApiError(404, "Event configuration not found.", "event_not_found")
+            raise DomainError("event_not_found", "Event configuration not found.")
         if location_id is not None and self.locations.get(org_id, location_id) is None:
-            raise ApiError(400, "The org has no such storage location.", "unknown_storage_location")
+            raise DomainError("unknown_storage_location", "The org has no such storage location.")
         if self.sources.rows(org_id, event_id) or self.face_store().media_rows(org_id, event_id):
-            raise ApiError(409, "The event already has media; its storage cannot change under them.", "event_has_media")
+            raise DomainError("event_has_media", "The event already has media; its storage cannot change under them.")
         event = self.events.set_storage(org_id, event_id, location_id)
         self.cache.items.pop(("event", org_id, event_id), None)
         return event
@@ -145,7 +145,7 @@ class Services:
     async def sweep_forever(self) -> None:
         """Fail searches whose worker vanished, even if nobody polls them; keep tables lean;
         delete searches past their event's retention and clip files no record references."""
-        from app.retention import sweep_orphans, sweep_retention
+        from app.features.retention import sweep_orphans, sweep_retention
 
         api = self.settings.api
         last_maintenance = time.monotonic()
@@ -197,7 +197,7 @@ class Services:
     async def sweep_lost_owners(self) -> int:
         """End the attempts owned by a supervisor incarnation that is gone (the live one, asked
         here, does the same on its own; whichever writes first ends them)."""
-        from app.supervisor import sweep_lost_owners
+        from app.jobs.supervisor import sweep_lost_owners
 
         live = await asyncio.wait_for(asyncio.wrap_future(self.supervisor.owner.remote().future()), timeout=10)
         searches, jobs = await asyncio.to_thread(sweep_lost_owners, self.settings, self.records, self.index_jobs, live)
@@ -262,7 +262,7 @@ class Services:
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # the task never wrote its outcome (the supervisor sees it too)
-                from app.supervisor import end_search
+                from app.jobs.supervisor import end_search
 
                 failed += end_search(self.settings, self.records, request_id, job_id, exc)
         return failed
@@ -289,14 +289,14 @@ class Services:
         return lost
 
     def sweep_overdue_index_jobs(self) -> int:
-        from app.index_jobs import OVERDUE_ERROR
+        from app.store.index_jobs import OVERDUE_ERROR
 
         return sum(end_lost(self.settings, self.index_jobs, job, OVERDUE_ERROR) for job in self.index_jobs.overdue())
 
     def tell_webhooks(self, request_ids: list[str]) -> None:
         """Searches failed here (lost worker, deadline) tell their webhooks from a Ray task:
         deliveries retry for a while, and the watcher must not wait on them."""
-        from app.dispatch import notify_search_later
+        from app.jobs.dispatch import notify_search_later
 
         for request_id in request_ids:
             notify_search_later.remote(self.settings, request_id)
@@ -362,36 +362,31 @@ class Services:
         key = await self.authorize_key(api_key, org_id, event_id, kind)
         event = await self.cached(("event", org_id, event_id), lambda: self.events.get(org_id, event_id))
         if event is None:
-            raise ApiError(404, "Event configuration not found.", "event_not_found")
+            raise DomainError("event_not_found", "Event configuration not found.")
         return key, event
 
     async def authorize_org(self, api_key: str | None, org_id: int, kind: str) -> ApiKey:
         """``authorize`` for the org's own settings: only a key for every event of the org may."""
         key = await self.authorize_key(api_key, org_id, None, kind)
         if key.event_id is not None:
-            raise ApiError(403, "Only an API key for the whole organisation may do this.", "org_key_required")
+            raise DomainError("org_key_required", "Only an API key for the whole organisation may do this.")
         return key
 
     async def authorize_key(self, api_key: str | None, org_id: int, event_id: int | None, kind: str) -> ApiKey:
         if not api_key:
-            raise ApiError(401, "API key is missing: send it in the X-API-Key header.", "missing_api_key")
+            raise DomainError("missing_api_key", "API key is missing: send it in the X-API-Key header.")
         key = await self.cached(("key", api_key), lambda: self.keys.lookup(api_key))
         if key is None or not key.active:
-            raise ApiError(403, "API key is invalid or inactive.", "invalid_api_key")
+            raise DomainError("invalid_api_key", "API key is invalid or inactive.")
         if key.org_id != org_id or (event_id is not None and key.event_id is not None and key.event_id != event_id):
-            raise ApiError(403, "This API key does not grant access to this organisation or event.", "forbidden_event")
+            raise DomainError("forbidden_event", "This API key does not grant access to this organisation or event.")
         api = self.settings.api
         per_minute, burst = (
             (api.post_per_minute, api.post_burst) if kind == "post" else (api.get_per_minute, api.get_burst)
         )
         allowed, retry_after = await self.limiter.take(key.key_id, kind, per_minute, burst)
         if not allowed:
-            raise ApiError(
-                429,
-                "Rate limit exceeded. Back off and retry with the same request_id.",
-                "rate_limited",
-                {"Retry-After": str(max(1, math.ceil(retry_after)))},
-            )
+            raise DomainError("rate_limited", "Rate limit exceeded. Back off and retry with the same request_id.", retry_after)
         return key
 
 
@@ -399,4 +394,4 @@ def parse_request_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise ApiError(400, "request_id is not a valid UUID.", "invalid_request_id") from None
+        raise DomainError("invalid_request_id", "request_id is not a valid UUID.") from None

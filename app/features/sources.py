@@ -18,16 +18,16 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from app.config import AppSettings
-from app.control import EVENT_MEDIA, ControlStore
-from app.errors import ApiError
-from app.events import Event
+from app.store.control import EVENT_MEDIA, ControlStore
+from app.core.errors import DomainError
+from app.store.events import Event
 from pipelines.media import MediaSource, is_remote, list_media
 from pipelines.storage import OutputStorage, StorageError
 from pipelines.store import sql_str
 
 if TYPE_CHECKING:
-    from app.routes.multipart import Upload
-    from app.services import Services
+    from app.http.multipart import Upload
+    from app.features.services import Services
 
 MAX_KEY_CHARS = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -237,11 +237,9 @@ def store_uploads(services: Services, event: Event, uploads: list[Upload]) -> di
         try:
             sniffed.append(sniff(str(up.path)))
         except ValueError as exc:
-            raise ApiError(
-                400, f"{up.filename or key!r} is not a photo or video: {exc}.", "unsupported_media"
-            ) from None
+            raise DomainError("unsupported_media", f"{up.filename or key!r} is not a photo or video: {exc}.") from None
         if services.sources.get(event.org_id, event.event_id, key) is not None:
-            raise ApiError(409, f"The event already has a source named {key!r}; delete it first.", "media_exists")
+            raise DomainError("media_exists", f"The event already has a source named {key!r}; delete it first.")
         keys.append(key)
     location = event.source_location(services.settings)
     storage = OutputStorage(location, event.storage_options(services.settings))
@@ -254,12 +252,12 @@ def store_uploads(services: Services, event: Event, uploads: list[Upload]) -> di
             try:
                 storage.put(up.path, stored)
             except (OSError, StorageError) as exc:
-                raise ApiError(500, f"The event's source storage refused the upload: {exc}", "storage_error") from None
+                raise DomainError("storage_error", f"The event's source storage refused the upload: {exc}") from None
             uri = f"{storage.root}/{stored}" if storage.remote else str(storage.local_path(stored))
             row = media_row(event, key, uri, "upload", up.size, found)
             if not services.sources.add(row):  # the same name registered meanwhile
                 storage.remove([stored])
-                raise ApiError(409, f"The event already has a source named {key!r}; delete it first.", "media_exists")
+                raise DomainError("media_exists", f"The event already has a source named {key!r}; delete it first.")
             done.append((key, stored))
             items.append(media_item(row, None, set()))
     except Exception:  # all or nothing: the files stored before the failure go again
@@ -280,7 +278,7 @@ def register_uris(services: Services, event: Event, uris: list[str]) -> dict:
     for uri in uris:
         inside = permitted(uri, roots)
         if inside is None:
-            raise ApiError(400, f"{uri!r} is outside the allowed media roots.", "uri_not_allowed")
+            raise DomainError("uri_not_allowed", f"{uri!r} is outside the allowed media roots.")
         canonical.append(inside)
     items, errors = [], []
     for uri in canonical:
@@ -302,9 +300,7 @@ def register_uris(services: Services, event: Event, uris: list[str]) -> dict:
             else:
                 items.append(item)
     if not items:
-        raise ApiError(
-            400, "None of the URIs could be registered: " + "; ".join(e["error"] for e in errors), "no_media"
-        )
+        raise DomainError("no_media", "None of the URIs could be registered: " + "; ".join(e["error"] for e in errors))
     return {"media": items, "errors": errors}
 
 
@@ -326,7 +322,7 @@ def event_media(services: Services, event: Event) -> list[dict]:
     registered = {r["media_key"]: r for r in services.sources.rows(event.org_id, event.event_id)}
     indexed = {r["media_key"]: r for r in services.face_store().media_rows(event.org_id, event.event_id)}
     indexing: set[str] = set()
-    from app.index_jobs import ACTIVE
+    from app.store.index_jobs import ACTIVE
 
     for job in services.index_jobs.of_event(event.org_id, event.event_id, ACTIVE):
         indexing |= set(job.media_keys) - set(job.indexed) - set(job.media_errors)
@@ -345,7 +341,7 @@ def remove_source(services: Services, event: Event, key: str) -> dict:
     _known_or_404(services, event, key)  # before the lock: an unknown key writes nothing
     holder = f"delete-{uuid.uuid4()}"
     if services.index_jobs.acquire(org_id, event_id, holder) is not None:
-        raise ApiError(409, "An index job of this event is running; cancel it or wait for it.", "index_job_running")
+        raise DomainError("index_job_running", "An index job of this event is running; cancel it or wait for it.")
     try:
         return _remove_source(services, event, key)
     finally:
@@ -357,7 +353,7 @@ def _known_or_404(services: Services, event: Event, key: str) -> tuple[dict | No
     registered = services.sources.get(event.org_id, event.event_id, key)
     counts = services.face_store().count_media_rows(event.org_id, event.event_id, key)
     if registered is None and not any(counts.values()):
-        raise ApiError(404, "No such media in this event.", "media_not_found")
+        raise DomainError("media_not_found", "No such media in this event.")
     return registered, counts
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from app.config import AppSettings
-from app.control import ControlStore
-from app.events import EventStore
+from app.store.control import ControlStore
+from app.store.events import EventStore
 
 
 class SearchRulesLike(Protocol):

@@ -4,40 +4,28 @@ Each ingress replica admits at most ``api.max_concurrent_reads`` GETs and
 ``api.max_concurrent_writes`` POSTs/DELETEs at once; one more is answered 503 at once,
 before any work or storage, so a client backs off rather than waiting seconds in a queue.
 The same middleware runs in Serve's HTTP proxy (``api.proxy_max_reads/writes``, see
-app/proxy_envelope.py), where a shed request costs neither a route to a replica nor the
+app/http/proxy_envelope.py), where a shed request costs neither a route to a replica nor the
 replica's time. Health, metrics and docs are never shed.
-Embedding and job dispatch have their own bounds (app/search/requests.py,
-app/search/video_clipping.py), enforced with ``overloaded``.
+Embedding and job dispatch have their own bounds (app/features/search/requests.py,
+app/features/search/video_clipping.py), enforced with ``overloaded``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.contract import error_body
-from app.errors import ApiError
-from app.io_threads import REQUEST_CLASS
-from app.metrics import in_flight, shed
+from app.core.errors import overloaded
+from app.http.errors import error_response
+from app.obs.io_threads import REQUEST_CLASS
+from app.obs.metrics import in_flight, shed
 
 UNSHED = ("/healthz", "/metrics", "/openapi.json", "/docs", "/-/")  # "/-/": Serve's own routes
 
 
-def overloaded(what: str, retry_after_s: float) -> ApiError:
-    """The 503 every admission bound answers (nothing was stored; retrying is safe)."""
-    return ApiError(
-        503,
-        f"The service is busy ({what}); retry after the Retry-After seconds with the same request.",
-        "overloaded",
-        {"Retry-After": str(max(1, math.ceil(retry_after_s)))},
-    )
-
-
 # GETs of one record that clients poll until it is terminal: a finished one is served from
-# the replica's memory (app/result_cache.py) and, unchanged, answered 304 (ETag). They get a
+# the replica's memory (app/store/result_cache.py) and, unchanged, answered 304 (ETag). They get a
 # bound of their own, so that pollers are not shed by the bound sized for expensive reads
 # (media files, photo pages, BIB search), nor shed those.
 POLLED = re.compile(r"^/api/v1/ext/\d+/event/\d+/(video-clipping|index-jobs)/[^/]+$")
@@ -87,8 +75,7 @@ class Admission:
             return
         if self.active[kind] >= (limit := self.limit(kind)):
             shed(kind, self.layer)
-            error = overloaded(f"{limit} {kind}s in progress", self.retry_after_s)
-            response = JSONResponse(error_body(error.message, error.code), 503, headers=error.headers)
+            response = error_response(overloaded(f"{limit} {kind}s in progress", self.retry_after_s))
             await response(scope, receive, send)
             return
         self.active[kind] += 1

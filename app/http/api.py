@@ -1,7 +1,7 @@
 """The HTTP application: a Starlette app that the ApiIngress deployment serves.
 
-Routes come from one module per resource (app/routes/); errors are rendered once, in
-the contract's envelope: ``ApiError`` by its status and code, Starlette's own 404/405,
+Routes come from one module per resource (app/http/routes/); errors are rendered once, in
+the contract's envelope: ``DomainError`` by its code (app/http/errors.py), Starlette's own 404/405,
 and anything unexpected as a 500. The overdue sweep runs for the app's lifetime.
 """
 
@@ -19,14 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.admission import Admission
-from app.contract import error_body
-from app.errors import ApiError
-from app.io_threads import IoThreads
-from app.log_context import install as install_log_context
-from app.metrics import RequestMetrics
-from app.openapi import document
-from app.routes import (
+from app.http.admission import Admission
+from app.core.contract import error_body
+from app.core.errors import DomainError
+from app.http.errors import error_response
+from app.obs.io_threads import IoThreads
+from app.obs.log_context import install as install_log_context
+from app.http.metrics import RequestMetrics
+from app.http.openapi import document
+from app.http.routes import (
     bib_search,
     event_media,
     events,
@@ -37,10 +38,10 @@ from app.routes import (
     storage,
     video_clipping,
 )
-from app.search.bib_search import BibSearch
-from app.search.face_search import FaceSearch
-from app.search.video_clipping import VideoClippingSearch
-from app.services import Services
+from app.features.search.bib_search import BibSearch
+from app.features.search.face_search import FaceSearch
+from app.features.search.video_clipping import VideoClippingSearch
+from app.features.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ HTTP_CODES = {404: ("Not found.", "not_found"), 405: ("Method not allowed.", "me
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return exc.response()
+    assert isinstance(exc, DomainError)
+    return error_response(exc)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -129,11 +130,11 @@ def create_api(services: Services) -> Starlette:
                 max_polls=api.max_concurrent_polls,
             ),
         ],
-        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        exception_handlers={DomainError: api_error, HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.openapi = document(app.routes, services.settings)
+    app.state.openapi = document(app.http.routes, services.settings)
     app.state.video_clipping = VideoClippingSearch(services)
     app.state.face_search = FaceSearch(services)
     app.state.bib_search = BibSearch(services)

@@ -16,7 +16,7 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from app.errors import ApiError
+from app.core.errors import DomainError
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 1024
@@ -86,17 +86,17 @@ class _Collector(_PartHeaders):
         name = params.get(b"name", b"").decode("utf-8", "replace")
         _, max_files, max_fields = self.limits
         if kind != b"form-data" or not name:
-            raise ApiError(400, "Every multipart part needs a form-data name.", "invalid_form")
+            raise DomainError("invalid_form", "Every multipart part needs a form-data name.")
         if b"filename" in params:
             self.form.files.setdefault(name, []).append(bytes(self.data))
             if sum(len(v) for v in self.form.files.values()) > max_files:
-                raise ApiError(400, f"Send at most {max_files} files.", "too_many_files")
+                raise DomainError("too_many_files", f"Send at most {max_files} files.")
         else:
             if len(self.data) > MAX_FIELD_BYTES:
-                raise ApiError(400, f"The form field '{name}' is too long.", "invalid_form")
+                raise DomainError("invalid_form", f"The form field '{name}' is too long.")
             self.form.fields.setdefault(name, []).append(self.data.decode("utf-8", "replace"))
             if sum(len(v) for v in self.form.fields.values()) > max_fields:
-                raise ApiError(400, "Too many form fields.", "invalid_form")
+                raise DomainError("invalid_form", "Too many form fields.")
 
 
 async def read_form(
@@ -109,7 +109,7 @@ async def read_form(
         async with asyncio.timeout(timeout_s):
             return await _read_form(request, max_file_bytes, max_files, max_fields)
     except TimeoutError:
-        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
+        raise DomainError("body_timeout", f"The request body did not arrive within {timeout_s:g} s.") from None
 
 
 async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_fields: int) -> Form:
@@ -119,22 +119,20 @@ async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_
         try:
             fields = await request.form(max_files=0, max_fields=max_fields)
         except Exception as exc:
-            raise ApiError(400, f"Expected a multipart form ({exc}).", "invalid_form") from None
+            raise DomainError("invalid_form", f"Expected a multipart form ({exc}).") from None
         return Form(fields={k: [str(v) for v in fields.getlist(k)] for k in fields})
     if not boundary:
-        raise ApiError(400, "The multipart form has no boundary.", "invalid_form")
+        raise DomainError("invalid_form", "The multipart form has no boundary.")
     collector = _Collector(max_file_bytes, max_files, max_fields)
     parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_HEADER_BYTES)
     try:
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
+    except DomainError:
         raise
     except Exception as exc:
-        raise ApiError(
-            400, f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).", "invalid_form"
-        ) from None
+        raise DomainError("invalid_form", f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).") from None
     return collector.form
 
 
@@ -157,9 +155,9 @@ class _Spooler(_PartHeaders):
     def headers_finished(self) -> None:
         kind, params = parse_options_header(self.disposition)
         if kind != b"form-data" or params.get(b"name") != b"file" or b"filename" not in params:
-            raise ApiError(400, "Send each media file as a multipart file part named 'file'.", "invalid_form")
+            raise DomainError("invalid_form", "Send each media file as a multipart file part named 'file'.")
         if len(self.uploads) >= self.max_files:
-            raise ApiError(400, f"Send at most {self.max_files} files per request.", "too_many_files")
+            raise DomainError("too_many_files", f"Send at most {self.max_files} files per request.")
         path = self.folder / f"upload-{len(self.uploads)}"
         name = params[b"filename"].decode("utf-8", "replace")
         self.uploads.append(Upload(name, path, 0))
@@ -169,7 +167,7 @@ class _Spooler(_PartHeaders):
         upload = self.uploads[-1]
         upload.size += end - start
         if upload.size > self.max_file_bytes:
-            raise ApiError(413, f"A file is larger than {self.max_file_bytes} bytes.", "file_too_large")
+            raise DomainError("file_too_large", f"A file is larger than {self.max_file_bytes} bytes.")
         self.fh.write(data[start:end])
 
     def part_end(self) -> None:
@@ -190,7 +188,7 @@ async def read_uploads(
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise ApiError(400, "Expected a multipart form with one or more 'file' parts.", "invalid_form")
+        raise DomainError("invalid_form", "Expected a multipart form with one or more 'file' parts.")
     spooler = _Spooler(folder, max_file_bytes, max_files)
     parser = MultipartParser(boundary, spooler.callbacks(), max_header_size=MAX_HEADER_BYTES)
     chunks = request.stream().__aiter__()
@@ -204,15 +202,13 @@ async def read_uploads(
             parser.write(chunk)
         parser.finalize()
     except TimeoutError:
-        raise ApiError(408, f"The upload stalled for {timeout_s:g} s.", "body_timeout") from None
-    except ApiError:
+        raise DomainError("body_timeout", f"The upload stalled for {timeout_s:g} s.") from None
+    except DomainError:
         raise
     except Exception as exc:
-        raise ApiError(
-            400, f"Expected a multipart form with one or more 'file' parts ({exc}).", "invalid_form"
-        ) from None
+        raise DomainError("invalid_form", f"Expected a multipart form with one or more 'file' parts ({exc}).") from None
     finally:
         spooler.close()
     if not spooler.uploads:
-        raise ApiError(400, "Send at least one file part named 'file'.", "no_file")
+        raise DomainError("no_file", "Send at least one file part named 'file'.")
     return spooler.uploads

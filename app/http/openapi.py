@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, written from the routes themselves.
 
 Every route is declared with ``api_route(path, endpoint, method, Operation(...))``: its
-summary, the body types of app/schemas.py it answers and accepts, and the error statuses it
+summary, the body types of app/core/schemas.py it answers and accepts, and the error statuses it
 can give. ``document`` walks the app's routes and refuses one without an Operation, so a
 route cannot exist undocumented; the bodies' JSON Schemas come from the same types the
 contract's builders are annotated with (pydantic generates them); and the schema fuzz in
@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import TypeAdapter
 from starlette.routing import BaseRoute, Route
 
-from app import schemas
+from app.core import schemas
 from app.config import AppSettings
-from app.routes.common import MAX_ID
+from app.http.routes.common import MAX_ID
 
 ERROR_DESCRIPTIONS = {
     400: "Bad input: the code says which rule it broke.",
@@ -61,7 +61,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
-    ok: Any = None  # the JSON body of a 200 (a type of app/schemas.py)
+    ok: Any = None  # the JSON body of a 200 (a type of app/core/schemas.py)
     ok_media: tuple[str, ...] = ()  # or the media types of a file body
     errors: tuple[int, ...] = ()
     form: Any = None  # a multipart/form-data body type

@@ -4,7 +4,7 @@ Some answers never reach facereel's own app: Serve's proxy writes them itself, a
 text. A request whose ingress replica died under it got uvicorn's bare "Internal Server
 Error"; a full queue (``max_queued_requests``) gets "Request dropped due to backpressure";
 a timeout gets a 408. This ASGI middleware runs inside the proxy (Serve loads it from
-``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=app.proxy_envelope:middlewares``, the one hook
+``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=app.http.proxy_envelope:middlewares``, the one hook
 Ray 2.60 keeps for proxy middleware) and turns each into the enveloped JSON error the API
 documents:
 
@@ -26,12 +26,12 @@ import logging
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.contract import error_body
+from app.core.contract import error_body
 
 log = logging.getLogger(__name__)
 
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-PROXY_CALLBACK = "app.proxy_envelope:middlewares"
+PROXY_CALLBACK = "app.proxy_envelope:middlewares"  # the path deploy/Dockerfile names too
 RETRY_AFTER_S = 2  # a replica restarts in a few seconds (measured 6.8 s, issue 10)
 CODES = {503: "overloaded", 408: "request_timeout", 404: "not_found", 413: "payload_too_large"}
 LOST = (
@@ -62,7 +62,7 @@ def proxy_settings():
 
 
 def proxy_admission(settings) -> list[Middleware]:
-    from app.admission import Admission
+    from app.http.admission import Admission
 
     api = settings.api
     if not (api.proxy_max_reads or api.proxy_max_writes or api.proxy_max_polls):  # 0: that class is not bounded here

@@ -1,6 +1,6 @@
 """Search jobs as Ray tasks: segment the matches -> one clipping task per source video.
 
-Matching happened once, in the search service (app/search/); the job carries its matches
+Matching happened once, in the search service (app/features/search/); the job carries its matches
 and the event's resolved rules. ``run_search`` owns the request record until it writes a
 terminal status; every failure path ends in one (the deadline sweep covers a worker that
 dies outright). ``run_extra_clip`` cuts one more clip of a finished search (reselect,
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import ray
 
-from app import log_context
-from app.background import background_options, run_below_serving
+from app.obs import log_context
+from app.obs.background import background_options, run_below_serving
 from app.config import AppSettings
-from app.contract import (
+from app.core.contract import (
     CLIP_FAILED,
     COMPLETED,
     FAILED,
@@ -34,11 +34,11 @@ from app.contract import (
     clip_error,
     clip_item,
 )
-from app.events import Event, SearchRules
-from app.metrics import clip_cut
-from app.records import SearchRecord
-from app.search.matching import match_record
-from app.storage_locations import StorageLocation
+from app.store.events import Event, SearchRules
+from app.obs.metrics import clip_cut
+from app.store.records import SearchRecord
+from app.jobs.matching import match_record
+from app.store.storage_locations import StorageLocation
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments
 from pipelines.tracks import NO_TRACK
@@ -64,7 +64,7 @@ class SearchJob:
     matches: dict[str, list[FaceMatch]] | None = None  # per source video (pipelines.match.find_person)
     event: Event | None = None
     record: SearchRecord | None = None
-    owner: str | None = None  # the supervisor incarnation that handed it to Ray (app/supervisor.py)
+    owner: str | None = None  # the supervisor incarnation that handed it to Ray (app/jobs/supervisor.py)
     dispatched_at: datetime | None = None  # when it was handed to Ray
 
 
@@ -331,8 +331,8 @@ def warm_search_worker(settings: AppSettings, clips: int, hold_s: float) -> list
 @ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
 def run_search(settings: AppSettings, job: SearchJob) -> str:
     """Ray task entry point: run the job and record its terminal status."""
-    from app.control import ControlStore
-    from app.records import RequestRecords
+    from app.store.control import ControlStore
+    from app.store.records import RequestRecords
 
     run_below_serving()
     log_context.install()
@@ -382,8 +382,8 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
 @ray.remote(num_cpus=0, max_retries=0)
 def notify_search_later(settings: AppSettings, request_id: str) -> None:
     """``notify_search`` for a search ended outside its job (a lost worker, the deadline)."""
-    from app.control import ControlStore
-    from app.records import RequestRecords
+    from app.store.control import ControlStore
+    from app.store.records import RequestRecords
 
     control = ControlStore(settings.control_uri, settings.store.storage_options)
     notify_search(settings, RequestRecords(control, settings.api.request_deadline_s), request_id)
@@ -391,9 +391,9 @@ def notify_search_later(settings: AppSettings, request_id: str) -> None:
 
 def notify_search(settings: AppSettings, records, request_id: str) -> None:
     """The search's final result (the data its GET answers) to its webhook, when it has one."""
-    from app.contract import extra_clip_item, result_payload
-    from app.notify import notify
-    from app.records import ExtraClips
+    from app.core.contract import extra_clip_item, result_payload
+    from app.jobs.notify import notify
+    from app.store.records import ExtraClips
 
     record = records.read(request_id)
     if record is None or not record.webhook_url:
@@ -472,8 +472,8 @@ def remove_cut_files(settings: AppSettings, job: SearchJob, cutting: list[tuple[
 @ray.remote(max_retries=0)
 def run_extra_clip(settings: AppSettings, clip_id: str, job: ClipJob) -> str:
     """Cut one requested clip and record it (``completed`` or ``clip_failed``, never left processing)."""
-    from app.control import ControlStore
-    from app.records import ExtraClips
+    from app.store.control import ControlStore
+    from app.store.records import ExtraClips
 
     run_below_serving()
     log_context.install()

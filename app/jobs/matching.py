@@ -1,5 +1,5 @@
 """Who the search is looking for, in the event's videos: the person's faces matched by
-selfie, by BIB number, or both fused. The search job's first step (app/dispatch.py), so
+selfie, by BIB number, or both fused. The search job's first step (app/jobs/dispatch.py), so
 a POST never waits for it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import logging
 
 import numpy as np
 
-from app.events import Event
-from app.records import SearchRecord
-from app.search.stored_matches import decode_matches, matches_basis
+from app.store.events import Event
+from app.store.records import SearchRecord
+from app.jobs.stored_matches import decode_matches, matches_basis
 from pipelines.bib_search import bib_video_matches, fuse
 from pipelines.match import FaceMatch, References, find_person
 

@@ -1,5 +1,5 @@
 """Webhook deliveries of final results: the org's signing secret, and a record of every
-attempt in the ``webhook_deliveries`` control table (app/webhooks.py sends them)."""
+attempt in the ``webhook_deliveries`` control table (app/core/webhooks.py sends them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from app.config import AppSettings
-from app.control import ORGS, WEBHOOK_DELIVERIES, ControlStore
+from app.store.control import ORGS, WEBHOOK_DELIVERIES, ControlStore
 from pipelines.store import sql_str
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def notify(
 ) -> str:
     """Deliver ``payload`` to ``url`` (signed, retried), recording each attempt; returns the
     delivery's final status. Never raises: a result is stored whether or not it was heard."""
-    from app.webhooks import Delivery, deliver
+    from app.core.webhooks import Delivery, deliver
 
     api = settings.api
     now = datetime.now(UTC)

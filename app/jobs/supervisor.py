@@ -9,7 +9,7 @@ outcome, is ended ``failed`` within ``api.job_watch_interval_s``.
 Each attempt stores its task id and the supervisor's incarnation (``owner``) with its record.
 When the supervisor itself dies, its tasks die with it; its next incarnation, and every
 ingress replica's sweep, end the attempts a gone incarnation owned. Every ending is a
-conditional write (app/records.py): a job that did finish keeps its own result.
+conditional write (app/store/records.py): a job that did finish keeps its own result.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ LOST_WORKER_ERROR = "The search's worker was lost ({}); start a new search."
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
 class JobSupervisor:
     def __init__(self, settings: AppSettings) -> None:
-        from app.control import ControlStore
-        from app.index_jobs import IndexJobs
-        from app.records import RequestRecords
+        from app.store.control import ControlStore
+        from app.store.index_jobs import IndexJobs
+        from app.store.records import RequestRecords
 
         self.settings = settings
         self.incarnation = uuid.uuid4().hex
@@ -72,8 +72,8 @@ class JobSupervisor:
     async def submit_search(self, settings: AppSettings, job) -> dict:
         """Hand a search job to Ray; {"task_id", "owner", "ref"} (the ref for the caller to
         follow, as a borrower: its death does not touch the job)."""
-        from app.background import background_options
-        from app.dispatch import run_search
+        from app.obs.background import background_options
+        from app.jobs.dispatch import run_search
 
         self._watch()
         at = datetime.now(UTC)
@@ -95,14 +95,14 @@ class JobSupervisor:
     async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0) -> list[int]:
         """Start ``workers`` workers for searches (one for the job, the rest for its clips),
         owned like the jobs that will reuse them; their pids."""
-        from app.background import background_options
-        from app.dispatch import warm_search_worker
+        from app.obs.background import background_options
+        from app.jobs.dispatch import warm_search_worker
 
         options = background_options(settings.api.search_task_nice)
         return await warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
 
     async def submit_index(self, settings: AppSettings, job_id: str) -> dict:
-        from app.index_jobs import run_index_job
+        from app.store.index_jobs import run_index_job
 
         self._watch()
         ref = run_index_job.remote(settings, job_id, self.incarnation)
@@ -143,7 +143,7 @@ class JobSupervisor:
     def check(self) -> tuple[int, int]:
         """End the jobs whose worker died (or that ended without an outcome), and the
         attempts a gone incarnation owned; (searches, index jobs) ended."""
-        from app.index_jobs import end_if_driver_lost
+        from app.store.index_jobs import end_if_driver_lost
 
         ended = self.check_searches()
         indexed = 0
@@ -193,7 +193,7 @@ def queue_wait_s(in_flight: int, capacity: int, durations: list[float]) -> float
 
 def end_search(settings: AppSettings, records, request_id: str, job_id: str, exc: BaseException) -> int:
     """Fail an attempt whose job died; 1 when this call ended it (and told its webhook)."""
-    from app.dispatch import notify_search_later
+    from app.jobs.dispatch import notify_search_later
 
     if records.finish(request_id, job_id, "failed", error=LOST_WORKER_ERROR.format(type(exc).__name__)):
         log.warning("search %s lost its worker: %s", request_id, exc)
@@ -205,8 +205,8 @@ def end_search(settings: AppSettings, records, request_id: str, job_id: str, exc
 def sweep_lost_owners(settings: AppSettings, records, index_jobs, live_owner: str) -> tuple[int, int]:
     """End the searches and index jobs owned by a supervisor incarnation other than the live
     one: their tasks died with it. (searches, index jobs) ended."""
-    from app.dispatch import notify_search_later
-    from app.index_jobs import LOST_ERROR, end_lost
+    from app.jobs.dispatch import notify_search_later
+    from app.store.index_jobs import LOST_ERROR, end_lost
 
     searches = records.sweep_lost_owners(live_owner)
     for record in searches:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 
-# "read" or "write" for the request being handled (app/admission.py), None outside one.
+# "read" or "write" for the request being handled (app/http/admission.py), None outside one.
 REQUEST_CLASS: ContextVar[str | None] = ContextVar("facereel_request_class", default=None)
 
 

@@ -1,4 +1,5 @@
-"""The online service's metrics (Ray's metrics API, see pipelines/metrics.py) and GET /metrics.
+"""The online service's metrics (Ray's metrics API, see pipelines/metrics.py); GET /metrics and
+the per-request series are served by app/http/metrics.py.
 
 Recorded here: requests by route, method and status; latency histograms; requests in
 flight and shed, per admission class (the queue depth); search jobs running; search
@@ -9,13 +10,7 @@ Ray metrics port instead, which has the clip workers' and indexers' series too.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import urllib.request
-
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipelines.metrics import count, observe, set_gauge
 
@@ -55,38 +50,6 @@ def shed(kind: str, layer: str = "ingress") -> None:
           kind=kind, layer=layer)  # fmt: skip
 
 
-class RequestMetrics:
-    """Counts and times every HTTP request by its route template (not the raw path: ids
-    would make a series per request)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def tracked(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            count("facereel_http_requests_total", "HTTP requests by route, method and status.", 1,
-                  route=path, method=method, status=str(status))  # fmt: skip
-            observe("facereel_http_request_seconds", "HTTP request latency by route and method.",
-                    time.perf_counter() - started, route=path, method=method)  # fmt: skip
-
-
 def node_metrics_url() -> str | None:
     """This node's Ray metrics export endpoint."""
     import ray
@@ -111,19 +74,3 @@ def facereel_families(text: str) -> str:
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
-
-
-async def metrics(request: Request) -> Response:
-    """GET /metrics: facereel's series on this node, in the Prometheus text format."""
-    from app.errors import ApiError
-
-    url = await asyncio.to_thread(node_metrics_url)
-    if url is None:
-        raise ApiError(503, "This node exports no metrics (Ray's metrics agent is not running).", "metrics_unavailable",
-                       {"Retry-After": "10"})  # fmt: skip
-    try:
-        text = await asyncio.to_thread(fetch, url)
-    except OSError as exc:
-        raise ApiError(503, f"Ray's metrics agent did not answer: {exc}", "metrics_unavailable",
-                       {"Retry-After": "10"}) from None  # fmt: skip
-    return Response(facereel_families(text), media_type="text/plain; version=0.0.4")

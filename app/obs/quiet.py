@@ -1,6 +1,6 @@
 """What a person running the CLI sees: facereel's own lines, and Ray's only with ``-v``.
 
-Ray's Python loggers are lowered in app/cli.py and workers' output is not relayed
+Ray's Python loggers are lowered in app/entry/cli.py and workers' output is not relayed
 (``ray.log_to_driver``). What is left is native: Ray's C++ core in the driver process
 writes its errors straight to file descriptor 2 (for example the "constructor arguments
 in the object store" line that every Ray Data actor pool triggers in Ray 2.60,

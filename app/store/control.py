@@ -107,7 +107,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("matches_basis", pa.string()),  # what those matches were computed under
             pa.field("face_searched_at", TS),
             pa.field("webhook_url", pa.string()),  # told of the search's final result, when set
-            # The attempt in Ray (app/supervisor.py): its task, the supervisor incarnation that
+            # The attempt in Ray (app/jobs/supervisor.py): its task, the supervisor incarnation that
             # owns it, when it was handed to Ray and began to run, and its time queued and running.
             pa.field("task_id", pa.string()),
             pa.field("owner", pa.string()),
@@ -163,13 +163,13 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("indexed_json", pa.string()),  # media keys fully indexed by this job
             pa.field("cancel_requested", pa.bool_()),
             pa.field("task_id", pa.string()),  # the driver task in Ray
-            pa.field("owner", pa.string()),  # the supervisor incarnation that owns it (app/supervisor.py)
+            pa.field("owner", pa.string()),  # the supervisor incarnation that owns it (app/jobs/supervisor.py)
             *LIFECYCLE,
         ]
     ),
     # One running index job per event: held by a job id, taken only when free (or stale).
     INDEX_LOCKS: pa.schema([key("org_id", pa.int64()), key("event_id", pa.int64()), pa.field("job_id", pa.string())]),
-    # Bring-your-own storage (app/storage_locations.py): secrets stay in this table.
+    # Bring-your-own storage (app/store/storage_locations.py): secrets stay in this table.
     STORAGE_LOCATIONS: pa.schema(
         [
             key("org_id", pa.int64()),

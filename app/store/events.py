@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.config import AppSettings
-from app.control import EVENTS, ORGS, ControlStore
-from app.storage_locations import StorageLocation, StorageLocations
+from app.store.control import EVENTS, ORGS, ControlStore
+from app.store.storage_locations import StorageLocation, StorageLocations
 from pipelines.config import SegmentSettings
 from pipelines.models.registry import match_threshold
 
@@ -204,6 +204,12 @@ class EventStore:
     def get(self, org_id: int, event_id: int) -> Event | None:
         rows = self.control.rows(EVENTS, f"org_id = {int(org_id)} AND event_id = {int(event_id)}", 1)
         return self._with_storage(rows[0]) if rows else None
+
+    def reads_bibs(self, org_id: int, event_id: int) -> bool:
+        """Whether indexing reads race numbers: the event's ``bib_search`` toggle (off for an
+        event not created through ``facereel event create``)."""
+        found = self.get(org_id, event_id)
+        return bool(found and found.bib_search)
 
     def _with_storage(self, row: dict) -> Event:
         location = row.get("storage_location")

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import ray
 
 from app.config import AppSettings
-from app.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
-from app.errors import ApiError
+from app.store.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
+from app.core.errors import DomainError
 from pipelines.store import sql_str, sql_timestamp
 
 if TYPE_CHECKING:
-    from app.events import Event
-    from app.services import Services
+    from app.store.events import Event
+    from app.features.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class IndexJob:
     indexed: list[str] = field(default_factory=list)
     cancel_requested: bool = False
     task_id: str | None = None  # the driver task in Ray
-    owner: str | None = None  # the supervisor incarnation that owns it (app/supervisor.py)
+    owner: str | None = None  # the supervisor incarnation that owns it (app/jobs/supervisor.py)
     error: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -414,7 +414,7 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
         unknown = sorted(set(keys) - {r["media_key"] for r in registered})
         if unknown:
             shown = ", ".join(repr(k) for k in unknown[:5])
-            raise ApiError(400, f"Unknown media keys (register them first): {shown}.", "unknown_media")
+            raise DomainError("unknown_media", f"Unknown media keys (register them first): {shown}.")
         todo = keys
     else:  # every registered source not indexed from where it is registered
         indexed = services.face_store().indexed_sources(org_id, event_id)
@@ -428,13 +428,13 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
             message = f"Index job {holder} of this event has ended and is still removing the media it left unfinished; retry in a few seconds."
         else:
             message = f"Index job {holder} of this event is still running."
-        raise ApiError(409, message, "index_job_running", {"Retry-After": "5"})
+        raise DomainError("index_job_running", message, 5)
     try:
         job = jobs.create(job_id, org_id, event_id, todo, url)
     except Exception:
         jobs.release(org_id, event_id, job_id)
         raise
-    try:  # owned by the supervisor: the job outlives this replica (app/supervisor.py)
+    try:  # owned by the supervisor: the job outlives this replica (app/jobs/supervisor.py)
         handed = ray.get(services.supervisor.submit_index.remote(services.settings, job.job_id), timeout=60)
     except Exception:
         jobs.end(job, FAILED, "The job could not be handed to Ray.")
@@ -450,7 +450,7 @@ def start_index_job(services: Services, event: Event, keys: list[str] | None, ur
 def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) -> str:
     """Drive one job to a terminal status; returns it. ``owner``: the supervisor incarnation
     that submitted it."""
-    from app.control import ControlStore
+    from app.store.control import ControlStore
     from pipelines.index import IndexCancelled, IndexProgress, index_sources
     from pipelines.media import MediaSource
 
@@ -460,7 +460,7 @@ def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) 
     if job is None:
         return "not started"
     media = registered_media(control, job.org_id, job.event_id, job.media_keys)
-    from app.events import EventStore
+    from app.store.events import EventStore
 
     event = EventStore(control).get(job.org_id, job.event_id)
     sources = [
@@ -530,9 +530,7 @@ def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) 
     beats = threading.Thread(target=heartbeat, name=f"index-job-heartbeat-{job_id}", daemon=True)
     beats.start()
     try:
-        from app.cli import event_reads_bibs
-
-        bibs = event_reads_bibs(settings, job.org_id, job.event_id)
+        bibs = EventStore(control).reads_bibs(job.org_id, job.event_id)
         report = index_sources(
             settings, job.org_id, job.event_id, sources, on_progress=on_progress, bibs=bibs, should_stop=should_stop
         )
@@ -568,7 +566,7 @@ def notify_job(settings: AppSettings, control: ControlStore, job: IndexJob) -> N
     """The job's final state to its webhook, when it has one (never raises)."""
     if not job.webhook_url:
         return
-    from app.notify import notify
+    from app.jobs.notify import notify
 
     final = IndexJobs(control, 1, 1).read(job.job_id) or job
     notify(

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.control import API_KEYS, ControlStore
+from app.store.control import API_KEYS, ControlStore
 from pipelines.store import sql_str
 
 KEY_PREFIX = "frk_"

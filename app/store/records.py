@@ -1,4 +1,4 @@
-"""Durable search-request records, shared by every replica (LanceDB, see app/control.py).
+"""Durable search-request records, shared by every replica (LanceDB, see app/store/control.py).
 
 Each (re)start of a search is an attempt with a new ``job_id``. An attempt goes
 ``processing`` -> one terminal status, once, and the store enforces it: every write of an
@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from app.contract import FAILED, PROCESSING, TERMINAL
-from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
-from app.key_locks import KeyLocks
-from app.metrics import search_outcome, search_queued, search_running
+from app.core.contract import FAILED, PROCESSING, TERMINAL
+from app.store.control import EXTRA_CLIPS, REQUESTS, ControlStore
+from app.core.key_locks import KeyLocks
+from app.obs.metrics import search_outcome, search_queued, search_running
 from pipelines.store import sql_str, sql_timestamp
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
@@ -62,12 +62,12 @@ class SearchRecord:
     bib: str | None = None  # the race number of a BIB search
     rules: dict = field(default_factory=dict)  # the threshold and segment rules of the last run
     photos: list[dict] | None = None  # Face Search's ranked photos; None before one ran
-    video_matches: dict | None = None  # Face Search's video matches (app/search/stored_matches.py)
+    video_matches: dict | None = None  # Face Search's video matches (app/jobs/stored_matches.py)
     matches_basis: str | None = None  # the rules and index those matches were computed under
     face_searched_at: datetime | None = None
-    webhook_url: str | None = None  # told of the final result (app/webhooks.py)
+    webhook_url: str | None = None  # told of the final result (app/core/webhooks.py)
     task_id: str | None = None  # the attempt's Ray task, once handed to Ray
-    owner: str | None = None  # the supervisor incarnation owning that task (app/supervisor.py)
+    owner: str | None = None  # the supervisor incarnation owning that task (app/jobs/supervisor.py)
     dispatched_at: datetime | None = None  # handed to Ray (the ObjectRef exists)
     started_at: datetime | None = None  # the job began to run
     queued_s: float | None = None  # dispatched -> started
@@ -228,7 +228,7 @@ class RequestRecords:
         """The attempt reached Ray (its ObjectRef exists, task ``task_id`` owned by ``owner``):
         it is no longer at risk of never being dispatched. Waiting in Ray's queue is not a
         failure; the deadline becomes the full request deadline, and it is supervised by
-        its task (app/supervisor.py). False once the attempt was superseded or ended."""
+        its task (app/jobs/supervisor.py). False once the attempt was superseded or ended."""
 
         def mark(record: SearchRecord) -> None:
             record.task_id, record.owner = task_id, owner

@@ -21,9 +21,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.contract import PROCESSING
-from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
-from app.records import ExtraClip, SearchRecord
+from app.core.contract import PROCESSING
+from app.store.control import EXTRA_CLIPS, REQUESTS, ControlStore
+from app.store.records import ExtraClip, SearchRecord
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from app.control import STORAGE_LOCATIONS, ControlStore
-from app.errors import ApiError
+from app.store.control import STORAGE_LOCATIONS, ControlStore
+from app.core.errors import DomainError
 from pipelines.store import sql_str
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -137,10 +137,10 @@ def _text(body: dict, name: str, pattern: re.Pattern | None = None, required: bo
     value = body.get(name)
     if value is None or value == "":
         if required:
-            raise ApiError(400, f"'{name}' is required.", "invalid_storage_location")
+            raise DomainError("invalid_storage_location", f"'{name}' is required.")
         return None
     if not isinstance(value, str) or len(value) > 2048 or (pattern is not None and not pattern.match(value)):
-        raise ApiError(400, f"'{name}' is not valid.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", f"'{name}' is not valid.")
     return value
 
 
@@ -149,15 +149,15 @@ def _http_url(value: str | None, name: str, allow: set[str]) -> str | None:
     endpoint a client names, so it gets the webhooks' SSRF rules."""
     if value is None:
         return None
-    from app.webhooks import WebhookUrlError, check_webhook_url
+    from app.core.webhooks import WebhookUrlError, check_webhook_url
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or parts.query or parts.fragment:
-        raise ApiError(400, f"'{name}' must be an http(s) URL without query.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", f"'{name}' must be an http(s) URL without query.")
     try:
         return check_webhook_url(value, allow).rstrip("/")
     except WebhookUrlError as exc:
-        raise ApiError(400, f"'{name}' refused: {exc}", "invalid_storage_location") from None
+        raise DomainError("invalid_storage_location", f"'{name}' refused: {exc}") from None
 
 
 FIELDS = {
@@ -183,25 +183,21 @@ def parse_location(
     servers' environment would lend the service's own credentials to whoever names a bucket.
     """
     if not isinstance(body, dict) or set(body) - FIELDS:
-        raise ApiError(400, f"Send a JSON object with: {', '.join(sorted(FIELDS))}.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", f"Send a JSON object with: {', '.join(sorted(FIELDS))}.")
     key_id, secret = _text(body, "access_key_id"), _text(body, "secret_access_key")
     if bool(key_id) != bool(secret):
-        raise ApiError(400, "Send both access_key_id and secret_access_key, or neither.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", "Send both access_key_id and secret_access_key, or neither.")
     profile = _text(body, "profile", NAME)
     if profile and key_id:
-        raise ApiError(400, "Send keys or a profile, not both.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", "Send keys or a profile, not both.")
     if not key_id and not server_credentials:
-        raise ApiError(
-            400,
-            "Send access_key_id and secret_access_key: this server lends no credentials of its own.",
-            "invalid_storage_location",
-        )
+        raise DomainError("invalid_storage_location", "Send access_key_id and secret_access_key: this server lends no credentials of its own.")
     ttl = body.get("url_ttl_s", 3600)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= MAX_TTL_S:
-        raise ApiError(400, f"url_ttl_s must be a whole number from 60 to {MAX_TTL_S}.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", f"url_ttl_s must be a whole number from 60 to {MAX_TTL_S}.")
     prefix = (_text(body, "prefix", PREFIX) or "").strip("/")
     if any(part in (".", "..") for part in prefix.split("/")):
-        raise ApiError(400, "'prefix' is not valid.", "invalid_storage_location")
+        raise DomainError("invalid_storage_location", "'prefix' is not valid.")
     return StorageLocation(
         org_id=org_id,
         location_id=str(uuid.uuid4()),
@@ -253,7 +249,7 @@ def check_reachable(location: StorageLocation) -> None:
         for secret in (location.secret_access_key, location.access_key_id):
             if secret:
                 reason = reason.replace(secret, "***")
-        raise ApiError(400, f"The storage location is not writable: {reason[:300]}", "storage_unreachable") from None
+        raise DomainError("storage_unreachable", f"The storage location is not writable: {reason[:300]}") from None
 
 
 def fresh_urls(value: object, location: StorageLocation, folder: str) -> object:

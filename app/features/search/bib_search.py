@@ -1,21 +1,21 @@
 """BIB search: a race number in, the event's photos where it was read out (GET), and the
 rules every BIB route shares: the toggle and what a valid number is. The video search by
-BIB runs in app/search/video_clipping.py (same flow, statuses and GET as by selfie)."""
+BIB runs in app/features/search/video_clipping.py (same flow, statuses and GET as by selfie)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from app.config import AppSettings
-from app.errors import ApiError
-from app.events import Event
-from app.services import Services
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.features.services import Services
 from pipelines.bib_search import rank_bib_photos, valid_bib
 
 
 def require_bib_search(event: Event) -> None:
     if not event.bib_search:
-        raise ApiError(403, "BIB search (bib_search) is disabled for this event.", "feature_disabled")
+        raise DomainError("feature_disabled", "BIB search (bib_search) is disabled for this event.")
 
 
 def parse_bib(raw: str | None, settings: AppSettings) -> str:
@@ -23,11 +23,7 @@ def parse_bib(raw: str | None, settings: AppSettings) -> str:
     rules = settings.bibs
     text = (raw or "").strip()
     if not valid_bib(text, rules.min_digits, rules.max_digits):
-        raise ApiError(
-            400,
-            f"bib must be {rules.min_digits} to {rules.max_digits} digits (0-9), e.g. bib=1234.",
-            "invalid_bib",
-        )
+        raise DomainError("invalid_bib", f"bib must be {rules.min_digits} to {rules.max_digits} digits (0-9), e.g. bib=1234.")
     return text
 
 

@@ -2,7 +2,7 @@
 
 It shares the request record with video clipping: the selfie, the ranked photos, and the
 person's video matches, computed here once so that a file-less video-clipping POST with
-the same request_id clips at once (app/search/stored_matches.py).
+the same request_id clips at once (app/jobs/stored_matches.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import logging
 
 import numpy as np
 
-from app.errors import ApiError
-from app.events import Event
-from app.offload import offload
-from app.records import SearchRecord
-from app.search.requests import claim_request_id, embed_selfies, get_record, stored_selfie
-from app.search.stored_matches import encode_matches, matches_basis
-from app.services import Services
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.features.offload import offload
+from app.store.records import SearchRecord
+from app.features.search.requests import claim_request_id, embed_selfies, get_record, stored_selfie
+from app.jobs.stored_matches import encode_matches, matches_basis
+from app.features.services import Services
 from pipelines.match import References, find_person
 from pipelines.photo_search import find_photos
 
@@ -33,14 +33,14 @@ class FaceSearch:
     @staticmethod
     def require_enabled(event: Event) -> None:
         if not event.face_search:
-            raise ApiError(403, "Face Search (face_search) is disabled for this event.", "feature_disabled")
+            raise DomainError("feature_disabled", "Face Search (face_search) is disabled for this event.")
 
     async def search(self, event: Event, selfies: list[bytes], raw_request_id: str | None) -> SearchRecord:
         """Run a Face Search (new selfies, or the request's stored one) and store it."""
         if not selfies and not raw_request_id:
-            raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
+            raise DomainError("missing_input", "Send a selfie 'file', a 'request_id', or both.")
         if len(selfies) > self.settings.api.max_selfies:
-            raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
+            raise DomainError("too_many_files", f"Send at most {self.settings.api.max_selfies} selfies.")
         request_id, existing = await claim_request_id(
             self.services, event.org_id, event.event_id, raw_request_id, bool(selfies)
         )
@@ -58,18 +58,18 @@ class FaceSearch:
             return await asyncio.to_thread(self.services.records.save_face_search, record)
         except Exception as exc:
             log.exception("could not store face search %s", request_id)
-            raise ApiError(500, f"The search could not be recorded: {exc}", "record_failed") from None
+            raise DomainError("record_failed", f"The search could not be recorded: {exc}") from None
 
     async def result(self, event: Event, request_id: str) -> SearchRecord:
         record = await get_record(self.services, event.org_id, event.event_id, request_id)
         if record.photos is None:
-            raise ApiError(404, "No Face Search has run for this request_id.", "request_not_found")
+            raise DomainError("request_not_found", "No Face Search has run for this request_id.")
         return record
 
 
 def face_search_matches(store, settings, event: Event, record: SearchRecord) -> tuple[list, str | None, str | None]:
     """(ranked photo rows, encoded video matches, their basis) of the record's selfie (in a
-    worker, see app/offload.py); no video matches when the event has no video search."""
+    worker, see app/features/offload.py); no video matches when the event has no video search."""
     rules = event.search_rules(settings)
     photos = find_photos(store, event.org_id, event.event_id, record.embedding, rules.threshold)
     ranked = [

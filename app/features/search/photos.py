@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.config import AppSettings
-from app.contract import photo_item
-from app.errors import ApiError
+from app.core.contract import photo_item
+from app.core.errors import DomainError
 from pipelines.store import FaceStore
 
 
@@ -34,7 +34,7 @@ def parse_page(page: str | None, page_size: str | None, settings: AppSettings) -
         if value is None or value == "":
             return default
         if not value.strip().isdigit() or not 1 <= int(value) <= high:
-            raise ApiError(400, f"{name} must be a whole number from 1 to {high}.", "invalid_page")
+            raise DomainError("invalid_page", f"{name} must be a whole number from 1 to {high}.")
         return int(value)
 
     return Page(whole(page, "page", 1, 1_000_000), whole(page_size, "page_size", api.page_size, api.max_page_size))

@@ -15,13 +15,13 @@ import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from app.admission import overloaded
+from app.core.errors import overloaded
 from app.config import AppSettings
-from app.errors import ApiError
-from app.events import Event
-from app.log_context import bind
-from app.records import SearchRecord
-from app.services import Services, parse_request_id
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.obs.log_context import bind
+from app.store.records import SearchRecord
+from app.features.services import Services, parse_request_id
 from pipelines.models import pack_info
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,11 @@ JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 def check_selfie_bytes(data: bytes, max_bytes: int) -> None:
     """Upload rules: non-empty, within the size limit, JPEG or PNG by its magic bytes."""
     if not data:
-        raise ApiError(400, "The uploaded selfie file is empty.", "empty_file")
+        raise DomainError("empty_file", "The uploaded selfie file is empty.")
     if len(data) > max_bytes:
-        raise ApiError(413, f"The selfie is larger than {max_bytes} bytes.", "file_too_large")
+        raise DomainError("file_too_large", f"The selfie is larger than {max_bytes} bytes.")
     if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
-        raise ApiError(400, "The selfie must be a JPEG or PNG image.", "unsupported_file_type")
+        raise DomainError("unsupported_file_type", "The selfie must be a JPEG or PNG image.")
 
 
 async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.ndarray, str, dict]:
@@ -44,7 +44,7 @@ async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.nd
     without a usable face, naming which file when there are several."""
     settings = services.settings
     if len(selfies) > settings.api.max_selfies:
-        raise ApiError(400, f"Send at most {settings.api.max_selfies} selfies.", "too_many_files")
+        raise DomainError("too_many_files", f"Send at most {settings.api.max_selfies} selfies.")
     for data in selfies:
         check_selfie_bytes(data, settings.api.max_upload_bytes)
     if services.embeds_pending + len(selfies) > settings.api.max_pending_embeds:
@@ -61,7 +61,7 @@ async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.nd
     for i, result in enumerate(embedded):
         if not result["ok"]:
             which = f" (file {i + 1} of {len(selfies)})" if len(selfies) > 1 else ""
-            raise ApiError(400, result["message"] + which, result["code"])
+            raise DomainError(result["code"], result["message"] + which)
     vectors = np.stack([np.asarray(r["vector"], np.float32) for r in embedded])
     return vectors, embedded[0]["model_pack"], embedded[0]["selfie"] | {"selfies": len(embedded)}
 
@@ -69,15 +69,11 @@ async def embed_selfies(services: Services, selfies: list[bytes]) -> tuple[np.nd
 def stored_selfie(settings: AppSettings, existing: SearchRecord | None) -> SearchRecord:
     """The record whose stored selfie a file-less request reuses (404/400 when it cannot)."""
     if existing is None:
-        raise ApiError(404, "Unknown request_id.", "request_not_found")
+        raise DomainError("request_not_found", "Unknown request_id.")
     if existing.embedding is None:
-        raise ApiError(400, "This request_id has no stored selfie; upload a file with it.", "no_stored_selfie")
+        raise DomainError("no_stored_selfie", "This request_id has no stored selfie; upload a file with it.")
     if existing.model_pack != pack_info(settings.models.pack).name:
-        raise ApiError(
-            400,
-            "The stored selfie was embedded with another model pack; upload the selfie again.",
-            "model_pack_changed",
-        )
+        raise DomainError("model_pack_changed", "The stored selfie was embedded with another model pack; upload the selfie again.")
     return existing
 
 
@@ -90,10 +86,8 @@ async def claim_request_id(
     existing = await asyncio.to_thread(services.records.get, request_id)
     if existing is not None and (existing.org_id, existing.event_id) != (org_id, event_id):
         if not has_input:
-            raise ApiError(404, "Unknown request_id.", "request_not_found")
-        raise ApiError(
-            400, "This request_id belongs to another event; omit it to start a new search.", "request_id_conflict"
-        )
+            raise DomainError("request_not_found", "Unknown request_id.")
+        raise DomainError("request_id_conflict", "This request_id belongs to another event; omit it to start a new search.")
     return request_id, existing
 
 
@@ -103,7 +97,7 @@ async def record_start(services: Services, record: SearchRecord) -> SearchRecord
         started = await asyncio.to_thread(services.records.start, record)
     except Exception as exc:
         log.exception("could not record search %s", record.request_id)
-        raise ApiError(500, f"The search could not be recorded: {exc}", "record_failed") from None
+        raise DomainError("record_failed", f"The search could not be recorded: {exc}") from None
     services.search_started()
     return started
 
@@ -117,7 +111,7 @@ async def get_record(services: Services, org_id: int, event_id: int, request_id:
     """This event's record of ``request_id``: 404 for unknown ids and other events' records."""
     record = await asyncio.to_thread(services.records.get, request_id)
     if record is None or (record.org_id, record.event_id) != (org_id, event_id):
-        raise ApiError(404, "Unknown request_id.", "request_not_found")
+        raise DomainError("request_not_found", "Unknown request_id.")
     return record
 
 
@@ -129,7 +123,7 @@ def remove_request(services: Services, event: Event, record: SearchRecord) -> di
     """Consent deletion's core, for the route and the retention sweep alike: the record with
     its selfie embeddings, its extra clips, and every clip and poster file under the request.
     Raises ``RequestBusy`` while a run or a clip is still working."""
-    from app.contract import PROCESSING
+    from app.core.contract import PROCESSING
     from pipelines.storage import OutputStorage
 
     clips = services.extra_clips.of_request(record.request_id)
@@ -160,4 +154,4 @@ async def delete_request(services: Services, event, request_id: str) -> dict:
     try:
         return await asyncio.to_thread(remove_request, services, event, record)
     except RequestBusy:
-        raise ApiError(409, "The search is still processing; delete it once it has finished.", "search_busy") from None
+        raise DomainError("search_busy", "The search is still processing; delete it once it has finished.") from None

@@ -1,8 +1,8 @@
 """Video Clipping search: selfies in, clips of the moments that person appears in out.
 
 The service owns the whole request: the upload rules, embedding (SelfieEmbedder),
-the record, dispatching the match+segment+clip job (app/dispatch.py, matching in
-app/search/matching.py), "not me" feedback (negative references, then a rerun) and extra
+the record, dispatching the match+segment+clip job (app/jobs/dispatch.py, matching in
+app/jobs/matching.py), "not me" feedback (negative references, then a rerun) and extra
 clips of a finished search.
 """
 
@@ -16,14 +16,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.admission import overloaded
-from app.background import background_options
-from app.contract import CLIP_FAILED, COMPLETED, FAILED, NO_SEGMENTS, PROCESSING
-from app.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, video_bounds
-from app.errors import ApiError
-from app.events import Event
-from app.records import ExtraClip, SearchRecord
-from app.search.requests import (
+from app.core.errors import overloaded
+from app.obs.background import background_options
+from app.core.contract import CLIP_FAILED, COMPLETED, FAILED, NO_SEGMENTS, PROCESSING
+from app.jobs.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, video_bounds
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.store.records import ExtraClip, SearchRecord
+from app.features.search.requests import (
     claim_request_id,
     embed_selfies,
     get_record,
@@ -31,8 +31,8 @@ from app.search.requests import (
     record_start,
     stored_selfie,
 )
-from app.services import Services
-from app.stage_times import StageTimes
+from app.features.services import Services
+from app.obs.stage_times import StageTimes
 from pipelines.match import FaceMatch
 from pipelines.models import pack_info
 from pipelines.segments import ClipWindow
@@ -61,10 +61,10 @@ class ClipRequest:
     @classmethod
     def parse(cls, body: object) -> ClipRequest:
         if not isinstance(body, dict):
-            raise ApiError(400, "Send a JSON object.", "invalid_body")
+            raise DomainError("invalid_body", "Send a JSON object.")
         unknown = set(body) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ApiError(400, f"Unknown fields: {', '.join(sorted(unknown))}.", "invalid_body")
+            raise DomainError("invalid_body", f"Unknown fields: {', '.join(sorted(unknown))}.")
         try:
             req = cls(
                 segment_id=_opt(body, "segment_id", str),
@@ -75,15 +75,15 @@ class ClipRequest:
                 max_duration_s=_opt(body, "max_duration_s", float),
             )
         except (TypeError, ValueError) as exc:
-            raise ApiError(400, str(exc), "invalid_body") from None
+            raise DomainError("invalid_body", str(exc)) from None
         if req.aspect not in ASPECTS:
-            raise ApiError(400, f"aspect must be one of {', '.join(ASPECTS)}.", "invalid_aspect")
+            raise DomainError("invalid_aspect", f"aspect must be one of {', '.join(ASPECTS)}.")
         if (req.segment_id is None) == (req.source_video_key is None):
-            raise ApiError(400, "Send either a segment_id or a source_video_key with times.", "invalid_body")
+            raise DomainError("invalid_body", "Send either a segment_id or a source_video_key with times.")
         if req.source_video_key is not None and (req.start_seconds is None or req.end_seconds is None):
-            raise ApiError(400, "A source_video_key needs start_seconds and end_seconds.", "invalid_body")
+            raise DomainError("invalid_body", "A source_video_key needs start_seconds and end_seconds.")
         if req.max_duration_s is not None and req.max_duration_s <= 0:
-            raise ApiError(400, "max_duration_s must be positive.", "invalid_body")
+            raise DomainError("invalid_body", "max_duration_s must be positive.")
         return req
 
 
@@ -109,33 +109,21 @@ class VideoClippingSearch:
     def require_enabled(event: Event) -> None:
         """Reading a search, feedback, clips: any way of starting one is on."""
         if not (event.video_search and (event.video_selfie_search or event.bib_search)):
-            raise ApiError(
-                403,
-                "Video clipping (video_search with video_selfie_search or bib_search) is disabled for this event.",
-                "feature_disabled",
-            )
+            raise DomainError("feature_disabled", "Video clipping (video_search with video_selfie_search or bib_search) is disabled for this event.")
 
     @staticmethod
     def require_selfie_search(event: Event) -> None:
         if not (event.video_search and event.video_selfie_search):
-            raise ApiError(
-                403,
-                "Video clipping (video_search and video_selfie_search) is disabled for this event.",
-                "feature_disabled",
-            )
+            raise DomainError("feature_disabled", "Video clipping (video_search and video_selfie_search) is disabled for this event.")
 
     @staticmethod
     def require_bib_search(event: Event) -> None:
         if not (event.video_search and event.bib_search):
-            raise ApiError(
-                403,
-                "Video clipping by BIB (video_search and bib_search) is disabled for this event.",
-                "feature_disabled",
-            )
+            raise DomainError("feature_disabled", "Video clipping by BIB (video_search and bib_search) is disabled for this event.")
 
     def signed_urls(self, event: Event, request_id: str, items: tuple) -> tuple:
         """Clip items of an event in its org's storage, their URLs presigned now."""
-        from app.storage_locations import fresh_urls
+        from app.store.storage_locations import fresh_urls
 
         folder = f"{event.org_id}/{event.event_id}/clips/{request_id}"
         return tuple(fresh_urls(list(part), event.storage, folder) for part in items)
@@ -153,9 +141,9 @@ class VideoClippingSearch:
         ``processing`` or ``no_matches``). A ``webhook_url`` is told of the final result (a
         rerun without one keeps the stored one)."""
         if not selfies and not raw_request_id and bib is None:
-            raise ApiError(400, "Send a selfie 'file', a 'request_id', or both.", "missing_input")
+            raise DomainError("missing_input", "Send a selfie 'file', a 'request_id', or both.")
         if len(selfies) > self.settings.api.max_selfies:  # before anything is read or stored
-            raise ApiError(400, f"Send at most {self.settings.api.max_selfies} selfies.", "too_many_files")
+            raise DomainError("too_many_files", f"Send at most {self.settings.api.max_selfies} selfies.")
         api = self.settings.api
         if len(self.services.jobs) >= api.max_running_searches:  # before anything is stored
             raise overloaded(f"{len(self.services.jobs)} searches running", api.retry_after_s)
@@ -227,14 +215,14 @@ class VideoClippingSearch:
                 record=record,
             )
             # Handed to the supervisor, which owns the job's task: the job outlives this replica
-            # (app/supervisor.py). Once in Ray, the attempt is never failed for waiting.
+            # (app/jobs/supervisor.py). Once in Ray, the attempt is never failed for waiting.
             with times.stage("dispatch"):
                 handed = await self.services.supervisor.submit_search.remote(self.settings, job)
                 self.services.watch(record.request_id, record.job_id, handed["ref"])
         except Exception as exc:  # a cancelled request leaves the record to the supervisor or the dispatch deadline
             log.exception("could not start search %s", record.request_id)
             await record_end(self.services, record, FAILED, error=f"Failed to start processing: {exc}")
-            raise ApiError(500, "The search could not be started; start a new search.", "dispatch_failed") from None
+            raise DomainError("dispatch_failed", "The search could not be started; start a new search.") from None
         try:  # a re-POST of this request_id: its older jobs stop (only their work is lost)
             await asyncio.to_thread(self.services.cancel_superseded, record.request_id)
         except Exception:
@@ -252,13 +240,9 @@ class VideoClippingSearch:
 
         record, clips = await asyncio.to_thread(self.services.results.read, request_id, load)
         if record is None or (record.org_id, record.event_id) != (event.org_id, event.event_id):
-            raise ApiError(404, "Unknown request_id.", "request_not_found")
+            raise DomainError("request_not_found", "Unknown request_id.")
         if record.status is None:  # a Face Search record: no video search started yet
-            raise ApiError(
-                404,
-                "No video clipping search has been started for this request_id; POST search-by-selfie with it.",
-                "request_not_found",
-            )
+            raise DomainError("request_not_found", "No video clipping search has been started for this request_id; POST search-by-selfie with it.")
         return record, [c for c in clips if c.search_job_id == record.job_id]
 
     # ---- "not me" ---------------------------------------------------------------------
@@ -266,19 +250,15 @@ class VideoClippingSearch:
         """Add the tracks of the given segments as negative references and rerun the search."""
         record = await get_record(self.services, event.org_id, event.event_id, request_id)
         if record.status == PROCESSING:
-            raise ApiError(409, "The search is still processing; send feedback once it has finished.", "search_busy")
+            raise DomainError("search_busy", "The search is still processing; send feedback once it has finished.")
         known = {s["segment_id"]: s for s in record.segments}
         unknown = [s for s in not_me if s not in known]
         if unknown:
-            raise ApiError(400, f"Unknown segment_id: {', '.join(unknown)}.", "unknown_segment")
+            raise DomainError("unknown_segment", f"Unknown segment_id: {', '.join(unknown)}.")
         untracked = [s for s in not_me if not known[s]["track_ids"]]
         if untracked:
-            raise ApiError(
-                400,
-                f"Segment {', '.join(untracked)} holds no face track (its video was indexed before tracks); "
-                "re-index the video to use feedback on it.",
-                "segment_not_tracked",
-            )
+            raise DomainError("segment_not_tracked", f"Segment {', '.join(untracked)} holds no face track (its video was indexed before tracks); "
+                "re-index the video to use feedback on it.")
         record = self.with_stored_selfie(record)
         store = self.services.face_store()
         vectors = []
@@ -300,7 +280,7 @@ class VideoClippingSearch:
         """Validate and start one more clip; returns its clip id (status ``processing``)."""
         record = await get_record(self.services, event.org_id, event.event_id, request_id)
         if record.status not in FINISHED_WITH_SEGMENTS:
-            raise ApiError(409, "Clips can be added once the search has finished with segments.", "search_busy")
+            raise DomainError("search_busy", "Clips can be added once the search has finished with segments.")
         store = self.services.face_store()
         rules = event.search_rules(self.settings)
         # A client may ask for shorter or longer clips, never more than the server's cap.
@@ -308,7 +288,7 @@ class VideoClippingSearch:
         if req.segment_id is not None:
             seg = next((s for s in record.segments if s["segment_id"] == req.segment_id), None)
             if seg is None:
-                raise ApiError(400, f"Unknown segment_id: {req.segment_id}.", "unknown_segment")
+                raise DomainError("unknown_segment", f"Unknown segment_id: {req.segment_id}.")
             key, track_ids = seg["source_video_key"], seg["track_ids"]
             # Like the search's own clips: padded, and at least min_clip_s long.
             pad = rules.segments.padding_s
@@ -321,14 +301,10 @@ class VideoClippingSearch:
             track_ids = sorted({t for s in record.segments if s["source_video_key"] == key for t in s["track_ids"]})
         media = await asyncio.to_thread(store.media_row, event.org_id, event.event_id, key)
         if media is None or media["media_type"] != "video":
-            raise ApiError(400, f"Unknown source_video_key: {key}.", "unknown_video")
+            raise DomainError("unknown_video", f"Unknown source_video_key: {key}.")
         video_start, video_end = video_bounds(media)
         if req.segment_id is None and not (video_start - 1e-3 <= start < end <= video_end + 1e-3):
-            raise ApiError(
-                400,
-                f"start_seconds and end_seconds must satisfy {video_start:.3f} <= start < end <= {video_end:.3f}.",
-                "invalid_times",
-            )
+            raise DomainError("invalid_times", f"start_seconds and end_seconds must satisfy {video_start:.3f} <= start < end <= {video_end:.3f}.")
         window = clip_window(start, end, max_s, video_start, video_end)
         if req.segment_id is not None:  # what the segment showed of the person
             window = replace(window, support=seg["matched_frames"], best_similarity=seg["best_similarity"])
@@ -369,7 +345,7 @@ class VideoClippingSearch:
         except Exception as exc:
             log.exception("could not start clip %s", clip.clip_id)
             await asyncio.to_thread(self.services.extra_clips.finish, clip.clip_id, FAILED, error=str(exc))
-            raise ApiError(500, "The clip could not be started.", "dispatch_failed") from None
+            raise DomainError("dispatch_failed", "The clip could not be started.") from None
         return clip.clip_id
 
     def person_boxes(self, event: Event, key: str, track_ids: list[int], window: ClipWindow) -> tuple:

@@ -1,5 +1,5 @@
 """BIB search over photos: GET bib-search?bib=1234 (paginated like Face Search). The video
-search by BIB is POST video-clipping/search-by-bib (app/routes/video_clipping.py)."""
+search by BIB is POST video-clipping/search-by-bib (app/http/routes/video_clipping.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
-from app.contract import BIB_SEARCH_MESSAGES, photos_payload
-from app.openapi import Operation, api_route, bib_param, page_params
-from app.routes.common import API, authorize, services_of
-from app.search.bib_search import BibSearch, parse_bib, require_bib_search
-from app.search.photos import parse_page, photo_items
+from app.core import schemas
+from app.core.contract import BIB_SEARCH_MESSAGES, photos_payload
+from app.http.openapi import Operation, api_route, bib_param, page_params
+from app.http.routes.common import API, authorize, services_of
+from app.features.search.bib_search import BibSearch, parse_bib, require_bib_search
+from app.features.search.photos import parse_page, photo_items
 
 
 async def bib_photos(request: Request) -> JSONResponse:

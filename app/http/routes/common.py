@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from app.config import ApiSettings
-from app.contract import envelope
-from app.errors import ApiError
-from app.events import Event
-from app.log_context import bind
-from app.routes import multipart
-from app.services import Services, parse_request_id
+from app.core.contract import envelope
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.obs.log_context import bind
+from app.http import multipart
+from app.features.services import Services, parse_request_id
 
 API = "/api/v1/ext/{org_id:int}/event/{event_id:int}"
 # Ids are stored as Int64: a larger one names nothing (and must never reach a filter).
@@ -40,7 +40,7 @@ def path_ids(
     """The path's org and event ids; 404 for ids no event can have."""
     org_id, event_id = request.path_params["org_id"], request.path_params["event_id"]
     if org_id > MAX_ID or event_id > MAX_ID:
-        raise ApiError(404, not_found, code)
+        raise DomainError(code, not_found)
     return org_id, event_id
 
 
@@ -56,12 +56,12 @@ async def read_search_form(request: Request, api: ApiSettings, text_fields: tupl
     """A search's multipart form: selfie ``file`` uploads and the named text fields."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > api.max_selfies * (api.max_upload_bytes + FORM_OVERHEAD_BYTES):
-        raise ApiError(413, f"The selfie is larger than {api.max_upload_bytes} bytes.", "file_too_large")
+        raise DomainError("file_too_large", f"The selfie is larger than {api.max_upload_bytes} bytes.")
     form = await multipart.read_form(request, api.max_upload_bytes, api.max_selfies, timeout_s=api.body_timeout_s)
     misplaced = "file" in form.fields or any(name in form.files for name in text_fields)
     if misplaced or any(len(form.fields.get(name, [])) > 1 for name in text_fields):
         named = ", ".join(f"'{n}'" for n in text_fields)
-        raise ApiError(400, f"'file' must be a file upload and {named} text fields, each sent once.", "invalid_form")
+        raise DomainError("invalid_form", f"'file' must be a file upload and {named} text fields, each sent once.")
     fields = {name: form.fields[name][0] for name in text_fields if form.fields.get(name, [""])[0]}
     return SearchForm(form.files.get("file", []), fields)
 
@@ -72,14 +72,14 @@ async def read_json(request: Request) -> object:
         async with asyncio.timeout(timeout_s):
             return await request.json()
     except TimeoutError:
-        raise ApiError(408, f"The request body did not arrive within {timeout_s:g} s.", "body_timeout") from None
+        raise DomainError("body_timeout", f"The request body did not arrive within {timeout_s:g} s.") from None
     except Exception:
-        raise ApiError(400, "Expected a JSON body.", "invalid_body") from None
+        raise DomainError("invalid_body", "Expected a JSON body.") from None
 
 
 async def delete_search(request: Request) -> JSONResponse:
     """DELETE .../video-clipping/{request_id} or .../face-search/{request_id}: one shared record."""
-    from app.search.requests import delete_request
+    from app.features.search.requests import delete_request
 
     request_id = parse_request_id(request.path_params["request_id"])
     event = await authorize(request, "post")

@@ -12,17 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
+from app.core import schemas
 from app.config import AppSettings
-from app.contract import envelope
-from app.errors import ApiError
-from app.events import Event
-from app.openapi import Operation, Param, api_route
-from app.routes.common import API, FORM_OVERHEAD_BYTES, authorize, read_json, services_of
-from app.routes.multipart import read_uploads
-from app.search.photos import parse_page
-from app.services import Services
-from app.sources import event_media, register_uris, remove_source, store_uploads
+from app.core.contract import envelope
+from app.core.errors import DomainError
+from app.store.events import Event
+from app.http.openapi import Operation, Param, api_route
+from app.http.routes.common import API, FORM_OVERHEAD_BYTES, authorize, read_json, services_of
+from app.http.multipart import read_uploads
+from app.features.search.photos import parse_page
+from app.features.services import Services
+from app.features.sources import event_media, register_uris, remove_source, store_uploads
 
 
 async def add_media(request: Request) -> JSONResponse:
@@ -43,9 +43,9 @@ def parse_uris(body: object, services: Services) -> list[str]:
     limit = services.settings.api.max_media_uris
     uris = body.get("uris") if isinstance(body, dict) and set(body) == {"uris"} else None
     if not isinstance(uris, list) or not uris or not all(isinstance(u, str) and u.strip() for u in uris):
-        raise ApiError(400, 'Send {"uris": ["s3://bucket/key", "/path/under/an/allowed/root", ...]}.', "invalid_body")
+        raise DomainError("invalid_body", 'Send {"uris": ["s3://bucket/key", "/path/under/an/allowed/root", ...]}.')
     if len(uris) > limit:
-        raise ApiError(400, f"Send at most {limit} URIs per request.", "too_many_uris")
+        raise DomainError("too_many_uris", f"Send at most {limit} URIs per request.")
     return [u.strip() for u in uris]
 
 
@@ -54,7 +54,7 @@ async def upload(request: Request, event: Event) -> dict:
     api = services.settings.api
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > api.max_media_files * (api.max_media_upload_bytes + FORM_OVERHEAD_BYTES):
-        raise ApiError(413, f"A file is larger than {api.max_media_upload_bytes} bytes.", "file_too_large")
+        raise DomainError("file_too_large", f"A file is larger than {api.max_media_upload_bytes} bytes.")
     spool = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="facereel-upload-", dir=api.upload_spool_dir or None))
     try:
         uploads = await read_uploads(

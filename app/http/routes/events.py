@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
-from app.contract import envelope
-from app.openapi import Operation, api_route
-from app.routes.common import API, authorize, services_of
+from app.core import schemas
+from app.core.contract import envelope
+from app.http.openapi import Operation, api_route
+from app.http.routes.common import API, authorize, services_of
 
 
 async def event_details(request: Request) -> JSONResponse:

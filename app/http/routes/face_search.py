@@ -1,6 +1,6 @@
 """Face Search: POST face-search (a selfie, or a request_id with a stored one) and GET
 face-search/{request_id}, both answering a page of the event's photos of that person.
-Parsing and rendering only; the rules live in app/search/face_search.py."""
+Parsing and rendering only; the rules live in app/features/search/face_search.py."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
-from app.contract import FACE_SEARCH_MESSAGES, photos_payload
-from app.openapi import Operation, api_route, page_params
-from app.records import SearchRecord
-from app.routes.common import API, authorize, delete_search, read_search_form, services_of
-from app.search.face_search import FaceSearch
-from app.search.photos import Page, parse_page, photo_items
-from app.services import parse_request_id
+from app.core import schemas
+from app.core.contract import FACE_SEARCH_MESSAGES, photos_payload
+from app.http.openapi import Operation, api_route, page_params
+from app.store.records import SearchRecord
+from app.http.routes.common import API, authorize, delete_search, read_search_form, services_of
+from app.features.search.face_search import FaceSearch
+from app.features.search.photos import Page, parse_page, photo_items
+from app.features.services import parse_request_id
 
 
 def search_of(request: Request) -> FaceSearch:

@@ -1,5 +1,5 @@
 """Index jobs over HTTP: POST …/index-jobs, GET …/index-jobs/{job_id},
-POST …/index-jobs/{job_id}/cancel. The job itself is app/index_jobs.py."""
+POST …/index-jobs/{job_id}/cancel. The job itself is app/store/index_jobs.py."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
+from app.core import schemas
 from app.config import AppSettings
-from app.contract import envelope
-from app.errors import ApiError
-from app.index_jobs import ACTIVE, IndexJob, start_index_job
-from app.notify import deliveries
-from app.openapi import Operation, api_route
-from app.routes.common import API, authorize, read_json, services_of
+from app.core.contract import envelope
+from app.core.errors import DomainError
+from app.store.index_jobs import ACTIVE, IndexJob, start_index_job
+from app.jobs.notify import deliveries
+from app.http.openapi import Operation, api_route
+from app.http.routes.common import API, authorize, read_json, services_of
 
 MAX_MEDIA_KEYS = 10_000
 
@@ -26,27 +26,27 @@ def parse_job_id(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
-        raise ApiError(404, "No such index job.", "index_job_not_found") from None
+        raise DomainError("index_job_not_found", "No such index job.") from None
 
 
 def parse_body(body: object, settings: AppSettings) -> tuple[list[str] | None, str | None]:
-    from app.webhooks import WebhookUrlError, check_webhook_url
+    from app.core.webhooks import WebhookUrlError, check_webhook_url
 
     if not isinstance(body, dict) or set(body) - {"media_keys", "webhook_url"}:
-        raise ApiError(400, 'Send {"media_keys": [...], "webhook_url": "https://..."} (both optional).', "invalid_body")
+        raise DomainError("invalid_body", 'Send {"media_keys": [...], "webhook_url": "https://..."} (both optional).')
     keys = body.get("media_keys")
     if keys is not None and (
         not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys) or len(keys) > MAX_MEDIA_KEYS
     ):
-        raise ApiError(400, f"media_keys must be a list of up to {MAX_MEDIA_KEYS} media keys.", "invalid_body")
+        raise DomainError("invalid_body", f"media_keys must be a list of up to {MAX_MEDIA_KEYS} media keys.")
     url = body.get("webhook_url")
     if url is not None:
         if not isinstance(url, str):
-            raise ApiError(400, "webhook_url must be a string.", "invalid_webhook_url")
+            raise DomainError("invalid_webhook_url", "webhook_url must be a string.")
         try:
             url = check_webhook_url(url, set(settings.api.webhook_allow_addresses))
         except WebhookUrlError as exc:
-            raise ApiError(400, f"webhook_url refused: {exc}", "invalid_webhook_url") from None
+            raise DomainError("invalid_webhook_url", f"webhook_url refused: {exc}") from None
     return (list(dict.fromkeys(keys)) if keys is not None else None), url
 
 
@@ -64,7 +64,7 @@ async def get_job(request: Request) -> JSONResponse:
     services = services_of(request)
     job = await asyncio.to_thread(services.index_jobs.get, event.org_id, event.event_id, job_id)
     if job is None:
-        raise ApiError(404, "No such index job.", "index_job_not_found")
+        raise DomainError("index_job_not_found", "No such index job.")
     sent = await asyncio.to_thread(deliveries, services.control, job.job_id) if job.webhook_url else []
     return JSONResponse(envelope("Index job retrieved", job.payload(sent)))
 
@@ -77,9 +77,9 @@ async def cancel_job(request: Request) -> JSONResponse:
     def cancel() -> IndexJob:
         job = services.index_jobs.get(event.org_id, event.event_id, job_id)
         if job is None:
-            raise ApiError(404, "No such index job.", "index_job_not_found")
+            raise DomainError("index_job_not_found", "No such index job.")
         if job.status not in ACTIVE:
-            raise ApiError(409, f"The index job has already ended ({job.status}).", "index_job_ended")
+            raise DomainError("index_job_ended", f"The index job has already ended ({job.status}).")
         return services.index_jobs.request_cancel(job)
 
     job = await asyncio.to_thread(cancel)

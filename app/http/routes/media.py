@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.errors import ApiError
-from app.openapi import Operation, api_route
-from app.routes.common import path_ids, services_of
-from app.services import parse_request_id
+from app.core.errors import DomainError
+from app.http.openapi import Operation, api_route
+from app.http.routes.common import path_ids, services_of
+from app.features.services import parse_request_id
 from pipelines.media import is_remote, open_binary
 from pipelines.photos import content_type, thumbnail_jpeg
 from pipelines.storage import OutputStorage, StorageError
@@ -43,20 +43,20 @@ async def clip_file(request: Request) -> Response:
     request_id = parse_request_id(request.path_params["request_id"])
     name = request.path_params["name"]
     if not FILE_NAME.match(name):
-        raise ApiError(404, "No such clip.", "not_found")
+        raise DomainError("not_found", "No such clip.")
     storage = await services.clip_storage(org_id, event_id)
     if storage is None:
-        raise ApiError(404, "No such clip.", "not_found")
+        raise DomainError("not_found", "No such clip.")
     key = f"{org_id}/{event_id}/clips/{request_id}/{name}"
     media_type = MEDIA_TYPES[name.rsplit(".", 1)[1]]
     try:
         if not await asyncio.to_thread(storage.exists, key):
-            raise ApiError(404, "No such clip.", "not_found")
+            raise DomainError("not_found", "No such clip.")
         if not storage.remote:
             return FileResponse(storage.local_path(key), media_type=media_type)
         fh = await asyncio.to_thread(storage.open, key)
     except StorageError:
-        raise ApiError(404, "No such clip.", "not_found") from None
+        raise DomainError("not_found", "No such clip.") from None
     return StreamingResponse(chunks_then_close(fh), media_type=media_type)
 
 
@@ -65,11 +65,11 @@ async def photo_row(request: Request) -> dict:
     services = services_of(request)
     media_id = request.path_params["media_id"]
     if not MEDIA_ID.match(media_id):
-        raise ApiError(404, "No such photo.", "not_found")
+        raise DomainError("not_found", "No such photo.")
     org_id, event_id = path_ids(request, "No such photo.", "not_found")
     row = await asyncio.to_thread(services.face_store().media_by_id, org_id, event_id, media_id)
     if row is None or row["media_type"] != "photo":
-        raise ApiError(404, "No such photo.", "not_found")
+        raise DomainError("not_found", "No such photo.")
     return row
 
 
@@ -79,13 +79,13 @@ async def photo_file(request: Request) -> Response:
     if not is_remote(row["uri"]):
         local = Path(row["uri"].removeprefix("file://"))
         if not await asyncio.to_thread(local.is_file):
-            raise ApiError(404, "No such photo.", "not_found")
+            raise DomainError("not_found", "No such photo.")
         return FileResponse(local, media_type=media_type)
     options = await services_of(request).source_options(row["org_id"], row["event_id"], row["uri"])
     try:
         fh = await asyncio.to_thread(open_binary, row["uri"], options or None)
     except OSError:
-        raise ApiError(404, "No such photo.", "not_found") from None
+        raise DomainError("not_found", "No such photo.") from None
     return StreamingResponse(chunks_then_close(fh), media_type=media_type)
 
 
@@ -105,7 +105,7 @@ async def photo_thumbnail(request: Request) -> Response:
     org_id, event_id = row["org_id"], row["event_id"]
     storage = await services.clip_storage(org_id, event_id)
     if storage is None:
-        raise ApiError(404, "No such photo.", "not_found")
+        raise DomainError("not_found", "No such photo.")
     key = f"{org_id}/{event_id}/thumbnails/{row['media_id']}.jpg"
     settings = services.settings
     options = await services.source_options(org_id, event_id, row["uri"])
@@ -116,7 +116,7 @@ async def photo_thumbnail(request: Request) -> Response:
             return FileResponse(storage.local_path(key), media_type="image/jpeg")
         fh = await asyncio.to_thread(storage.open, key)
     except (OSError, UnidentifiedImageError, DecompressionBombError):
-        raise ApiError(404, "No such photo.", "not_found") from None
+        raise DomainError("not_found", "No such photo.") from None
     return StreamingResponse(chunks_then_close(fh), media_type="image/jpeg")
 
 

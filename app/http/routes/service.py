@@ -1,5 +1,5 @@
-"""The service's own routes: GET /healthz, GET /metrics (app/metrics.py), GET /openapi.json
-(OpenAPI 3.1, see app/openapi.py) and GET /docs (Swagger UI from the swagger-ui-bundle
+"""The service's own routes: GET /healthz, GET /metrics (app/obs/metrics.py), GET /openapi.json
+(OpenAPI 3.1, see app/http/openapi.py) and GET /docs (Swagger UI from the swagger-ui-bundle
 wheel: no CDN, works offline)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from app import schemas
-from app.metrics import metrics
-from app.openapi import Operation, api_route
+from app.core import schemas
+from app.http.metrics import metrics
+from app.http.openapi import Operation, api_route
 
 # Relative URLs: the page works under any route prefix.
 DOCS_PAGE = """<!doctype html>

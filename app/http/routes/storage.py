@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
-from app.contract import envelope
-from app.errors import ApiError
-from app.log_context import bind
-from app.openapi import Operation, api_route
-from app.routes.common import API, MAX_ID, read_json, services_of
-from app.storage_locations import check_reachable, parse_location
+from app.core import schemas
+from app.core.contract import envelope
+from app.core.errors import DomainError
+from app.obs.log_context import bind
+from app.http.openapi import Operation, api_route
+from app.http.routes.common import API, MAX_ID, read_json, services_of
+from app.store.storage_locations import check_reachable, parse_location
 
 ORG_API = "/api/v1/ext/{org_id:int}"
 
@@ -24,7 +24,7 @@ ORG_API = "/api/v1/ext/{org_id:int}"
 async def authorize_org(request: Request, kind: str) -> int:
     org_id = request.path_params["org_id"]
     if org_id > MAX_ID:
-        raise ApiError(404, "No such organisation.", "not_found")
+        raise DomainError("not_found", "No such organisation.")
     bind(org_id=org_id)
     await services_of(request).authorize_org(request.headers.get("x-api-key"), org_id, kind)
     return org_id
@@ -54,11 +54,11 @@ async def set_event_location(request: Request) -> JSONResponse:
     org_id = await authorize_org(request, "post")
     event_id = request.path_params["event_id"]
     if event_id > MAX_ID:
-        raise ApiError(404, "Event configuration not found.", "event_not_found")
+        raise DomainError("event_not_found", "Event configuration not found.")
     body = await read_json(request)
     location_id = body.get("location_id", ...) if isinstance(body, dict) and set(body) == {"location_id"} else ...
     if location_id is not None and not isinstance(location_id, str):
-        raise ApiError(400, 'Send {"location_id": "<id>"} or {"location_id": null}.', "invalid_body")
+        raise DomainError("invalid_body", 'Send {"location_id": "<id>"} or {"location_id": null}.')
     services = services_of(request)
     event = await asyncio.to_thread(services.set_event_storage, org_id, event_id, location_id)
     data = {

@@ -1,6 +1,6 @@
 """Video Clipping Search: POST search-by-selfie, GET {request_id}, POST {request_id}/feedback
 ("not me"), POST {request_id}/clips (another clip). Parsing and rendering only; the rules
-live in app/search/video_clipping.py."""
+live in app/features/search/video_clipping.py."""
 
 from __future__ import annotations
 
@@ -10,26 +10,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app import schemas
-from app.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
-from app.errors import ApiError
-from app.openapi import Operation, api_route, bib_param
-from app.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
-from app.search.bib_search import parse_bib
-from app.search.video_clipping import ClipRequest, VideoClippingSearch
-from app.services import parse_request_id
+from app.core import schemas
+from app.core.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
+from app.core.errors import DomainError
+from app.http.openapi import Operation, api_route, bib_param
+from app.http.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
+from app.features.search.bib_search import parse_bib
+from app.features.search.video_clipping import ClipRequest, VideoClippingSearch
+from app.features.services import parse_request_id
 
 
 def parse_webhook_url(value: str | None, settings) -> str | None:
     """The optional ``webhook_url`` field: told of the search's final result (400 when refused)."""
-    from app.webhooks import WebhookUrlError, check_webhook_url
+    from app.core.webhooks import WebhookUrlError, check_webhook_url
 
     if value is None:
         return None
     try:
         return check_webhook_url(value, set(settings.api.webhook_allow_addresses))
     except WebhookUrlError as exc:
-        raise ApiError(400, f"webhook_url refused: {exc}", "invalid_webhook_url") from None
+        raise DomainError("invalid_webhook_url", f"webhook_url refused: {exc}") from None
 
 
 def search_of(request: Request) -> VideoClippingSearch:
@@ -93,7 +93,7 @@ async def feedback(request: Request) -> JSONResponse:
     body = await read_json(request)
     not_me = body.get("not_me") if isinstance(body, dict) else None
     if not isinstance(not_me, list) or not not_me or not all(isinstance(s, str) for s in not_me):
-        raise ApiError(400, 'Send {"not_me": [segment_id, ...]}.', "invalid_body")
+        raise DomainError("invalid_body", 'Send {"not_me": [segment_id, ...]}.')
     status = await search.feedback(event, request_id, not_me)
     return JSONResponse(start_payload(request_id, status))
 

@@ -1,0 +1,1 @@
+"""Observability and process helpers: metrics series, log context, stage times, threads, niceness."""

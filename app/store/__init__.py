@@ -1,0 +1,1 @@
+"""Repositories over the LanceDB control tables (records, events, keys, locations, index jobs, sources)."""
