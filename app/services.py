@@ -188,7 +188,8 @@ class Services:
         (the supervisor counts every replica's searches). Unknown (a restarting supervisor)
         admits: the dispatch then fails the attempt cleanly if it is still gone."""
         try:
-            ref = self.supervisor.admission.remote(self.settings.api.max_searches_in_flight)
+            api = self.settings.api
+            ref = self.supervisor.admission.remote(api.search_target_s, api.max_searches_in_flight)
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=5)
         except Exception as exc:
             log.warning("search queue unknown (%s); admitting", exc)
