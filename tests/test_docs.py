@@ -130,7 +130,7 @@ def test_a_broken_link_or_anchor_is_caught(tmp_path: Path) -> None:
         "README.md:5: docs/operations.md (no such file)",
         "README.md:5: docs/api.md#no-such-heading (no heading with that anchor in api.md)",
         "README.md:5: #nowhere (no heading with that anchor in README.md)",
-        "README.md:11: docs/also-missing.md (no such file)",
+        "README.md:12: docs/also-missing.md (no such file)",
     ]
 
 
