@@ -26,7 +26,7 @@ import ray
 from app.config import AppSettings
 from app.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
 from app.errors import ApiError
-from pipelines.store import sql_str, sql_timestamp
+from pipelines.lance_tables import sql_str, sql_timestamp
 
 if TYPE_CHECKING:
     from app.events import Event

@@ -23,7 +23,7 @@ from app.contract import FAILED, PROCESSING, TERMINAL
 from app.control import EXTRA_CLIPS, REQUESTS, ControlStore
 from app.key_locks import KeyLocks
 from app.metrics import search_outcome, search_queued, search_running
-from pipelines.store import sql_str, sql_timestamp
+from pipelines.lance_tables import sql_str, sql_timestamp
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
 NEVER_DISPATCHED_ERROR = "The search could not be handed to the cluster in time. Start a new search."

@@ -25,8 +25,8 @@ from app.contract import PROCESSING
 from app.control import EXTRA_CLIPS, REQUESTS
 from app.events import Event
 from app.services import Services
+from pipelines.lance_tables import event_filter, sql_str
 from pipelines.storage import OutputStorage
-from pipelines.store import event_filter, sql_str
 
 log = logging.getLogger(__name__)
 

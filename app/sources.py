@@ -21,9 +21,9 @@ from app.config import AppSettings
 from app.control import EVENT_MEDIA, ControlStore
 from app.errors import ApiError
 from app.events import Event
+from pipelines.lance_tables import sql_str
 from pipelines.media import MediaSource, is_remote, list_media
 from pipelines.storage import OutputStorage, StorageError
-from pipelines.store import sql_str
 
 if TYPE_CHECKING:
     from app.routes.multipart import Upload

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from app.control import STORAGE_LOCATIONS, ControlStore
 from app.errors import ApiError
-from pipelines.store import sql_str
+from pipelines.lance_tables import sql_str
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,512}$")
