@@ -83,6 +83,11 @@ class ApiSettings(BaseModel):
     # and recent searches' times, so an admitted search never waits behind a backlog it
     # cannot get through (issue 26: unbounded, POST -> terminal reached p95 605 s on 2 cores).
     max_searches_in_flight: int = Field(default=8, ge=1)
+    # ... and one more is admitted only while it would likely end within this many seconds
+    # at the pace searches end at on the cluster (app/core/search_pace.py), so an accepted search
+    # reaches its terminal status in about this time, kills aside (issue 26: p95 <= 60 s;
+    # with a bound of 8 alone, the 2-core soak's accepted searches took p50 116 s).
+    search_target_s: float = Field(default=40.0, gt=0.0)
     retry_after_s: float = Field(default=4.0, gt=0.0)
     # Threads for blocking storage calls (LanceDB, files) per replica: a few more than
     # asyncio's cpus + 4, so one slow table commit does not stall every request; many more

@@ -473,11 +473,11 @@ def get_pieces(settings, api_key: str, request_id: str, n: int = 100) -> dict:
     """The reads behind one authorised GET, timed alone in this process (wall and CPU ms each)."""
     import ray
 
+    from app.features.ratelimit import ACTOR_NAME
     from app.store.control import ControlStore
     from app.store.events import EventStore
-    from app.features.ratelimit import ACTOR_NAME
-    from app.store.records import RequestRecords
     from app.store.keys import KeyStore
+    from app.store.records import RequestRecords
 
     control = ControlStore(settings.control_uri)
     keys, events, records = KeyStore(control), EventStore(control), RequestRecords(control, 600)
@@ -848,9 +848,9 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
+    from app.entry.serve import build_api
     from app.store.control import ControlStore
     from app.store.events import EventStore
-    from app.entry.serve import build_api
     from app.store.keys import KeyStore
     from pipelines.index import index_event
 

@@ -116,11 +116,11 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
+    from app.entry.serve import build_api
+    from app.entry.serving_env import install_in_environment
     from app.store.control import ControlStore
     from app.store.events import EventStore
-    from app.entry.serve import build_api
     from app.store.keys import KeyStore
-    from app.entry.serving_env import install_in_environment
     from tests.conftest import free_port
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -85,9 +85,9 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
+    from app.entry.serve import build_api
     from app.store.control import ControlStore
     from app.store.events import EventStore
-    from app.entry.serve import build_api
     from app.store.keys import KeyStore
 
     out = args.out.resolve()

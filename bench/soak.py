@@ -313,11 +313,11 @@ def main() -> int:
     from ray import serve
 
     from app.config import load_app_settings
-    from app.store.control import ControlStore
     from app.entry.demo import build_demo_media, ensure_demo_event
     from app.entry.serve import build_api
-    from app.store.keys import KeyStore
     from app.entry.serving_env import install_in_environment
+    from app.store.control import ControlStore
+    from app.store.keys import KeyStore
     from pipelines.index import ensure_ray, index_event
     from pipelines.local_cluster import free_port
 

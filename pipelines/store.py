@@ -21,7 +21,7 @@ import pyarrow as pa
 from lancedb.index import BTree, IvfPq
 
 from pipelines.event_faces import ROW_ID, EventFaces, EventFacesCache, best_matches, estimated_bytes, event_faces
-from pipelines.lance_tables import new_table_options
+from pipelines.lance_tables import event_filter, new_table_options, sql_str
 from pipelines.models.base import PackInfo
 from pipelines.tracks import NO_TRACK
 
@@ -131,20 +131,6 @@ MEDIA_COLUMNS_ADDED = ("media_id", "taken_at")
 
 class PackMismatch(RuntimeError):
     pass
-
-
-def sql_str(value: str) -> str:
-    """A SQL string literal for LanceDB filters."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_timestamp(value: datetime) -> str:
-    """A SQL timestamp literal for LanceDB filters (UTC, as the tables store times)."""
-    return f"timestamp '{value.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}'"
-
-
-def event_filter(org_id: int, event_id: int) -> str:
-    return f"org_id = {int(org_id)} AND event_id = {int(event_id)}"
 
 
 @dataclass(frozen=True)

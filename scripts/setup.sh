@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create ./.venv and install facereel with its test tools (offline-capable afterwards).
+# Create ./.venv and install facereel with its test tools (offline-capable afterwards), and
+# ./.venv-moto with the local S3 server the storage and cluster tests start (README's first command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,3 +14,6 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip uninstall -q -y opencv-python || true
 .venv/bin/python -m pip install -q --force-reinstall --no-deps 'opencv-python-headless>=5,<6'
 .venv/bin/python -c "import cv2, insightface, onnxruntime, ray, lancedb; print('facereel environment ready: cv2', cv2.__version__, '| ray', ray.__version__, '| lancedb', lancedb.__version__)"
+# The local S3 server (moto) that the S3, bring-your-own-storage, cluster and retention tests start,
+# so none of them skips: its own venv, installed once (the script returns at once when it is there).
+bash scripts/setup-s3-test-server.sh

@@ -15,8 +15,8 @@ import pytest
 
 from app.core.contract import STARTED_MESSAGE, STATUS_MESSAGES
 from app.store.events import EventStore
-from app.store.records import NEVER_DISPATCHED_ERROR, OVERDUE_ERROR, RequestRecords, SearchRecord
 from app.store.keys import KeyStore
+from app.store.records import NEVER_DISPATCHED_ERROR, OVERDUE_ERROR, RequestRecords, SearchRecord
 from pipelines.clip import probe_clip
 from pipelines.index import index_event
 from pipelines.selfie import embed_selfie
@@ -1089,8 +1089,8 @@ def test_a_job_finishing_after_its_attempt_was_failed_does_not_change_it(api, se
 def test_a_job_queued_past_the_dispatch_deadline_completes_and_is_never_failed(api, serve_api, synthetic_event):
     """The job reserves a CPU here, and every CPU is held for longer than the dispatch
     deadline: it waits in Ray's queue (known to Ray: not lost), then completes."""
-    from app.jobs.dispatch import SearchJob
     from app.features.search.video_clipping import with_rules
+    from app.jobs.dispatch import SearchJob
     from app.jobs.supervisor import supervisor
 
     settings = serve_api.settings

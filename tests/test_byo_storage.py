@@ -14,10 +14,10 @@ import fsspec
 import httpx
 import pytest
 
-from app.store.events import EventStore
-from app.jobs.notify import org_secret
-from app.store.keys import KeyStore
 from app.core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from app.jobs.notify import org_secret
+from app.store.events import EventStore
+from app.store.keys import KeyStore
 from pipelines.media import fsspec_options
 from pipelines.synthetic import selfie_of
 from tests.conftest import free_port

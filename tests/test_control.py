@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from app.core.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
-from app.store.control import REQUESTS, ControlStore
 from app.features.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
-from app.store.records import RequestRecords, SearchRecord, is_past
 from app.features.services import TtlCache
+from app.store.control import REQUESTS, ControlStore
+from app.store.records import RequestRecords, SearchRecord, is_past
 
 
 def test_a_stale_job_cannot_overwrite_a_newer_search(tmp_path):
@@ -442,8 +442,8 @@ def test_overdue_extra_clips_end_failed_on_read_and_by_the_sweep(tmp_path):
 
 def test_an_events_search_rules_can_be_replaced_and_are_validated(tmp_path):
     from app.config import AppSettings
-    from app.store.events import EventStore
     from app.features.tuning import apply_recommendation
+    from app.store.events import EventStore
 
     settings = AppSettings(data_dir=str(tmp_path))
     events = EventStore(ControlStore(settings.control_uri))

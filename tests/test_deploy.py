@@ -251,9 +251,9 @@ def test_every_node_starts_with_the_serving_environment() -> None:
     """Ray starts Serve's proxies and workers from the node's environment: the image sets
     what facereel's own entry points set (app/entry/serving_env.py), and the proxy callback
     resolves to Starlette middleware: admission inside the envelope."""
+    from app.entry.serving_env import SERVING_ENV
     from app.http.admission import Admission
     from app.http.proxy_envelope import PROXY_CALLBACK, ProxyEnvelope, middlewares
-    from app.entry.serving_env import SERVING_ENV
 
     text = (DEPLOY / "Dockerfile").read_text()
     for name, value in SERVING_ENV.items():

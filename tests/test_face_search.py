@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from app.store.events import EventStore
-from app.store.records import RequestRecords
 from app.store.keys import KeyStore
+from app.store.records import RequestRecords
 from pipelines.index import index_event
 from pipelines.synthetic import selfie_of
 from tests.conftest import shared_faces_or_skip

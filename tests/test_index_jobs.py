@@ -17,11 +17,11 @@ import httpx
 import psutil
 import pytest
 
+from app.core.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from app.jobs.notify import org_secret
 from app.store.control import EVENT_MEDIA, INDEX_JOBS, WEBHOOK_DELIVERIES
 from app.store.events import EventStore
-from app.jobs.notify import org_secret
 from app.store.keys import KeyStore
-from app.core.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipelines.models import pack_info
 from pipelines.store import FaceStore
 from pipelines.synthetic import make_pan_video, selfie_of

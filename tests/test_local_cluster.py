@@ -24,4 +24,3 @@ def test_a_new_node_gets_a_free_agent_port_when_rays_default_is_taken():
     finally:
         if holder is not None:
             holder.close()
-

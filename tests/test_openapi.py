@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.store.events import EventStore
 from app.http.openapi import operations
+from app.store.events import EventStore
 from app.store.keys import KeyStore
 from tests.conftest import SCHEMA_FUZZ
 
@@ -33,8 +33,8 @@ MIN_CASES = 1000
 
 
 def test_every_route_is_in_the_document(serve_api):
-    from app.http.api import create_api
     from app.features.services import Services
+    from app.http.api import create_api
 
     doc = httpx.get(f"{serve_api.base_url}/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.1")

@@ -21,9 +21,6 @@ import pytest
 
 from app.config import load_app_settings
 from app.core.contract import COMPLETED, FAILED, PROCESSING
-from app.store.control import EVENTS, EXTRA_CLIPS, REQUESTS, SCHEMAS, ControlStore
-from app.store.events import EventStore
-from app.store.records import ExtraClip, SearchRecord
 from app.features.retention import (
     ClipRefs,
     EventBusy,
@@ -37,6 +34,9 @@ from app.features.retention import (
     sweep_retention,
 )
 from app.features.services import Services
+from app.store.control import EVENTS, EXTRA_CLIPS, REQUESTS, SCHEMAS, ControlStore
+from app.store.events import EventStore
+from app.store.records import ExtraClip, SearchRecord
 from pipelines.media import fsspec_options
 from pipelines.storage import OutputStorage, modified_time
 from pipelines.store import BIBS_SCHEMA, MEDIA_INDEXED, faces_schema, tracks_schema
@@ -277,8 +277,8 @@ def test_retention_sweep_deletes_expired_searches_like_a_consent_delete(services
 
 
 def test_consent_delete_keeps_its_answer_and_refuses_busy_searches(services):
-    from app.http.errors import ApiError
     from app.features.search.requests import delete_request
+    from app.http.errors import ApiError
 
     event = services.events.get(1, 1)
     record = add_search(services, 1)

@@ -1,35 +1,88 @@
-"""Admission by the cluster's search queue (issue 26): a search POST is admitted only while
-fewer than ``api.max_searches_in_flight`` searches are in flight, else 503 with a
-Retry-After from the queue (app/jobs/supervisor.py ``queue_wait_s``)."""
+"""Admission by the search queue (issue 26 item 3): a search POST is admitted while one more
+search would likely end within ``api.search_target_s`` at the cluster's measured pace, and
+fewer than ``api.max_searches_in_flight`` are in flight; else 503 with a Retry-After from
+the queue (app/core/search_pace.py)."""
 
 from __future__ import annotations
 
 import pytest
 import ray
 
-from app.jobs.supervisor import UNTIMED_SEARCH_S, queue_wait_s
+from app.core.search_pace import UNTIMED_SEARCH_S, SearchPace, admission_wait_s
 
 
-def test_below_capacity_a_search_starts_now():
-    assert queue_wait_s(0, 4, []) == 0.0
-    assert queue_wait_s(3, 4, [30.0]) == 0.0
+def test_the_pace_is_busy_seconds_per_ended_search():
+    pace = SearchPace()
+    pace.started(100.0)
+    pace.started(100.0)
+    pace.ended(104.0)
+    pace.ended(108.0)
+    assert pace.per_search_s() == pytest.approx(4.0)  # two ended within 8 busy seconds
+    assert pace.in_flight == 0
 
 
-def test_at_capacity_the_wait_is_the_searches_ahead_at_their_recent_pace():
-    # 4 places, 4 in flight, searches take 6 s: one leaves every 1.5 s.
-    assert queue_wait_s(4, 4, [5.0, 6.0, 7.0]) == pytest.approx(1.5)
-    # 3 more ahead of it: 4 to leave before its turn.
-    assert queue_wait_s(7, 4, [6.0]) == pytest.approx(6.0)
-    # The median, so one stuck search does not inflate every Retry-After.
-    assert queue_wait_s(1, 1, [2.0, 2.0, 600.0]) == pytest.approx(2.0)
+def test_idle_time_between_searches_does_not_slow_the_pace():
+    pace = SearchPace()
+    pace.started(0.0)
+    pace.ended(3.0)
+    pace.started(3_600.0)  # an hour later
+    pace.ended(3_605.0)
+    assert pace.per_search_s() == pytest.approx(4.0)
 
 
-def test_before_any_search_was_timed_the_default_pace_is_used():
-    assert queue_wait_s(2, 2, []) == pytest.approx(UNTIMED_SEARCH_S / 2)
+def test_side_by_side_searches_read_as_the_clusters_throughput():
+    pace = SearchPace()
+    for _ in range(4):
+        pace.started(0.0)
+    for t in (10.0, 20.0, 30.0, 40.0):  # 4 in flight, one ends every 10 s
+        pace.ended(t)
+    assert pace.per_search_s() == pytest.approx(10.0)
+
+
+def test_the_pace_follows_the_last_window_of_ends():
+    pace = SearchPace(window=2)
+    t = 0.0
+    for took in (100.0, 2.0, 2.0):
+        pace.started(t)
+        t += took
+        pace.ended(t)
+    assert pace.per_search_s() == pytest.approx(2.0)
+
+
+def test_a_cancelled_search_frees_its_place_without_counting_for_the_pace():
+    pace = SearchPace()
+    pace.started(0.0)
+    pace.started(0.0)
+    pace.ended(1.0, counted=False)
+    pace.ended(6.0)
+    assert pace.in_flight == 0 and pace.per_search_s() == pytest.approx(6.0)
+    pace.ended(7.0)  # an end nobody started is ignored
+    assert pace.in_flight == 0
+
+
+def test_a_search_alone_is_always_admitted():
+    assert admission_wait_s(0, 500.0, 40.0, 8) == 0.0
+
+
+def test_admitted_while_it_would_end_within_the_target():
+    assert admission_wait_s(3, 10.0, 40.0, 8) == 0.0  # ends after 40 s
+    assert admission_wait_s(4, 10.0, 40.0, 8) == pytest.approx(10.0)  # 50 s: one ahead must end
+    assert admission_wait_s(7, 10.0, 40.0, 8) == pytest.approx(40.0)
+
+
+def test_the_cap_holds_however_fast_searches_are():
+    assert admission_wait_s(7, 1.0, 40.0, 8) == 0.0
+    assert admission_wait_s(8, 1.0, 40.0, 8) == pytest.approx(1.0)
+    assert admission_wait_s(10, 1.0, 40.0, 8) == pytest.approx(3.0)
+
+
+def test_before_any_search_ended_the_default_pace_is_used():
+    assert admission_wait_s(3, None, 40.0, 8) == 0.0
+    assert admission_wait_s(4, None, 40.0, 8) == pytest.approx(5 * UNTIMED_SEARCH_S - 40.0)
 
 
 def test_the_supervisor_answers_for_the_whole_cluster(ray_cluster, settings):
     from app.jobs.supervisor import supervisor
 
     handle = supervisor(settings)
-    assert ray.get(handle.admission.remote(10_000), timeout=60) == 0.0  # below any real queue
+    assert ray.get(handle.admission.remote(40.0, 10_000), timeout=60) == 0.0  # below any real queue

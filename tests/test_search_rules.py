@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from app.config import AppSettings
-from app.http.errors import ApiError
 from app.features.search.bib_search import parse_bib
 from app.features.search.photos import Page, parse_page
+from app.http.errors import ApiError
 from app.jobs.stored_matches import decode_matches, encode_matches, matches_basis
 from pipelines.bib_search import fuse, rank_bib_photos, sighting_matches, valid_bib
 from pipelines.config import SegmentSettings

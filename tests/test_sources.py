@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from app.http.errors import ApiError
 from app.features.sources import Roots, media_key_for_upload, permitted, within_roots
+from app.http.errors import ApiError
 from app.store.storage_locations import StorageLocation, fresh_urls, parse_location
 
 

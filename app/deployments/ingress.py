@@ -30,9 +30,9 @@ class ApiIngress:
 
     def __serve_build_asgi_app__(self) -> HttpApp:
         """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
-        from app.http.api import create_api
         from app.features.ratelimit import limiter_actor
         from app.features.services import Services
+        from app.http.api import create_api
 
         return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))
 

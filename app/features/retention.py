@@ -22,11 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
 from app.core.contract import PROCESSING
+from app.features.services import Services
 from app.store.control import EXTRA_CLIPS, REQUESTS
 from app.store.events import Event
-from app.features.services import Services
+from pipelines.lance_tables import event_filter, sql_str
 from pipelines.storage import OutputStorage
-from pipelines.store import event_filter, sql_str
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ import uuid
 from dataclasses import dataclass, field
 
 from app.config import AppSettings
-from app.store.control import ControlStore
 from app.core.errors import DomainError
+from app.features.ratelimit import TokenLeases
+from app.features.sources import SourceRegistry
+from app.obs.metrics import running_searches
+from app.store.control import ControlStore
 from app.store.events import Event, EventStore
 from app.store.index_jobs import IndexJobs, end_if_driver_lost, end_lost
-from app.obs.metrics import running_searches
-from app.features.ratelimit import TokenLeases
+from app.store.keys import ApiKey, KeyStore
 from app.store.records import ExtraClips, RequestRecords
 from app.store.result_cache import ResultCache
-from app.store.keys import ApiKey, KeyStore
-from app.features.sources import SourceRegistry
 from app.store.storage_locations import StorageLocations
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ class Services:
         (the supervisor counts every replica's searches). Unknown (a restarting supervisor)
         admits: the dispatch then fails the attempt cleanly if it is still gone."""
         try:
-            ref = self.supervisor.admission.remote(self.settings.api.max_searches_in_flight)
+            api = self.settings.api
+            ref = self.supervisor.admission.remote(api.search_target_s, api.max_searches_in_flight)
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=5)
         except Exception as exc:
             log.warning("search queue unknown (%s); admitting", exc)
@@ -386,7 +387,9 @@ class Services:
         )
         allowed, retry_after = await self.limiter.take(key.key_id, kind, per_minute, burst)
         if not allowed:
-            raise DomainError("rate_limited", "Rate limit exceeded. Back off and retry with the same request_id.", retry_after)
+            raise DomainError(
+                "rate_limited", "Rate limit exceeded. Back off and retry with the same request_id.", retry_after
+            )
         return key
 
 

@@ -18,16 +18,16 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from app.config import AppSettings
-from app.store.control import EVENT_MEDIA, ControlStore
 from app.core.errors import DomainError
+from app.store.control import EVENT_MEDIA, ControlStore
 from app.store.events import Event
+from pipelines.lance_tables import sql_str
 from pipelines.media import MediaSource, is_remote, list_media
 from pipelines.storage import OutputStorage, StorageError
-from pipelines.store import sql_str
 
 if TYPE_CHECKING:
-    from app.http.multipart import Upload
     from app.features.services import Services
+    from app.http.multipart import Upload
 
 MAX_KEY_CHARS = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -19,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.admission import Admission
 from app.core.contract import error_body
 from app.core.errors import DomainError
+from app.features.search.bib_search import BibSearch
+from app.features.search.face_search import FaceSearch
+from app.features.search.video_clipping import VideoClippingSearch
+from app.features.services import Services
+from app.http.admission import Admission
 from app.http.errors import error_response
-from app.obs.io_threads import IoThreads
-from app.obs.log_context import install as install_log_context
 from app.http.metrics import RequestMetrics
 from app.http.openapi import document
 from app.http.routes import (
@@ -38,10 +40,8 @@ from app.http.routes import (
     storage,
     video_clipping,
 )
-from app.features.search.bib_search import BibSearch
-from app.features.search.face_search import FaceSearch
-from app.features.search.video_clipping import VideoClippingSearch
-from app.features.services import Services
+from app.obs.io_threads import IoThreads
+from app.obs.log_context import install as install_log_context
 
 log = logging.getLogger(__name__)
 

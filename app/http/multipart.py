@@ -132,7 +132,9 @@ async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_
     except DomainError:
         raise
     except Exception as exc:
-        raise DomainError("invalid_form", f"Expected a multipart form with 'file' and/or 'request_id' ({exc}).") from None
+        raise DomainError(
+            "invalid_form", f"Expected a multipart form with 'file' and/or 'request_id' ({exc})."
+        ) from None
     return collector.form
 
 

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import TypeAdapter
 from starlette.routing import BaseRoute, Route
 
-from app.core import schemas
 from app.config import AppSettings
+from app.core import schemas
 from app.http.routes.common import MAX_ID
 
 ERROR_DESCRIPTIONS = {

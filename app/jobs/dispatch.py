@@ -21,8 +21,6 @@ from pathlib import Path
 
 import ray
 
-from app.obs import log_context
-from app.obs.background import background_options, run_below_serving
 from app.config import AppSettings
 from app.core.contract import (
     CLIP_FAILED,
@@ -34,10 +32,12 @@ from app.core.contract import (
     clip_error,
     clip_item,
 )
-from app.store.events import Event, SearchRules
-from app.obs.metrics import clip_cut
-from app.store.records import SearchRecord
 from app.jobs.matching import match_record
+from app.obs import log_context
+from app.obs.background import background_options, run_below_serving
+from app.obs.metrics import clip_cut
+from app.store.events import Event, SearchRules
+from app.store.records import SearchRecord
 from app.store.storage_locations import StorageLocation
 from pipelines.match import FaceMatch, timed_hits
 from pipelines.segments import ClipWindow, RankedSegment, best_window, rank_windows, ranked_segments

@@ -8,9 +8,9 @@ import logging
 
 import numpy as np
 
+from app.jobs.stored_matches import decode_matches, matches_basis
 from app.store.events import Event
 from app.store.records import SearchRecord
-from app.jobs.stored_matches import decode_matches, matches_basis
 from pipelines.bib_search import bib_video_matches, fuse
 from pipelines.match import FaceMatch, References, find_person
 

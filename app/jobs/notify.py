@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from app.config import AppSettings
 from app.store.control import ORGS, WEBHOOK_DELIVERIES, ControlStore
-from pipelines.store import sql_str
+from pipelines.lance_tables import sql_str
 
 log = logging.getLogger(__name__)
 

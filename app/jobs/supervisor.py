@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 import uuid
-from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import ray
 
 from app.config import AppSettings
+from app.core.search_pace import SearchPace, admission_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ class JobSupervisor:
         self.records = RequestRecords(control, api.request_deadline_s, api.dispatch_deadline_s)
         self.index_jobs = IndexJobs(control, api.index_job_deadline_s, api.dispatch_deadline_s)
         self.searches: dict[str, tuple[str, ray.ObjectRef]] = {}  # job_id -> (request_id, ref)
-        self.submitted: dict[str, float] = {}  # job_id -> monotonic time of its submission
-        self.durations: deque[float] = deque(maxlen=50)  # submission to end of recent searches
+        self.pace = SearchPace()  # searches in flight on the cluster, and the pace they end at
         self.indexing: dict[str, ray.ObjectRef] = {}  # index job_id -> ref
         self.background: set[asyncio.Task] = set()
         self.watching: asyncio.Task | None = None
@@ -72,8 +70,8 @@ class JobSupervisor:
     async def submit_search(self, settings: AppSettings, job) -> dict:
         """Hand a search job to Ray; {"task_id", "owner", "ref"} (the ref for the caller to
         follow, as a borrower: its death does not touch the job)."""
-        from app.obs.background import background_options
         from app.jobs.dispatch import run_search
+        from app.obs.background import background_options
 
         self._watch()
         at = datetime.now(UTC)
@@ -82,21 +80,22 @@ class JobSupervisor:
         ref = run_search.options(num_cpus=settings.api.search_job_cpus, **options).remote(settings, job)
         task_id = ref.task_id().hex()
         self.searches[job.job_id] = (job.request_id, ref)
-        self.submitted[job.job_id] = time.monotonic()
+        self.pace.started(time.monotonic())
         # Off the POST's path; the job's own first write carries the same facts, whichever lands first.
         self._later(self.records.dispatched, job.request_id, job.job_id, task_id, self.incarnation, at)
         return {"task_id": task_id, "owner": self.incarnation, "ref": ref}
 
-    async def admission(self, capacity: int) -> float:
-        """0 when one more search can start now (fewer than ``capacity`` in flight on the
-        cluster); else the seconds until one likely can, from how long recent searches took."""
-        return queue_wait_s(len(self.searches), capacity, list(self.durations))
+    async def admission(self, target_s: float, capacity: int) -> float:
+        """0 when one more search can start now: it would likely end within ``target_s`` at
+        the pace searches end at on the cluster, and fewer than ``capacity`` are in flight.
+        Else the seconds until one likely can (app/core/search_pace.py)."""
+        return admission_wait_s(self.pace.in_flight, self.pace.per_search_s(), target_s, capacity)
 
     async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0) -> list[int]:
         """Start ``workers`` workers for searches (one for the job, the rest for its clips),
         owned like the jobs that will reuse them; their pids."""
-        from app.obs.background import background_options
         from app.jobs.dispatch import warm_search_worker
+        from app.obs.background import background_options
 
         options = background_options(settings.api.search_task_nice)
         return await warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
@@ -114,9 +113,9 @@ class JobSupervisor:
         cancelled = 0
         for job_id in job_ids:
             held = self.searches.pop(job_id, None)
-            self.submitted.pop(job_id, None)
             if held is None:
                 continue
+            self.pace.ended(time.monotonic(), counted=False)
             try:
                 ray.cancel(held[1], recursive=True)
                 cancelled += 1
@@ -166,29 +165,14 @@ class JobSupervisor:
         failed = 0
         for ref in ready:
             held = self.searches.pop(refs[ref], None)
-            if (submitted := self.submitted.pop(refs[ref], None)) is not None:
-                self.durations.append(time.monotonic() - submitted)
             if held is None:
                 continue
+            self.pace.ended(time.monotonic())
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # the task never wrote its outcome
                 failed += end_search(self.settings, self.records, held[0], refs[ref], exc)
         return failed
-
-
-# Until searches have been timed on this cluster: about one search on a small, busy node.
-UNTIMED_SEARCH_S = 10.0
-
-
-def queue_wait_s(in_flight: int, capacity: int, durations: list[float]) -> float:
-    """Seconds a new search would wait for a place among ``capacity`` searches in flight:
-    0 below capacity; else the searches ahead of it, ``capacity`` at a time, each taking the
-    median of ``durations`` (recent searches, submission to end)."""
-    if in_flight < capacity:
-        return 0.0
-    per_search = statistics.median(durations) if durations else UNTIMED_SEARCH_S
-    return per_search * (in_flight - capacity + 1) / capacity
 
 
 def end_search(settings: AppSettings, records, request_id: str, job_id: str, exc: BaseException) -> int:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 import ray
 
 from app.config import AppSettings
-from app.store.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
 from app.core.errors import DomainError
-from pipelines.store import sql_str, sql_timestamp
+from app.store.control import EVENT_MEDIA, INDEX_JOBS, INDEX_LOCKS, ControlStore
+from pipelines.lance_tables import sql_str, sql_timestamp
 
 if TYPE_CHECKING:
-    from app.store.events import Event
     from app.features.services import Services
+    from app.store.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.store.control import API_KEYS, ControlStore
-from pipelines.store import sql_str
+from pipelines.lance_tables import sql_str
 
 KEY_PREFIX = "frk_"
 

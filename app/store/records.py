@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from app.core.contract import FAILED, PROCESSING, TERMINAL
-from app.store.control import EXTRA_CLIPS, REQUESTS, ControlStore
 from app.core.key_locks import KeyLocks
 from app.obs.metrics import search_outcome, search_queued, search_running
-from pipelines.store import sql_str, sql_timestamp
+from app.store.control import EXTRA_CLIPS, REQUESTS, ControlStore
+from pipelines.lance_tables import sql_str, sql_timestamp
 
 OVERDUE_ERROR = "The search did not finish before its deadline; its worker was lost. Start a new search."
 NEVER_DISPATCHED_ERROR = "The search could not be handed to the cluster in time. Start a new search."

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from app.store.control import STORAGE_LOCATIONS, ControlStore
 from app.core.errors import DomainError
-from pipelines.store import sql_str
+from app.store.control import STORAGE_LOCATIONS, ControlStore
+from pipelines.lance_tables import sql_str
 
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,512}$")
@@ -191,7 +191,10 @@ def parse_location(
     if profile and key_id:
         raise DomainError("invalid_storage_location", "Send keys or a profile, not both.")
     if not key_id and not server_credentials:
-        raise DomainError("invalid_storage_location", "Send access_key_id and secret_access_key: this server lends no credentials of its own.")
+        raise DomainError(
+            "invalid_storage_location",
+            "Send access_key_id and secret_access_key: this server lends no credentials of its own.",
+        )
     ttl = body.get("url_ttl_s", 3600)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= MAX_TTL_S:
         raise DomainError("invalid_storage_location", f"url_ttl_s must be a whole number from 60 to {MAX_TTL_S}.")

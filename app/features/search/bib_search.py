@@ -8,8 +8,8 @@ import asyncio
 
 from app.config import AppSettings
 from app.core.errors import DomainError
-from app.store.events import Event
 from app.features.services import Services
+from app.store.events import Event
 from pipelines.bib_search import rank_bib_photos, valid_bib
 
 
@@ -23,7 +23,9 @@ def parse_bib(raw: str | None, settings: AppSettings) -> str:
     rules = settings.bibs
     text = (raw or "").strip()
     if not valid_bib(text, rules.min_digits, rules.max_digits):
-        raise DomainError("invalid_bib", f"bib must be {rules.min_digits} to {rules.max_digits} digits (0-9), e.g. bib=1234.")
+        raise DomainError(
+            "invalid_bib", f"bib must be {rules.min_digits} to {rules.max_digits} digits (0-9), e.g. bib=1234."
+        )
     return text
 
 

@@ -13,12 +13,12 @@ import logging
 import numpy as np
 
 from app.core.errors import DomainError
-from app.store.events import Event
 from app.features.offload import offload
-from app.store.records import SearchRecord
 from app.features.search.requests import claim_request_id, embed_selfies, get_record, stored_selfie
-from app.jobs.stored_matches import encode_matches, matches_basis
 from app.features.services import Services
+from app.jobs.stored_matches import encode_matches, matches_basis
+from app.store.events import Event
+from app.store.records import SearchRecord
 from pipelines.match import References, find_person
 from pipelines.photo_search import find_photos
 

@@ -15,13 +15,12 @@ import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
-from app.core.errors import overloaded
 from app.config import AppSettings
-from app.core.errors import DomainError
-from app.store.events import Event
-from app.obs.log_context import bind
-from app.store.records import SearchRecord
+from app.core.errors import DomainError, overloaded
 from app.features.services import Services, parse_request_id
+from app.obs.log_context import bind
+from app.store.events import Event
+from app.store.records import SearchRecord
 from pipelines.models import pack_info
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,9 @@ def stored_selfie(settings: AppSettings, existing: SearchRecord | None) -> Searc
     if existing.embedding is None:
         raise DomainError("no_stored_selfie", "This request_id has no stored selfie; upload a file with it.")
     if existing.model_pack != pack_info(settings.models.pack).name:
-        raise DomainError("model_pack_changed", "The stored selfie was embedded with another model pack; upload the selfie again.")
+        raise DomainError(
+            "model_pack_changed", "The stored selfie was embedded with another model pack; upload the selfie again."
+        )
     return existing
 
 
@@ -87,7 +88,9 @@ async def claim_request_id(
     if existing is not None and (existing.org_id, existing.event_id) != (org_id, event_id):
         if not has_input:
             raise DomainError("request_not_found", "Unknown request_id.")
-        raise DomainError("request_id_conflict", "This request_id belongs to another event; omit it to start a new search.")
+        raise DomainError(
+            "request_id_conflict", "This request_id belongs to another event; omit it to start a new search."
+        )
     return request_id, existing
 
 

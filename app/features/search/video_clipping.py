@@ -16,13 +16,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.core.errors import overloaded
-from app.obs.background import background_options
 from app.core.contract import CLIP_FAILED, COMPLETED, FAILED, NO_SEGMENTS, PROCESSING
-from app.jobs.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, video_bounds
-from app.core.errors import DomainError
-from app.store.events import Event
-from app.store.records import ExtraClip, SearchRecord
+from app.core.errors import DomainError, overloaded
 from app.features.search.requests import (
     claim_request_id,
     embed_selfies,
@@ -32,7 +27,11 @@ from app.features.search.requests import (
     stored_selfie,
 )
 from app.features.services import Services
+from app.jobs.dispatch import ClipJob, SearchJob, faces_to_follow, run_extra_clip, video_bounds
+from app.obs.background import background_options
 from app.obs.stage_times import StageTimes
+from app.store.events import Event
+from app.store.records import ExtraClip, SearchRecord
 from pipelines.match import FaceMatch
 from pipelines.models import pack_info
 from pipelines.segments import ClipWindow
@@ -109,17 +108,24 @@ class VideoClippingSearch:
     def require_enabled(event: Event) -> None:
         """Reading a search, feedback, clips: any way of starting one is on."""
         if not (event.video_search and (event.video_selfie_search or event.bib_search)):
-            raise DomainError("feature_disabled", "Video clipping (video_search with video_selfie_search or bib_search) is disabled for this event.")
+            raise DomainError(
+                "feature_disabled",
+                "Video clipping (video_search with video_selfie_search or bib_search) is disabled for this event.",
+            )
 
     @staticmethod
     def require_selfie_search(event: Event) -> None:
         if not (event.video_search and event.video_selfie_search):
-            raise DomainError("feature_disabled", "Video clipping (video_search and video_selfie_search) is disabled for this event.")
+            raise DomainError(
+                "feature_disabled", "Video clipping (video_search and video_selfie_search) is disabled for this event."
+            )
 
     @staticmethod
     def require_bib_search(event: Event) -> None:
         if not (event.video_search and event.bib_search):
-            raise DomainError("feature_disabled", "Video clipping by BIB (video_search and bib_search) is disabled for this event.")
+            raise DomainError(
+                "feature_disabled", "Video clipping by BIB (video_search and bib_search) is disabled for this event."
+            )
 
     def signed_urls(self, event: Event, request_id: str, items: tuple) -> tuple:
         """Clip items of an event in its org's storage, their URLs presigned now."""
@@ -242,7 +248,10 @@ class VideoClippingSearch:
         if record is None or (record.org_id, record.event_id) != (event.org_id, event.event_id):
             raise DomainError("request_not_found", "Unknown request_id.")
         if record.status is None:  # a Face Search record: no video search started yet
-            raise DomainError("request_not_found", "No video clipping search has been started for this request_id; POST search-by-selfie with it.")
+            raise DomainError(
+                "request_not_found",
+                "No video clipping search has been started for this request_id; POST search-by-selfie with it.",
+            )
         return record, [c for c in clips if c.search_job_id == record.job_id]
 
     # ---- "not me" ---------------------------------------------------------------------
@@ -257,8 +266,11 @@ class VideoClippingSearch:
             raise DomainError("unknown_segment", f"Unknown segment_id: {', '.join(unknown)}.")
         untracked = [s for s in not_me if not known[s]["track_ids"]]
         if untracked:
-            raise DomainError("segment_not_tracked", f"Segment {', '.join(untracked)} holds no face track (its video was indexed before tracks); "
-                "re-index the video to use feedback on it.")
+            raise DomainError(
+                "segment_not_tracked",
+                f"Segment {', '.join(untracked)} holds no face track (its video was indexed before tracks); "
+                "re-index the video to use feedback on it.",
+            )
         record = self.with_stored_selfie(record)
         store = self.services.face_store()
         vectors = []
@@ -304,7 +316,10 @@ class VideoClippingSearch:
             raise DomainError("unknown_video", f"Unknown source_video_key: {key}.")
         video_start, video_end = video_bounds(media)
         if req.segment_id is None and not (video_start - 1e-3 <= start < end <= video_end + 1e-3):
-            raise DomainError("invalid_times", f"start_seconds and end_seconds must satisfy {video_start:.3f} <= start < end <= {video_end:.3f}.")
+            raise DomainError(
+                "invalid_times",
+                f"start_seconds and end_seconds must satisfy {video_start:.3f} <= start < end <= {video_end:.3f}.",
+            )
         window = clip_window(start, end, max_s, video_start, video_end)
         if req.segment_id is not None:  # what the segment showed of the person
             window = replace(window, support=seg["matched_frames"], best_similarity=seg["best_similarity"])

@@ -11,10 +11,10 @@ from starlette.routing import Route
 
 from app.core import schemas
 from app.core.contract import BIB_SEARCH_MESSAGES, photos_payload
-from app.http.openapi import Operation, api_route, bib_param, page_params
-from app.http.routes.common import API, authorize, services_of
 from app.features.search.bib_search import BibSearch, parse_bib, require_bib_search
 from app.features.search.photos import parse_page, photo_items
+from app.http.openapi import Operation, api_route, bib_param, page_params
+from app.http.routes.common import API, authorize, services_of
 
 
 async def bib_photos(request: Request) -> JSONResponse:

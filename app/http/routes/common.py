@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, Response
 from app.config import ApiSettings
 from app.core.contract import envelope
 from app.core.errors import DomainError
-from app.store.events import Event
-from app.obs.log_context import bind
-from app.http import multipart
 from app.features.services import Services, parse_request_id
+from app.http import multipart
+from app.obs.log_context import bind
+from app.store.events import Event
 
 API = "/api/v1/ext/{org_id:int}/event/{event_id:int}"
 # Ids are stored as Int64: a larger one names nothing (and must never reach a filter).

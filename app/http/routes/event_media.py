@@ -12,17 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.core import schemas
 from app.config import AppSettings
+from app.core import schemas
 from app.core.contract import envelope
 from app.core.errors import DomainError
-from app.store.events import Event
-from app.http.openapi import Operation, Param, api_route
-from app.http.routes.common import API, FORM_OVERHEAD_BYTES, authorize, read_json, services_of
-from app.http.multipart import read_uploads
 from app.features.search.photos import parse_page
 from app.features.services import Services
 from app.features.sources import event_media, register_uris, remove_source, store_uploads
+from app.http.multipart import read_uploads
+from app.http.openapi import Operation, Param, api_route
+from app.http.routes.common import API, FORM_OVERHEAD_BYTES, authorize, read_json, services_of
+from app.store.events import Event
 
 
 async def add_media(request: Request) -> JSONResponse:

@@ -12,12 +12,12 @@ from starlette.routing import Route
 
 from app.core import schemas
 from app.core.contract import FACE_SEARCH_MESSAGES, photos_payload
-from app.http.openapi import Operation, api_route, page_params
-from app.store.records import SearchRecord
-from app.http.routes.common import API, authorize, delete_search, read_search_form, services_of
 from app.features.search.face_search import FaceSearch
 from app.features.search.photos import Page, parse_page, photo_items
 from app.features.services import parse_request_id
+from app.http.openapi import Operation, api_route, page_params
+from app.http.routes.common import API, authorize, delete_search, read_search_form, services_of
+from app.store.records import SearchRecord
 
 
 def search_of(request: Request) -> FaceSearch:

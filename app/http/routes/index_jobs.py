@@ -10,14 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.core import schemas
 from app.config import AppSettings
+from app.core import schemas
 from app.core.contract import envelope
 from app.core.errors import DomainError
-from app.store.index_jobs import ACTIVE, IndexJob, start_index_job
-from app.jobs.notify import deliveries
 from app.http.openapi import Operation, api_route
 from app.http.routes.common import API, authorize, read_json, services_of
+from app.jobs.notify import deliveries
+from app.store.index_jobs import ACTIVE, IndexJob, start_index_job
 
 MAX_MEDIA_KEYS = 10_000
 

@@ -17,9 +17,9 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from app.core.errors import DomainError
+from app.features.services import parse_request_id
 from app.http.openapi import Operation, api_route
 from app.http.routes.common import path_ids, services_of
-from app.features.services import parse_request_id
 from pipelines.media import is_remote, open_binary
 from pipelines.photos import content_type, thumbnail_jpeg
 from pipelines.storage import OutputStorage, StorageError

@@ -13,9 +13,9 @@ from starlette.routing import Route
 from app.core import schemas
 from app.core.contract import envelope
 from app.core.errors import DomainError
-from app.obs.log_context import bind
 from app.http.openapi import Operation, api_route
 from app.http.routes.common import API, MAX_ID, read_json, services_of
+from app.obs.log_context import bind
 from app.store.storage_locations import check_reachable, parse_location
 
 ORG_API = "/api/v1/ext/{org_id:int}"

@@ -13,11 +13,11 @@ from starlette.routing import Route
 from app.core import schemas
 from app.core.contract import clip_started_payload, extra_clip_item, result_payload, start_payload
 from app.core.errors import DomainError
-from app.http.openapi import Operation, api_route, bib_param
-from app.http.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
 from app.features.search.bib_search import parse_bib
 from app.features.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.features.services import parse_request_id
+from app.http.openapi import Operation, api_route, bib_param
+from app.http.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
 
 
 def parse_webhook_url(value: str | None, settings) -> str | None:
