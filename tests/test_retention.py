@@ -277,8 +277,9 @@ def test_retention_sweep_deletes_expired_searches_like_a_consent_delete(services
 
 
 def test_consent_delete_keeps_its_answer_and_refuses_busy_searches(services):
+    from app.core.errors import DomainError
     from app.features.search.requests import delete_request
-    from app.http.errors import ApiError
+    from app.http.errors import status_of
 
     event = services.events.get(1, 1)
     record = add_search(services, 1)
@@ -288,9 +289,9 @@ def test_consent_delete_keeps_its_answer_and_refuses_busy_searches(services):
     assert answer["removed"]["extra_clips"] == 0 and len(answer["removed"]["files"]) == 2
     assert services.records.read(record.request_id) is None
     busy = add_search(services, 1, PROCESSING)
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         asyncio.run(delete_request(services, event, busy.request_id))
-    assert err.value.status == 409
+    assert status_of(err.value.code) == 409
     assert services.records.read(busy.request_id) is not None
 
 
@@ -339,7 +340,7 @@ def test_orphan_sweep_removes_unreferenced_old_clip_files(services):
 
 
 def test_sweep_forever_runs_retention_and_the_orphan_sweep(services, monkeypatch):
-    import app.features.services
+    import app.features.upkeep
 
     expired = add_search(services, 1, age=8 * DAY)
     orphan = Path(services.settings.output_root) / f"1/1/clips/{uuid.uuid4()}/x.mp4"
@@ -353,9 +354,9 @@ def test_sweep_forever_runs_retention_and_the_orphan_sweep(services, monkeypatch
         if len(passes) > 1:
             raise asyncio.CancelledError
 
-    monkeypatch.setattr(app.features.services.asyncio, "sleep", one_pass)
+    monkeypatch.setattr(app.features.upkeep.asyncio, "sleep", one_pass)
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(services.sweep_forever())
+        asyncio.run(app.features.upkeep.sweep_forever(services))
     assert services.records.read(expired.request_id) is None
     assert not orphan.exists()
 

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from app.config import AppSettings
+from app.core.errors import DomainError
 from app.features.search.bib_search import parse_bib
 from app.features.search.photos import Page, parse_page
-from app.http.errors import ApiError
+from app.http.errors import status_of
 from app.jobs.stored_matches import decode_matches, encode_matches, matches_basis
 from pipelines.bib_search import fuse, rank_bib_photos, sighting_matches, valid_bib
 from pipelines.config import SegmentSettings
@@ -77,9 +78,9 @@ def test_pages():
         (None, "0"),
         (None, str(settings.api.max_page_size + 1)),
     ):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             parse_page(page, size, settings)
-        assert err.value.status == 400 and err.value.code == "invalid_page"
+        assert status_of(err.value.code) == 400 and err.value.code == "invalid_page"
 
 
 @pytest.mark.parametrize(
@@ -92,9 +93,9 @@ def test_bib_queries(raw, ok):
     if ok:
         assert parse_bib(raw, settings) == raw.strip()
     else:
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             parse_bib(raw, settings)
-        assert err.value.status == 400 and err.value.code == "invalid_bib"
+        assert status_of(err.value.code) == 400 and err.value.code == "invalid_bib"
     assert valid_bib("1234", 4, 4) and not valid_bib("123", 4, 4)
 
 

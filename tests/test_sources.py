@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from app.core.errors import DomainError
 from app.features.sources import Roots, media_key_for_upload, permitted, within_roots
-from app.http.errors import ApiError
+from app.http.errors import status_of
 from app.store.storage_locations import StorageLocation, fresh_urls, parse_location
 
 
@@ -88,9 +89,9 @@ def test_a_location_is_parsed_and_never_shows_its_secret():
 )
 def test_bad_locations_are_400(change, why):
     body = {k: v for k, v in {**BODY, **change}.items() if v is not None}
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         parse_location(1, body, {"loopback"})
-    assert err.value.status == 400, why
+    assert status_of(err.value.code) == 400, why
 
 
 def test_server_credentials_only_when_the_server_lends_them():

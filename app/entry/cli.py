@@ -245,7 +245,7 @@ def cmd_event_create(args: argparse.Namespace) -> int:
 
 def cmd_event_purge(args: argparse.Namespace) -> int:
     from app.features.retention import purge_event
-    from app.features.services import Services
+    from app.features.stores import Stores
 
     settings = _settings(args)
     what = f"event {args.org}/{args.event}: every search record, selfie embedding, clip, thumbnail and face index row"
@@ -256,9 +256,7 @@ def cmd_event_purge(args: argparse.Namespace) -> int:
         if answer.strip().lower() != "yes":
             print("nothing removed")
             return 1
-    report = purge_event(
-        Services.create(settings, embedder=None, limiter=None), args.org, args.event, delete_event=args.delete_event
-    )
+    report = purge_event(Stores.open(settings), args.org, args.event, delete_event=args.delete_event)
     print("\n".join(report.lines()))
     return 0
 

@@ -9,7 +9,7 @@
 - Purge: everything stored for one event (``facereel event purge``).
 
 The decisions (``expired_requests``, ``orphan_keys``) are pure; the sweeps around them read
-the control tables and storage and are run periodically by ``Services.sweep_forever``.
+the control tables and storage and are run periodically by ``app.features.upkeep.sweep_forever``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
 from app.core.contract import PROCESSING
-from app.features.services import Services
+from app.features.stores import Stores
 from app.store.control import EXTRA_CLIPS, REQUESTS
 from app.store.events import Event
 from pipelines.lance_tables import event_filter, sql_str
@@ -75,7 +75,7 @@ def expired_requests(
     return expired
 
 
-def _event_rows(services: Services, table: str, event: Event, columns: list[str], where: str = "") -> list[dict]:
+def _event_rows(services: Stores, table: str, event: Event, columns: list[str], where: str = "") -> list[dict]:
     query = f"{event_filter(event.org_id, event.event_id)}{f' AND ({where})' if where else ''}"
     return services.control.table(table).search().where(query).select(columns).limit(None).to_arrow().to_pylist()
 
@@ -90,7 +90,7 @@ def _clip_activity(clip_rows: Iterable[Mapping]) -> dict[str, datetime]:
     return out
 
 
-def sweep_event_retention(services: Services, event: Event, now: datetime | None = None) -> int:
+def sweep_event_retention(services: Stores, event: Event, now: datetime | None = None) -> int:
     """Delete the event's searches past retention (as a consent DELETE would); returns how many."""
     from app.features.search.requests import RequestBusy, remove_request
 
@@ -120,7 +120,7 @@ def sweep_event_retention(services: Services, event: Event, now: datetime | None
     return removed
 
 
-def sweep_retention(services: Services, now: datetime | None = None) -> int:
+def sweep_retention(services: Stores, now: datetime | None = None) -> int:
     """Apply retention to every event; returns searches deleted."""
     removed = 0
     for event in services.events.all():
@@ -194,7 +194,7 @@ def orphan_keys(
     return sorted(remove)
 
 
-def sweep_event_orphans(services: Services, event: Event, now: float | None = None) -> list[str]:
+def sweep_event_orphans(services: Stores, event: Event, now: float | None = None) -> list[str]:
     """Remove the event's orphaned clip files; returns their keys."""
     settings = services.settings
     storage = OutputStorage(event.output_location(settings), event.storage_options(settings))
@@ -225,7 +225,7 @@ def sweep_event_orphans(services: Services, event: Event, now: float | None = No
     return keys
 
 
-def sweep_orphans(services: Services, now: float | None = None) -> int:
+def sweep_orphans(services: Stores, now: float | None = None) -> int:
     """Remove orphaned clip files of every event; returns files removed."""
     removed = 0
     for event in services.events.all():
@@ -278,7 +278,7 @@ def _embedding_rows(row: Mapping) -> int:
 
 
 def purge_event(
-    services: Services, org_id: int, event_id: int, delete_event: bool = False, face_store=None
+    services: Stores, org_id: int, event_id: int, delete_event: bool = False, face_store=None
 ) -> PurgeReport:
     """Remove everything stored for one event: its search records and extra clips, every
     file under ``{org}/{event}/`` in its output storage, and its rows in the face index; the

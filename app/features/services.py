@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 import uuid
@@ -13,15 +12,12 @@ from dataclasses import dataclass, field
 from app.config import AppSettings
 from app.core.errors import DomainError
 from app.features.ratelimit import TokenLeases
-from app.features.sources import SourceRegistry
+from app.features.stores import Stores
+from app.jobs.index_job import end_if_driver_lost, end_lost
 from app.obs.metrics import running_searches
-from app.store.control import ControlStore
-from app.store.events import Event, EventStore
-from app.store.index_jobs import IndexJobs, end_if_driver_lost, end_lost
-from app.store.keys import ApiKey, KeyStore
-from app.store.records import ExtraClips, RequestRecords
+from app.store.events import Event
+from app.store.keys import ApiKey
 from app.store.result_cache import ResultCache
-from app.store.storage_locations import StorageLocations
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +49,15 @@ class TtlCache:
         return value
 
 
-@dataclass
-class Services:
-    settings: AppSettings
-    control: ControlStore
-    events: EventStore
-    keys: KeyStore
-    records: RequestRecords
-    extra_clips: ExtraClips
+@dataclass(kw_only=True)
+class Services(Stores):
+    """One ingress replica's services: the stores, its Serve handles, auth with its caches
+    and rate-limit leases, and the jobs it started (watched by app/features/upkeep.py)."""
+
     embedder: object  # Serve DeploymentHandle to SelfieEmbedder
     limiter: TokenLeases | None  # this replica's leases on the shared RateLimiter actor
     cache: TtlCache
     results: ResultCache
-    index_jobs: IndexJobs | None = None
-    sources: SourceRegistry | None = None
-    locations: StorageLocations | None = None
     matcher: object = None  # Serve DeploymentHandle to SearchMatcher (app/features/offload.py)
     searches_since_maintenance: int = 0
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
@@ -82,26 +72,6 @@ class Services:
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     index_refs: dict = field(default_factory=dict)  # index jobs this replica started: job_id -> ObjectRef
     loading: dict = field(default_factory=dict)  # auth reads in flight: key -> future
-    _face_store: object | None = None
-    _supervisor: object | None = None
-
-    @property
-    def supervisor(self):
-        """The cluster's job supervisor (app/jobs/supervisor.py), which owns every job's task."""
-        if self._supervisor is None:
-            from app.jobs.supervisor import supervisor
-
-            self._supervisor = supervisor(self.settings)
-        return self._supervisor
-
-    def face_store(self):
-        """The event faces store, opened once per replica (it checks for new commits on read)."""
-        if self._face_store is None:
-            from pipelines.models import pack_info
-            from pipelines.store import FaceStore
-
-            self._face_store = FaceStore.from_settings(self.settings, pack_info(self.settings.models.pack))
-        return self._face_store
 
     async def clip_storage(self, org_id: int, event_id: int):
         """The output storage holding an event's clips (None for an unknown event)."""
@@ -141,47 +111,6 @@ class Services:
             log.exception("control table maintenance failed")
         finally:
             self.maintaining = False
-
-    async def sweep_forever(self) -> None:
-        """Fail searches whose worker vanished, even if nobody polls them; keep tables lean;
-        delete searches past their event's retention and clip files no record references."""
-        from app.features.retention import sweep_orphans, sweep_retention
-
-        api = self.settings.api
-        last_maintenance = time.monotonic()
-        # Retention and orphans run on the first pass, then at their own (longer) intervals.
-        last_retention = last_orphans = -math.inf
-        while True:
-            await asyncio.sleep(api.sweep_interval_s)
-            try:
-                if failed := await asyncio.to_thread(self.records.sweep_overdue):
-                    log.warning("failed %d overdue searches", len(failed))
-                    self.tell_webhooks([r.request_id for r in failed if r.webhook_url])
-                if n := await asyncio.to_thread(self.extra_clips.sweep_overdue):
-                    log.warning("failed %d overdue clips", n)
-                if n := await asyncio.to_thread(self.sweep_overdue_index_jobs):
-                    log.warning("ended %d overdue index jobs", n)
-                if n := await self.sweep_lost_owners():
-                    log.warning("ended %d searches and index jobs whose supervisor died", n)
-                if time.monotonic() - last_maintenance >= api.maintenance_interval_s:
-                    last_maintenance = time.monotonic()
-                    await self.maintain()
-            except Exception:
-                log.exception("overdue sweep or table maintenance failed")
-            if time.monotonic() - last_retention >= api.retention_sweep_interval_s:
-                last_retention = time.monotonic()
-                try:
-                    if n := await asyncio.to_thread(sweep_retention, self):
-                        log.info("deleted %d searches past their retention", n)
-                except Exception:
-                    log.exception("retention sweep failed")
-            if time.monotonic() - last_orphans >= api.orphan_sweep_interval_s:
-                last_orphans = time.monotonic()
-                try:
-                    if n := await asyncio.to_thread(sweep_orphans, self):
-                        log.info("removed %d orphaned clip files", n)
-                except Exception:
-                    log.exception("orphaned clip sweep failed")
 
     async def search_queue_wait(self) -> float:
         """0 when the cluster can start one more search now; else the Retry-After seconds
@@ -302,15 +231,6 @@ class Services:
         for request_id in request_ids:
             notify_search_later.remote(self.settings, request_id)
 
-    async def watch_jobs_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.api.job_watch_interval_s)
-            try:
-                await asyncio.to_thread(self.check_jobs)
-                await asyncio.to_thread(self.check_index_jobs)
-            except Exception:
-                log.exception("checking search and index jobs failed")
-
     def search_started(self) -> None:
         """Count writes; maintain in the background every ``maintenance_every_searches``."""
         self.searches_since_maintenance += 1
@@ -321,17 +241,9 @@ class Services:
 
     @classmethod
     def create(cls, settings: AppSettings, embedder, limiter, matcher=None) -> Services:
-        control = ControlStore(settings.control_uri, settings.store.storage_options)
+        stores = cls.store_fields(settings)
         return cls(
-            settings=settings,
-            control=control,
-            events=EventStore(control),
-            keys=KeyStore(control),
-            records=RequestRecords(control, settings.api.request_deadline_s, settings.api.dispatch_deadline_s),
-            extra_clips=ExtraClips(control, settings.api.request_deadline_s),
-            index_jobs=IndexJobs(control, settings.api.index_job_deadline_s, settings.api.dispatch_deadline_s),
-            sources=SourceRegistry(control),
-            locations=StorageLocations(control),
+            **stores,
             embedder=embedder,
             limiter=None
             if limiter is None
@@ -340,7 +252,7 @@ class Services:
             ),
             matcher=matcher,
             cache=TtlCache(settings.api.auth_cache_s),
-            results=ResultCache(control, settings.api.result_cache_entries),
+            results=ResultCache(stores["control"], settings.api.result_cache_entries),
         )
 
     async def cached(self, key: object, load):

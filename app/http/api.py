@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.contract import error_body
 from app.core.errors import DomainError
+from app.features import upkeep
 from app.features.search.bib_search import BibSearch
 from app.features.search.face_search import FaceSearch
 from app.features.search.video_clipping import VideoClippingSearch
@@ -99,7 +100,10 @@ def create_api(services: Services) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(IoThreads(api.io_threads, api.io_write_threads))
-        tasks = [loop.create_task(services.sweep_forever()), loop.create_task(services.watch_jobs_forever())]
+        tasks = [
+            loop.create_task(upkeep.sweep_forever(services)),
+            loop.create_task(upkeep.watch_jobs_forever(services)),
+        ]
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from app.core.errors import DomainError
+from app.core.uploads import Upload
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 1024
@@ -136,13 +137,6 @@ async def _read_form(request: Request, max_file_bytes: int, max_files: int, max_
             "invalid_form", f"Expected a multipart form with 'file' and/or 'request_id' ({exc})."
         ) from None
     return collector.form
-
-
-@dataclass
-class Upload:
-    filename: str | None  # as the client named it (untrusted: only ever sanitised)
-    path: Path  # the spooled bytes
-    size: int
 
 
 class _Spooler(_PartHeaders):

@@ -101,7 +101,7 @@ class JobSupervisor:
         return await warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
 
     async def submit_index(self, settings: AppSettings, job_id: str) -> dict:
-        from app.store.index_jobs import run_index_job
+        from app.jobs.index_job import run_index_job
 
         self._watch()
         ref = run_index_job.remote(settings, job_id, self.incarnation)
@@ -142,7 +142,7 @@ class JobSupervisor:
     def check(self) -> tuple[int, int]:
         """End the jobs whose worker died (or that ended without an outcome), and the
         attempts a gone incarnation owned; (searches, index jobs) ended."""
-        from app.store.index_jobs import end_if_driver_lost
+        from app.jobs.index_job import end_if_driver_lost
 
         ended = self.check_searches()
         indexed = 0
@@ -190,7 +190,8 @@ def sweep_lost_owners(settings: AppSettings, records, index_jobs, live_owner: st
     """End the searches and index jobs owned by a supervisor incarnation other than the live
     one: their tasks died with it. (searches, index jobs) ended."""
     from app.jobs.dispatch import notify_search_later
-    from app.store.index_jobs import LOST_ERROR, end_lost
+    from app.jobs.index_job import end_lost
+    from app.store.index_jobs import LOST_ERROR
 
     searches = records.sweep_lost_owners(live_owner)
     for record in searches:

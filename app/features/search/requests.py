@@ -18,6 +18,7 @@ from ray.serve.exceptions import BackPressureError
 from app.config import AppSettings
 from app.core.errors import DomainError, overloaded
 from app.features.services import Services, parse_request_id
+from app.features.stores import Stores
 from app.obs.log_context import bind
 from app.store.events import Event
 from app.store.records import SearchRecord
@@ -122,7 +123,7 @@ class RequestBusy(Exception):
     """The search or one of its clips is still working: its files would land after a deletion."""
 
 
-def remove_request(services: Services, event: Event, record: SearchRecord) -> dict:
+def remove_request(services: Stores, event: Event, record: SearchRecord) -> dict:
     """Consent deletion's core, for the route and the retention sweep alike: the record with
     its selfie embeddings, its extra clips, and every clip and poster file under the request.
     Raises ``RequestBusy`` while a run or a clip is still working."""

@@ -14,10 +14,11 @@ from app.config import AppSettings
 from app.core import schemas
 from app.core.contract import envelope
 from app.core.errors import DomainError
+from app.features.index_jobs import start_index_job
 from app.http.openapi import Operation, api_route
 from app.http.routes.common import API, authorize, read_json, services_of
 from app.jobs.notify import deliveries
-from app.store.index_jobs import ACTIVE, IndexJob, start_index_job
+from app.store.index_jobs import ACTIVE, IndexJob
 
 MAX_MEDIA_KEYS = 10_000
 
