@@ -41,7 +41,7 @@ def test_every_route_is_in_the_document(serve_api):
     app = create_api(Services.create(serve_api.settings, embedder=None, limiter=None))
     documented = {(path, method) for path, item in doc["paths"].items() for method in item}
     served = set()
-    for route, _ in operations(app.http.routes):
+    for route, _ in operations(app.routes):
         path = re.sub(r":\w+\}", "}", route.path)
         served |= {(path, m.lower()) for m in route.methods if m != "HEAD"}
     assert documented == served

@@ -138,7 +138,7 @@ def create_api(services: Services) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.openapi = document(app.http.routes, services.settings)
+    app.state.openapi = document(app.routes, services.settings)
     app.state.video_clipping = VideoClippingSearch(services)
     app.state.face_search = FaceSearch(services)
     app.state.bib_search = BibSearch(services)
