@@ -18,7 +18,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from pipelines.cluster import (
 )
 from pipelines.config import PoolSettings, Settings, TrackSettings
 from pipelines.decode import MediaProbe, WorkItem, plan_work, probe_photo, probe_video
+from pipelines.index_report import IndexCancelled, IndexProgress, IndexReport, MediaProgress
 from pipelines.linking import VideoTracks
 from pipelines.local_cluster import agent_port_for_a_new_node
 from pipelines.media import MediaSource, fsspec_options, is_remote, list_media
@@ -49,89 +49,6 @@ from pipelines.watchdog import watched
 log = logging.getLogger(__name__)
 
 FACE_NAMESPACE = uuid.UUID("6f0c5a8e-2b7d-4f1e-9a43-0c2f6f9d1e55")
-
-
-@dataclass
-class IndexReport:
-    org_id: int
-    event_id: int
-    found: int = 0
-    skipped: int = 0
-    indexed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    faces: int = 0  # rows stored by this run
-    frames: int = 0
-    # The event as stored after the run, media skipped as already indexed included.
-    event_faces: int | None = None
-    event_media: int | None = None
-    seconds: float = 0.0
-    tracking_s: float = 0.0  # the writer's share of tracking: linking faces into tracks
-    bibs: int = 0  # race numbers read (events with BIB search)
-
-
-# The stages an index run reports, in order. Decode, detect and embed run as one stream, so
-# ``decode`` lasts until the detect actors have finished a frame (frames decoding and models
-# loading), ``detect`` until the first embedded batch reaches the writer, ``embed`` while
-# results stream into the index, and ``write`` is the last flush, compaction and index build.
-STAGES = ("probe", "decode", "detect", "embed", "write")
-
-
-@dataclass
-class IndexProgress:
-    """Where an index run is: its stage and counts.
-
-    ``frames_done`` counts sampled frames as they are processed, so it moves within a chunk,
-    even for one short video: a frame counts half once the detect actors finished it
-    (``frames_detected``, read from their tally while the stream catches up) and whole once
-    its rows reached the writer (``frames_out``; when a chunk ends, the frames it planned
-    but did not yield, such as decode errors, count too), so it reaches ``frames_planned``
-    exactly."""
-
-    stage: str = "probe"
-    media_total: int = 0
-    media_done: int = 0  # indexed or failed
-    frames_planned: int = 0
-    frames_done: int = 0
-    frames_detected: int = 0
-    frames_out: int = 0
-    faces: int = 0
-    indexed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-    def count(self) -> None:
-        """``frames_done`` from the two counts (never more than planned, never backwards)."""
-        detected = min(max(self.frames_detected, self.frames_out), self.frames_planned)
-        self.frames_done = max(self.frames_done, (detected + self.frames_out) // 2)
-
-    @property
-    def percent(self) -> float:
-        if self.frames_planned:
-            return round(100.0 * min(1.0, self.frames_done / self.frames_planned), 1)
-        return 100.0 if self.media_total and self.media_done >= self.media_total else 0.0
-
-
-class IndexCancelled(Exception):
-    """The run was asked to stop; media it had not finished were left unindexed."""
-
-    def __init__(self, report: IndexReport) -> None:
-        super().__init__("indexing cancelled")
-        self.report = report
-
-
-@dataclass
-class _MediaProgress:
-    source: MediaSource
-    probe: MediaProbe | None  # None when probing failed
-    chunks_total: int
-    chunks_done: int = 0
-    frames: int = 0
-    faces: int = 0  # stored
-    seen: int = 0  # out of the pipeline so far (progress)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def live_faces(self) -> int:
-        return self.faces if self.chunks_done == self.chunks_total else self.seen
 
 
 def ensure_ray(settings: Settings) -> None:
@@ -471,7 +388,7 @@ def index_sources(
     stop_here()
     store.delete_media_faces(org_id, event_id, [s.media_key for s in todo])
 
-    def media_row(mp: _MediaProgress, status: str, error: str) -> dict:
+    def media_row(mp: MediaProgress, status: str, error: str) -> dict:
         p = mp.probe
         return {
             "org_id": org_id, "event_id": event_id, "media_key": mp.source.media_key, "uri": mp.source.uri,
@@ -485,14 +402,14 @@ def index_sources(
     fit_to_cluster(settings, bibs, settle_s=0.0)  # fail now, not after the probes, when it cannot run
     opts = settings.store.storage_options or None
     probes = ray.get([_probe.remote(s, s.storage_options if s.storage_options is not None else opts) for s in todo])
-    progress: dict[str, _MediaProgress] = {}
+    progress: dict[str, MediaProgress] = {}
     early_failures = []
     for source, probe in zip(todo, probes, strict=True):
         if isinstance(probe, str):
-            early_failures.append(media_row(_MediaProgress(source, None, 0), MEDIA_FAILED, probe))
+            early_failures.append(media_row(MediaProgress(source, None, 0), MEDIA_FAILED, probe))
             report.failed[source.media_key] = probe
         else:
-            progress[source.media_key] = _MediaProgress(source, probe, 0)
+            progress[source.media_key] = MediaProgress(source, probe, 0)
     store.record_media(early_failures)
     status.media_done = len(report.failed)
 

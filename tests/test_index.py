@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.decode import Chunk, MediaProbe, WorkItem, plan_work, probe_video
-from pipelines.index import IndexProgress, frames_out, index_event
+from pipelines.index import frames_out, index_event
+from pipelines.index_report import IndexProgress
 from pipelines.media import MediaSource
 from pipelines.models import pack_info
 from pipelines.models.base import PackInfo

@@ -25,7 +25,8 @@ def _settings(args: argparse.Namespace) -> AppSettings:
 def cmd_index(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pipelines.index import IndexProgress, index_event
+    from pipelines.index import index_event
+    from pipelines.index_report import IndexProgress
 
     settings = _settings(args)
     bibs = args.bibs if args.bibs is not None else _event_reads_bibs(settings, args.org, args.event)

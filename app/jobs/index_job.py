@@ -63,7 +63,8 @@ def run_index_job(settings: AppSettings, job_id: str, owner: str | None = None) 
     """Drive one job to a terminal status; returns it. ``owner``: the supervisor incarnation
     that submitted it."""
     from app.store.control import ControlStore
-    from pipelines.index import IndexCancelled, IndexProgress, index_sources
+    from pipelines.index import index_sources
+    from pipelines.index_report import IndexCancelled, IndexProgress
     from pipelines.media import MediaSource
 
     control = ControlStore(settings.control_uri, settings.store.storage_options)
