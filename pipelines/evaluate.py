@@ -320,6 +320,18 @@ class VideoScore(Coverage):
         )
 
 
+def tallies(score: VideoScore | IdentityScore) -> dict:
+    """The fields every scored row repeats: seconds, coverage and segment counts."""
+    return {
+        "labelled_s": score.labelled_s,
+        "covered_s": score.covered_s,
+        "coverage": score.coverage,
+        "segments": score.segments,
+        "wrong_segments": score.wrong_segments,
+        "dontcare_segments": score.dontcare_segments,
+    }
+
+
 @dataclass(frozen=True)
 class IdentityScore:
     identity: str
@@ -386,14 +398,9 @@ def score_identity(labelled: LabelledSet, identity: str, segments: Sequence[Segm
     whole = sum(per_video.values(), VideoScore(0.0, 0.0))
     return IdentityScore(
         identity=identity,
-        labelled_s=whole.labelled_s,
-        covered_s=whole.covered_s,
-        coverage=whole.coverage,
-        segments=whole.segments,
-        wrong_segments=whole.wrong_segments,
+        **tallies(whole),
         per_video=per_video,
         per_visibility=per_visibility,
-        dontcare_segments=whole.dontcare_segments,
         wrong=tuple(wrong),
     )
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from pipelines.calibration.events import CachedStore, EventIndex
 from pipelines.config import MatchSettings, SegmentSettings
-from pipelines.evaluate import Interval, LabelledSet, Segment, match_video, overall, score_all, subtract, total
+from pipelines.evaluate import Interval, LabelledSet, Segment, match_video, overall, score_all, subtract, tallies, total
 from pipelines.match import References, find_person, timed_hits
 from pipelines.segments import RankedSegment, TimedHit, ranked_segments
 
@@ -138,12 +138,7 @@ def sweep(
                     threshold=t,
                     max_gap_s=rule.max_gap_s,
                     min_hits=rule.min_hits,
-                    labelled_s=whole.labelled_s,
-                    covered_s=whole.covered_s,
-                    coverage=whole.coverage,
-                    segments=whole.segments,
-                    wrong_segments=whole.wrong_segments,
-                    dontcare_segments=whole.dontcare_segments,
+                    **tallies(whole),
                     spill_s=spill_seconds(labelled, segments),
                 )
             )
