@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from app.core.contract import COMPLETED, PROCESSING, clip_item, clip_window_hms, format_hms, result_payload
+from app.features.auth import TtlCache
 from app.features.ratelimit import Bucket, Buckets, TokenLeases, lease_size, take, take_up_to
-from app.features.services import TtlCache
 from app.store.control import REQUESTS, ControlStore
 from app.store.records import RequestRecords, SearchRecord, is_past
 
@@ -317,7 +317,7 @@ def test_concurrent_misses_of_one_auth_entry_load_it_once(tmp_path):
         return "event"
 
     async def fifty(key, fn) -> list:
-        tasks = [asyncio.ensure_future(services.cached(key, fn)) for _ in range(50)]
+        tasks = [asyncio.ensure_future(services.auth.cached(key, fn)) for _ in range(50)]
         asyncio.get_running_loop().call_soon(release.set)  # runs after every task's first step
         return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -331,7 +331,7 @@ def test_concurrent_misses_of_one_auth_entry_load_it_once(tmp_path):
     release.clear()
     results = asyncio.run(fifty(("event", 1, 2), broken))
     assert all(isinstance(r, OSError) for r in results) and len(loads) == 2
-    assert not services.loading and services.cache.peek(("event", 1, 2)) == (False, None)
+    assert not services.auth.loading and services.auth.cache.peek(("event", 1, 2)) == (False, None)
 
 
 def test_every_n_searches_trigger_background_maintenance(tmp_path):

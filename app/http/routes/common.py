@@ -48,7 +48,7 @@ async def authorize(request: Request, kind: str) -> Event:
     """The event named by the path, once the X-API-Key may use it (401/403/404/429 otherwise)."""
     org_id, event_id = path_ids(request)
     bind(org_id=org_id, event_id=event_id, request_id=request.path_params.get("request_id"))
-    _, event = await services_of(request).authorize(request.headers.get("x-api-key"), org_id, event_id, kind)
+    _, event = await services_of(request).auth.authorize(request.headers.get("x-api-key"), org_id, event_id, kind)
     return event
 
 

@@ -26,7 +26,7 @@ async def authorize_org(request: Request, kind: str) -> int:
     if org_id > MAX_ID:
         raise DomainError("not_found", "No such organisation.")
     bind(org_id=org_id)
-    await services_of(request).authorize_org(request.headers.get("x-api-key"), org_id, kind)
+    await services_of(request).auth.authorize_org(request.headers.get("x-api-key"), org_id, kind)
     return org_id
 
 
