@@ -41,6 +41,7 @@ from app.http.routes import (
     storage,
     video_clipping,
 )
+from app.http.routes.common import UseCases
 from app.obs.io_threads import IoThreads
 from app.obs.log_context import install as install_log_context
 
@@ -92,7 +93,7 @@ class InternalErrors:
 
 
 def create_api(services: Services) -> Starlette:
-    """The app for one ingress replica; routes reach the services through ``app.state``."""
+    """The app for one ingress replica; routes reach their use cases through ``app.state.use_cases``."""
     api = services.settings.api
     install_log_context()
 
@@ -137,9 +138,6 @@ def create_api(services: Services) -> Starlette:
         exception_handlers={DomainError: api_error, HTTPException: http_error},
         lifespan=lifespan,
     )
-    app.state.services = services
+    app.state.use_cases = UseCases(services, VideoClippingSearch(services), FaceSearch(services), BibSearch(services))
     app.state.openapi = document(app.routes, services.settings)
-    app.state.video_clipping = VideoClippingSearch(services)
-    app.state.face_search = FaceSearch(services)
-    app.state.bib_search = BibSearch(services)
     return app

@@ -14,7 +14,7 @@ from app.core.contract import BIB_SEARCH_MESSAGES, photos_payload
 from app.features.search.bib_search import BibSearch, parse_bib, require_bib_search
 from app.features.search.photos import parse_page, photo_items
 from app.http.openapi import Operation, api_route, bib_param, page_params
-from app.http.routes.common import API, authorize, services_of
+from app.http.routes.common import API, authorize, services_of, use_cases
 
 
 async def bib_photos(request: Request) -> JSONResponse:
@@ -24,7 +24,7 @@ async def bib_photos(request: Request) -> JSONResponse:
     settings = services.settings
     bib = parse_bib(request.query_params.get("bib"), settings)
     page = parse_page(request.query_params.get("page"), request.query_params.get("page_size"), settings)
-    search: BibSearch = request.app.state.bib_search
+    search: BibSearch = use_cases(request).bib_search
     ranked = await search.photos(event, bib)
     items = await asyncio.to_thread(
         photo_items, settings, services.face_store(), event.org_id, event.event_id, ranked, page

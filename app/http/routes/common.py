@@ -12,6 +12,9 @@ from starlette.responses import JSONResponse, Response
 from app.config import ApiSettings
 from app.core.contract import envelope
 from app.core.errors import DomainError
+from app.features.search.bib_search import BibSearch
+from app.features.search.face_search import FaceSearch
+from app.features.search.video_clipping import VideoClippingSearch
 from app.features.services import Services, parse_request_id
 from app.http import multipart
 from app.obs.log_context import bind
@@ -30,8 +33,23 @@ class SearchForm:
     fields: dict[str, str]  # each text field at most once; empty values left out
 
 
+@dataclass(frozen=True)
+class UseCases:
+    """What the routes call, built once per replica (app/http/api.py): the services, and each
+    search kind's service. Every route reaches its use case through ``use_cases(request)``."""
+
+    services: Services
+    video_clipping: VideoClippingSearch
+    face_search: FaceSearch
+    bib_search: BibSearch
+
+
+def use_cases(request: Request) -> UseCases:
+    return request.app.state.use_cases
+
+
 def services_of(request: Request) -> Services:
-    return request.app.state.services
+    return use_cases(request).services
 
 
 def path_ids(

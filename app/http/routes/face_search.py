@@ -16,12 +16,12 @@ from app.features.search.face_search import FaceSearch
 from app.features.search.photos import Page, parse_page, photo_items
 from app.features.services import parse_request_id
 from app.http.openapi import Operation, api_route, page_params
-from app.http.routes.common import API, authorize, delete_search, read_search_form, services_of
+from app.http.routes.common import API, authorize, delete_search, read_search_form, services_of, use_cases
 from app.store.records import SearchRecord
 
 
 def search_of(request: Request) -> FaceSearch:
-    return request.app.state.face_search
+    return use_cases(request).face_search
 
 
 async def page_of_photos(request: Request, record: SearchRecord, page: Page) -> JSONResponse:

@@ -17,7 +17,15 @@ from app.features.search.bib_search import parse_bib
 from app.features.search.video_clipping import ClipRequest, VideoClippingSearch
 from app.features.services import parse_request_id
 from app.http.openapi import Operation, api_route, bib_param
-from app.http.routes.common import API, authorize, delete_search, json_with_etag, read_json, read_search_form
+from app.http.routes.common import (
+    API,
+    authorize,
+    delete_search,
+    json_with_etag,
+    read_json,
+    read_search_form,
+    use_cases,
+)
 
 
 def parse_webhook_url(value: str | None, settings) -> str | None:
@@ -33,7 +41,7 @@ def parse_webhook_url(value: str | None, settings) -> str | None:
 
 
 def search_of(request: Request) -> VideoClippingSearch:
-    return request.app.state.video_clipping
+    return use_cases(request).video_clipping
 
 
 async def search_by_selfie(request: Request) -> JSONResponse:
