@@ -134,6 +134,22 @@ class ServeApi:
         start_serve(self.settings)
 
 
+def own_processes(title: str) -> list[int]:
+    """This test process's descendants whose command line holds ``title`` (Ray titles a worker
+    by the task or replica it runs). Never another process's: a second test run or a
+    benchmark on the same machine has processes of the same titles."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if title in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:  # ended meanwhile
+            continue
+    return found
+
+
 def free_port() -> int:
     import socket
 

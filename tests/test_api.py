@@ -21,7 +21,7 @@ from pipelines.clip import probe_clip
 from pipelines.index import index_event
 from pipelines.selfie import embed_selfie
 from pipelines.synthetic import distractor_faces, make_flash_video, selfie_of
-from tests.conftest import EVENT_ID, EVENT_ORG
+from tests.conftest import EVENT_ID, EVENT_ORG, own_processes
 
 POLL_INTERVAL_S = 0.25
 ENVELOPE = {"responseType", "message", "data"}
@@ -673,15 +673,10 @@ def test_a_killed_search_worker_fails_the_request_within_seconds(api, synthetic_
     import os
     import signal
 
-    import psutil
     import ray
 
     def search_workers() -> list[int]:  # Ray titles a worker process by the task it runs
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            if "ray::run_search" in " ".join(proc.info["cmdline"] or []):
-                found.append(proc.info["pid"])
-        return found
+        return own_processes("ray::run_search")
 
     @ray.remote(num_cpus=0)
     class Gate:
@@ -862,12 +857,7 @@ def test_metrics_expose_requests_latency_and_search_outcomes_and_move(api, serve
 
 def replica_pids(deployment: str) -> list[int]:
     """The processes of a deployment's replicas (Ray titles a replica's process by it)."""
-    import psutil
-
-    title = f"ServeReplica:facereel:{deployment}"
-    return [
-        p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"]) if title in " ".join(p.info["cmdline"] or [])
-    ]
+    return own_processes(f"ServeReplica:facereel:{deployment}")
 
 
 def json_or_none(response: httpx.Response) -> dict | None:
@@ -986,13 +976,7 @@ def test_killing_the_ingress_under_load_gives_gets_json_answers_and_no_500(api, 
 # ---- terminal means terminal (issue 26) -----------------------------------------------
 def search_workers() -> list[int]:
     """Processes running a run_search task (Ray titles a worker by the task it runs)."""
-    import psutil
-
-    return [
-        p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if "ray::run_search" in " ".join(p.info["cmdline"] or [])
-    ]
+    return own_processes("ray::run_search")
 
 
 class CpuHog:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from app.core.webhooks import EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -25,6 +24,7 @@ from app.store.keys import KeyStore
 from pipelines.models import pack_info
 from pipelines.store import FaceStore
 from pipelines.synthetic import make_pan_video, selfie_of
+from tests.conftest import own_processes
 from tests.test_api import jpeg
 
 log = logging.getLogger(__name__)
@@ -277,11 +277,7 @@ def test_a_job_whose_driver_dies_fails_within_seconds_leaving_nothing_half_index
     while api.job(DRIVER, job["job_id"])["current_stage"] not in ("decode", "embed"):
         assert time.monotonic() < deadline
         time.sleep(POLL_S)
-    drivers = [
-        p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if "ray::run_index_job" in " ".join(p.info["cmdline"] or [])
-    ]
+    drivers = own_processes("ray::run_index_job")
     assert len(drivers) == 1, drivers
     killed = time.monotonic()
     os.kill(drivers[0], signal.SIGKILL)
