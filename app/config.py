@@ -67,9 +67,11 @@ class ApiSettings(BaseModel):
     # Polls (GET of one search or index job, app/http/admission.py POLLED) have bounds of their
     # own, in the replica and in the proxy (0: they count as reads): a finished record is
     # served from memory and, unchanged, answered 304, so 50 pollers on 2 cores need no
-    # shedding (bench/poll.py), while expensive reads keep the bounds above.
-    max_concurrent_polls: int = Field(default=64, ge=0)
-    proxy_max_polls: int = Field(default=64, ge=0)
+    # shedding (bench/poll.py), while expensive reads keep the bounds above. 128, not 64: 50
+    # closed-loop pollers were seen as 64 in progress (a request is counted until its response
+    # has streamed out, while its client already sent the next), and were shed.
+    max_concurrent_polls: int = Field(default=128, ge=0)
+    proxy_max_polls: int = Field(default=128, ge=0)
     # Workers of the search tasks' pool each ingress replica starts before it reports ready
     # (a search and one clip per video run at once): a first search then starts no process
     # (issue 21: 22.5 s against a warm p50 of 1.7-2.3 s). 0: none. Waited for at most
