@@ -7,7 +7,8 @@ follow, in one run; then `facereel demo`'s own polls.
 2. `facereel serve` runs the repo's serve_config.yaml (its port changed to a free one) as a
    user starts it; the clock starts when it prints that the API answers.
 3. One selfie search, POST to terminal (GET every 0.1 s), then ``--searches`` more, one
-   after another: the first one's time over the p50 of the rest is the ratio.
+   after another: the first one's time over the p50 of the rest is the ratio. Each search's
+   POST time, and its record's time in Ray's queue and running, say where the time went.
 4. `facereel demo` in a fresh data dir: how many GETs its contract backoff (3, 5, 10, 15 s)
    made before the search was terminal.
 """
@@ -56,7 +57,12 @@ def search_once(base: str, key: str, selfie: bytes, poll_s: float = 0.1, limit_s
     while True:
         status = httpx.get(f"{url}/{rid}", headers=headers, timeout=60).json()["data"]["status"]
         if status != "processing" or time.perf_counter() - t0 > limit_s:
-            return {"status": status, "post_s": round(post_s, 3), "terminal_s": round(time.perf_counter() - t0, 3)}
+            return {
+                "request_id": rid,
+                "status": status,
+                "post_s": round(post_s, 3),
+                "terminal_s": round(time.perf_counter() - t0, 3),
+            }
         time.sleep(poll_s)  # the poll interval of a client measuring to 0.1 s
 
 
@@ -137,6 +143,16 @@ def main() -> int:
             serve.wait(timeout=120)
         except subprocess.TimeoutExpired:
             serve.kill()
+
+    if "first" in result:  # where each search's time went: its record's queue and run times
+        from app.store.control import REQUESTS, ControlStore
+
+        control = ControlStore(settings.control_uri, settings.store.storage_options)
+        for search in [result["first"], *result["warm"]]:
+            rows = control.rows(REQUESTS, f"request_id = '{search['request_id']}'", 1)
+            if rows:
+                search["queued_s"], search["running_s"] = rows[0]["queued_s"], rows[0]["running_s"]
+        print(f"    first: {result['first']}", flush=True)
 
     if not args.no_demo:
         print("[4/4] facereel demo", flush=True)
