@@ -766,7 +766,11 @@ def test_a_rerun_removes_the_clip_files_of_the_run_it_supersedes(api, serve_api,
     second = assert_result_shape(api.wait(EVENT_ID, rid), "completed")
     folder = Path(serve_api.settings.output_root) / str(EVENT_ORG) / str(EVENT_ID) / "clips" / rid
     expected = {f"{v['uuid']}.{ext}" for v in second["videos"] for ext in ("mp4", "jpg")}
-    assert {p.name for p in folder.glob("*") if p.is_file()} == expected
+    # The recorded run removes the earlier run's files right after writing its outcome.
+    end = time.monotonic() + 60
+    while (found := {p.name for p in folder.glob("*") if p.is_file()}) != expected and time.monotonic() < end:
+        time.sleep(POLL_INTERVAL_S)
+    assert found == expected
     assert api.http.get(first["videos"][0]["video_url"]).status_code == 404
 
 

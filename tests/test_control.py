@@ -179,11 +179,17 @@ def test_queued_and_running_times_are_kept_apart_and_a_dispatched_attempt_is_not
     stored = records.read(rid)
     assert stored.status == PROCESSING and stored.task_id == "t" and stored.owner == "o"
     assert stored.deadline_at - handed > timedelta(seconds=500)
+    before_start = datetime.now(UTC)
     assert records.started(attempt)
     assert records.finish(rid, attempt.job_id, COMPLETED)
+    after_finish = datetime.now(UTC)
     done = records.read(rid)
-    assert done.queued_s >= 0.2 and done.running_s is not None and 0 <= done.running_s < done.queued_s
+    # Queued: dispatch to start, exactly; running: start to outcome, within the two calls.
     assert done.dispatched_at <= done.started_at
+    assert done.queued_s == pytest.approx((done.started_at - done.dispatched_at).total_seconds(), abs=1e-3)
+    assert done.queued_s >= 0.2
+    assert done.running_s is not None
+    assert 0 <= done.running_s <= (after_finish - before_start).total_seconds()
 
 
 def test_a_table_from_before_keys_were_declared_gets_its_key(tmp_path):
