@@ -7,6 +7,7 @@ that ship in pip packages (see pipelines/synthetic.py); nothing is downloaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +152,25 @@ def own_processes(title: str) -> list[int]:
 
 
 def free_port() -> int:
-    import socket
+    return free_ports(1)[0]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """n distinct free ports, none of them in ``avoid`` (ports chosen earlier and not bound
+    yet). The sockets stay bound until all are chosen: closing each before the next lets
+    the kernel hand one port out twice (seen in CI: Ray refused to start when two of its
+    agents were given the same port)."""
+    import socket
+    from contextlib import ExitStack
+
+    ports: list[int] = []
+    with ExitStack() as stack:
+        while len(ports) < n:
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            if (port := s.getsockname()[1]) not in avoid:
+                ports.append(port)
+    return ports
 
 
 def start_serve(settings: AppSettings) -> None:

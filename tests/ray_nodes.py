@@ -13,12 +13,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_ports
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
@@ -35,12 +35,13 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
-def _agent_ports() -> list[str]:
+def _agent_ports(avoid: Collection[int]) -> list[str]:
+    listen, grpc, metrics, runtime_env = free_ports(4, avoid)  # distinct: Ray refuses a port given twice
     return [
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        f"--dashboard-agent-listen-port={listen}",
+        f"--dashboard-agent-grpc-port={grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
     ]
 
 
@@ -72,9 +73,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def ray_nodes(cpus: list[int], log_dir: Path, deadline_s: float = 120.0) -> Iterator[RayNodes]:
-    """A head and workers with these CPU counts; all stopped on exit, even on failure."""
-    port, dash = free_port(), free_port()
+def ray_nodes(
+    cpus: list[int], log_dir: Path, deadline_s: float = 120.0, avoid: Collection[int] = ()
+) -> Iterator[RayNodes]:
+    """A head and workers with these CPU counts; all stopped on exit, even on failure.
+    ``avoid``: ports the caller has chosen but not bound yet (Serve's HTTP port)."""
+    port, dash, client = free_ports(3, avoid)
     env = cluster_env()
     procs: list[subprocess.Popen] = []
 
@@ -82,7 +86,7 @@ def ray_nodes(cpus: list[int], log_dir: Path, deadline_s: float = 120.0) -> Iter
         with open(log_dir / f"{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    [RAY, "start", "--block", *args, *_agent_ports()],
+                    [RAY, "start", "--block", *args, *_agent_ports(avoid)],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -102,7 +106,7 @@ def ray_nodes(cpus: list[int], log_dir: Path, deadline_s: float = 120.0) -> Iter
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={dash}",
-                f"--ray-client-server-port={free_port()}",
+                f"--ray-client-server-port={client}",
                 "--disable-usage-stats",
             ],
         )

@@ -80,7 +80,7 @@ def cluster(tmp_path_factory, synthetic_event) -> Iterator[Cluster]:
         EventStore(control).create_org("cluster org", ORG)
         EventStore(control).create_event(ORG, "two nodes", EVENT)
         api_key = KeyStore(control).create(ORG, EVENT)[0]
-        with ray_nodes([1, 1], work) as nodes:
+        with ray_nodes([1, 1], work, avoid={serve_port}) as nodes:
             yield Cluster(nodes, config, options, f"http://127.0.0.1:{serve_port}", api_key, work, fs)
 
 
