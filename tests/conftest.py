@@ -38,6 +38,17 @@ SCHEMA_FUZZ = pytest.StashKey[list]()
 def pytest_terminal_summary(terminalreporter, config) -> None:
     for line in config.stash.get(SCHEMA_FUZZ, []):
         terminalreporter.write_line(f"schema fuzz: {line}")
+    # Seconds per test file (setup, call and teardown together): where the suite's time goes.
+    by_file: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                name = report.nodeid.split("::", 1)[0]
+                by_file[name] = by_file.get(name, 0.0) + report.duration
+    if by_file:
+        terminalreporter.write_sep("=", "seconds per test file")
+        for name, seconds in sorted(by_file.items(), key=lambda item: -item[1])[:20]:
+            terminalreporter.write_line(f"{seconds:8.1f}s  {name}")
 
 
 @pytest.fixture(scope="session")
