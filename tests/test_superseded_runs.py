@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from app.jobs.dispatch import ClipJob, SearchJob, collect_garbage, remove_cut_files
+from app.jobs.dispatch import ClipJob, SearchJob, collect_garbage, remove_cut_files, stop_tasks
 from app.store.events import SearchRules
 from pipelines.segments import ClipWindow
 
@@ -58,7 +58,8 @@ def test_a_run_cancelled_mid_cut_removes_what_its_clipping_tasks_wrote(ray_clust
     remove_cut_files(settings, job, [(ref, hanging), (ray.put(None), done)])
 
     assert not list(tmp_path.rglob("*.mp4")) and not list(tmp_path.rglob("*.jpg"))
-    with pytest.raises(ray.exceptions.TaskCancelledError):  # it was stopped before the files went
+    # It was stopped before the files went: cancelled, or its worker killed by a forced cancel.
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
         ray.get(ref, timeout=DEADLINE_S)
 
 
@@ -84,3 +85,28 @@ def test_the_recorded_run_keeps_only_its_own_clips(settings, tmp_path):
         (tmp_path / key).write_bytes(b"x")
     collect_garbage(settings, job, [{"uuid": own.clip_id}], current=True, started=own.files())
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == sorted(own.files())
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def ignore_the_cancel(flag: str) -> None:
+    """A task that a plain cancel does not stop (as when Ray loses the cancel)."""
+    Path(flag).write_text("running")
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:  # a plain ray.cancel: ignored
+            continue
+
+
+def test_a_task_that_outlives_its_cancel_is_forced_to_stop(ray_cluster, tmp_path):
+    flag = tmp_path / "running"
+    ref = ignore_the_cancel.remote(str(flag))
+    wait_for(flag.exists, "the task to start")
+    started = time.monotonic()
+
+    assert stop_tasks([ref], wait_s=6.0, every_s=0.5) == []
+
+    assert time.monotonic() - started < DEADLINE_S
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+        ray.get(ref, timeout=DEADLINE_S)

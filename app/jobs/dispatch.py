@@ -36,6 +36,7 @@ from app.jobs.matching import match_record
 from app.obs import log_context
 from app.obs.background import background_options, run_below_serving
 from app.obs.metrics import clip_cut
+from app.obs.stage_times import StageTimes
 from app.store.events import Event, SearchRules
 from app.store.records import SearchRecord
 from app.store.storage_locations import StorageLocation
@@ -49,6 +50,9 @@ SEGMENT_NAMESPACE = uuid.UUID("0b5c8a52-51c4-4f57-9a3e-7d1c2f0e8a61")
 # How long a cancelled run waits for its clipping tasks to stop before removing their files
 # (a cancel lands between ffmpeg steps; a clip cuts in seconds).
 CANCELLED_CLIPS_WAIT_S = 60.0
+# A run slower than this logs its steps' times as a warning (the first search after start
+# took 8 s against 1.3 s warm, issue 21); faster ones at INFO.
+SLOW_RUN_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -222,21 +226,28 @@ def faces_to_follow(matches: list[FaceMatch], window: ClipWindow) -> tuple[tuple
     return tuple((t, *best[t].bbox) for t in sorted(best))
 
 
-def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None = None) -> dict:
+def execute_search(
+    settings: AppSettings, job: SearchJob, cutting: list | None = None, times: StageTimes | None = None
+) -> dict:
     """The whole job; returns the terminal outcome as keyword arguments for ``finish``.
-    Each clipping task is added to ``cutting`` as (ref, ClipJob) when it starts."""
+    Each clipping task is added to ``cutting`` as (ref, ClipJob) when it starts; each step's
+    seconds go to ``times``."""
     from pipelines.models import pack_info
     from pipelines.storage import OutputStorage, StorageError
     from pipelines.store import FaceStore
 
-    store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
+    times = times or StageTimes()
+    with times.stage("open"):
+        store = FaceStore.from_settings(settings, pack_info(settings.models.pack))
     if job.matches is None:  # the job's first step: who it is looking for
-        job = replace(job, matches=match_record(store, settings, job.event, job.record))
+        with times.stage("match"):
+            job = replace(job, matches=match_record(store, settings, job.event, job.record))
     hits = timed_hits(job.matches)
     n_hits = sum(len(v) for v in hits.values())
     if n_hits == 0:
         return {"status": NO_MATCHES}
-    media = {key: row for key in hits if (row := store.media_row(job.org_id, job.event_id, key)) is not None}
+    with times.stage("media"):
+        media = {key: row for key in hits if (row := store.media_row(job.org_id, job.event_id, key)) is not None}
     bounds = {key: video_bounds(row) for key, row in media.items()}
     rules = job.rules.segments
     segments = segment_items(job, ranked_segments({k: v for k, v in hits.items() if k in media}, bounds, rules))
@@ -250,7 +261,8 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
             "clip_errors": [clip_error(k, NO_USABLE_SEGMENT) for k in unusable],
         }
     try:
-        OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
+        with times.stage("writable"):
+            OutputStorage(job.rules.output_root, job.rules.storage_options).check_writable()
     except StorageError as exc:
         return {"status": FAILED, "hits": n_hits, "segments": segments, "error": str(exc)}
     clip_task = cut_one_clip.options(**clip_task_options(settings))
@@ -267,10 +279,11 @@ def execute_search(settings: AppSettings, job: SearchJob, cutting: list | None =
         )
         for key, window in ranked
     ]
-    refs = [clip_task.remote(settings, c) for c in clip_jobs]
-    if cutting is not None:
-        cutting.extend(zip(refs, clip_jobs, strict=True))
-    results = [collect_clip(ref, clip) for ref, clip in zip(refs, clip_jobs, strict=True)]
+    with times.stage("clips"):
+        refs = [clip_task.remote(settings, c) for c in clip_jobs]
+        if cutting is not None:
+            cutting.extend(zip(refs, clip_jobs, strict=True))
+        results = [collect_clip(ref, clip) for ref, clip in zip(refs, clip_jobs, strict=True)]
     for (key, window), result in zip(ranked, results, strict=True):
         for seg in segments:
             overlaps = seg["start_seconds"] < window.end_s and seg["end_seconds"] > window.start_s
@@ -337,26 +350,32 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     run_below_serving()
     log_context.install()
     log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, job_id=job.job_id)
+    times = StageTimes()
     records = RequestRecords(
         ControlStore(settings.control_uri, settings.store.storage_options), settings.api.request_deadline_s
     )
     if job.record is not None:  # started: the record gets the full deadline (not on the POST's path)
         job.record.dispatched_at = job.record.dispatched_at or job.dispatched_at
-        if not records.started(job.record, ray.get_runtime_context().get_task_id(), job.owner):
+        with times.stage("started"):
+            started_ok = records.started(job.record, ray.get_runtime_context().get_task_id(), job.owner)
+        if not started_ok:
             log.info(
                 "search %s: attempt %s had ended or been replaced before it ran; not run", job.request_id, job.job_id
             )
             return "not started"
     cutting: list[tuple[ray.ObjectRef, ClipJob]] = []
     try:
-        outcome = execute_search(settings, job, cutting)
+        outcome = execute_search(settings, job, cutting, times)
     except Exception as exc:
         log.error("search %s failed: %s", job.request_id, traceback.format_exc())
         outcome = {"status": FAILED, "error": f"internal error while searching: {type(exc).__name__}: {exc}"}
     except BaseException:  # cancelled: a re-POST superseded this run; what it cut is no one's
         remove_cut_files(settings, job, cutting)
         raise
-    current = records.finish(job.request_id, job.job_id, **outcome)
+    with times.stage("finish"):
+        current = records.finish(job.request_id, job.job_id, **outcome)
+    level = logging.WARNING if times.total() > SLOW_RUN_S else logging.INFO
+    log.log(level, "search %s ran in %s: %s", job.request_id, times.summary(), outcome["status"])
     if not current:  # terminal means terminal: a sweep or a watcher ended it, or a new attempt replaced it
         now = records.read(job.request_id)
         log.info(
@@ -449,6 +468,30 @@ def collect_garbage(
         storage.remove(sorted(own | set(started)))
 
 
+def stop_tasks(refs: list[ray.ObjectRef], wait_s: float, every_s: float = 2.0) -> list[ray.ObjectRef]:
+    """Cancel tasks and wait until they have ended; those still running after ``wait_s``.
+
+    A task that had already finished is done at once; one mid-cut stops at the cancel. Ray
+    can lose a cancel that races the task's start (ray-project/ray#24359, #32954: a CI run
+    saw a cancelled clip task still running 120 s later), so it is repeated every
+    ``every_s``, and for the second half of the wait it is forced (the task's worker is
+    killed: a clip worker holds nothing else)."""
+    end = time.monotonic() + wait_s
+    running = list(refs)
+    while running:
+        force = time.monotonic() > end - wait_s / 2
+        for ref in running:
+            try:
+                ray.cancel(ref, force=force)
+            except Exception:  # ended meanwhile, or its owner is gone
+                log.debug("cancelling %s", ref, exc_info=True)
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        _, running = ray.wait(running, num_returns=len(running), timeout=min(every_s, left), fetch_local=False)
+    return running
+
+
 def remove_cut_files(settings: AppSettings, job: SearchJob, cutting: list[tuple[ray.ObjectRef, ClipJob]]) -> None:
     """A cancelled run's clean-up: once its clipping tasks have ended (cancelled with it, or
     done), remove every file they were to write. Best effort: the orphan sweep is the backstop."""
@@ -457,11 +500,7 @@ def remove_cut_files(settings: AppSettings, job: SearchJob, cutting: list[tuple[
     if not cutting:
         return
     try:
-        refs = [ref for ref, _ in cutting]
-        for ref in refs:
-            ray.cancel(ref)
-        # A task that had already finished its upload is done at once; one mid-cut stops at the cancel.
-        ray.wait(refs, num_returns=len(refs), timeout=CANCELLED_CLIPS_WAIT_S, fetch_local=False)
+        stop_tasks([ref for ref, _ in cutting], CANCELLED_CLIPS_WAIT_S)
         storage = OutputStorage(job.rules.output_root, job.rules.storage_options)
         storage.remove(sorted(key for _, clip in cutting for key in clip.files()))
         log.info("search %s: cancelled run %s removed its %d clip(s)", job.request_id, job.job_id, len(cutting))
