@@ -68,19 +68,22 @@ def search_once(base: str, key: str, selfie: bytes, poll_s: float = 0.1, limit_s
 
 
 def job_step_times(request_ids: list[str]) -> dict[str, str]:
-    """Each search job's own line, "search <id> ran in 2.31 s (started 0.20, match 1.10, ...)",
-    from the Ray workers' logs of this machine (app/jobs/dispatch.py logs it)."""
+    """Each search job's own lines, "search <id> ran in 2.31 s (started 0.20, match 1.10, ...)"
+    and its clips' "cut in" lines, from this machine's Ray worker logs (app/jobs/dispatch.py
+    logs them: at WARNING when slow, so the warm ones are usually absent)."""
     import glob
     import re
 
-    wanted, found = set(request_ids), {}
-    pattern = re.compile(r"search (\S+) ran in (.*)$")
+    wanted: dict[str, set[str]] = {rid: set() for rid in request_ids}
+    pattern = re.compile(r"(?:search (\S+) ran in .*|clip \S+ of search (\S+) cut in .*)$")
     for path in glob.glob(os.path.join(tempfile.gettempdir(), "ray", "session_*", "logs", "worker-*")):
         with open(path, errors="replace") as f:
             for line in f:
-                if " ran in " in line and (m := pattern.search(line.rstrip())) and m.group(1) in wanted:
-                    found[m.group(1)] = m.group(2)
-    return found
+                if ("ran in" in line or "cut in" in line) and (m := pattern.search(line.rstrip())):
+                    rid = m.group(1) or m.group(2)
+                    if rid in wanted:
+                        wanted[rid].add(m.group(0))
+    return {rid: "; ".join(sorted(lines)) for rid, lines in wanted.items() if lines}
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -22,36 +23,42 @@ log = logging.getLogger(__name__)
 )
 @serve.ingress()
 class ApiIngress:
-    def __init__(self, settings: AppSettings, embedder, matcher) -> None:
+    async def __init__(self, settings: AppSettings, embedder, matcher) -> None:
+        """Serve routes to a replica only once this has returned: it warms what a first search
+        would otherwise wait for (issue 21), and serving starts even when a warm-up fails."""
+        from app.features.ratelimit import limiter_actor
+        from app.features.services import Services
+
         self.settings = settings  # built by the driver; never re-read from this replica's env
-        self.embedder = embedder  # DeploymentHandle to SelfieEmbedder
-        self.matcher = matcher  # DeploymentHandle to SearchMatcher
-        self.warm_workers = warm_search_workers(settings)
+        self.services = Services.create(settings, embedder, limiter_actor(), matcher)
+        self.warm_workers = await warm_search_workers(settings)
+        try:
+            times = await asyncio.wait_for(self.services.warm_up(), timeout=settings.api.warm_timeout_s)
+            log.info("ingress warm in %s", times.summary())
+        except Exception as exc:
+            log.warning("ingress not warmed (%s); the first requests open what they need", exc)
 
     def __serve_build_asgi_app__(self) -> HttpApp:
         """Serve calls this once per replica, after __init__ (a late-bound ingress app)."""
-        from app.features.ratelimit import limiter_actor
-        from app.features.services import Services
         from app.http.api import create_api
 
-        return create_api(Services.create(self.settings, self.embedder, limiter_actor(), self.matcher))
+        return create_api(self.services)
 
 
-def warm_search_workers(settings: AppSettings) -> list[int]:
-    """Before the replica is ready (Serve routes to it only after __init__): the processes
-    that run searches and cuts are up, so a first search waits for none (app/jobs/dispatch.py
-    ``warm_search_worker``). Their pids; none when turned off or when it failed (logged:
-    serving matters more than a fast first search)."""
+async def warm_search_workers(settings: AppSettings) -> list[int]:
+    """Before the replica is ready: the processes that run searches and cuts are up, so a
+    first search waits for none (app/jobs/dispatch.py ``warm_search_worker``). Their pids;
+    none when turned off or when it failed (logged: serving matters more than a fast first
+    search)."""
     n = settings.api.warm_search_workers
     if n <= 0:
         return []
-    import ray
-
     from app.jobs.supervisor import supervisor
 
     started = time.monotonic()
     try:
-        pids = ray.get(supervisor(settings).warm.remote(settings, n), timeout=settings.api.warm_timeout_s)
+        ref = supervisor(settings).warm.remote(settings, n)
+        pids = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=settings.api.warm_timeout_s)
     except Exception as exc:
         log.warning("search workers not warmed (%s); the first searches start their own", exc)
         return []
