@@ -6,7 +6,7 @@ process while 50 keep-alive clients read one route.
 One private Ray cluster (``num_cpus=2``), the Serve app as ``app.entry.serve.build_api`` builds it,
 an org, an event and a key with unlimited rates (the rate-limit actor is still called on
 every request, as in production). ``--route details`` reads Event Details, ``healthz``
-reads /healthz. py-spy samples the ingress replica's process (``--idle`` off, so only CPU
+reads /healthz, ``result`` a finished search (bench/poll.py's record). py-spy samples the ingress replica's process (``--idle`` off, so only CPU
 time) for the middle of the run; the collapsed stacks are written to
 ``<out>/<route>.collapsed`` and the frames with the largest inclusive share are printed.
 """
@@ -73,7 +73,7 @@ def top_frames(collapsed: Path, n: int = 30) -> list[tuple[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--route", choices=("details", "healthz"), default="details")
+    parser.add_argument("--route", choices=("details", "healthz", "result"), default="details")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=Path("bench-out/profile"))
@@ -110,6 +110,10 @@ def main() -> int:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_api(settings), name="facereel", route_prefix="/")
         url = f"{base}/healthz" if args.route == "healthz" else f"{base}/api/v1/ext/{ORG_ID}/event/{EVENT_ID}"
+        if args.route == "result":  # a finished search's GET, as 50 pollers read it (bench/poll.py)
+            from poll import finished_record
+
+            url = f"{url}/video-clipping/{finished_record(settings, control)}"
         ingress = next(p for p in psutil.process_iter(["cmdline"]) if "ApiIngress" in " ".join(p.info["cmdline"] or []))
         out.mkdir(parents=True, exist_ok=True)
         collapsed = out / f"{args.route}{args.tag}.collapsed"
