@@ -506,28 +506,31 @@ def collect_garbage(
         storage.remove(sorted(own | set(started)))
 
 
-def stop_tasks(refs: list[ray.ObjectRef], wait_s: float, every_s: float = 2.0) -> list[ray.ObjectRef]:
+def stop_tasks(refs: list[ray.ObjectRef], wait_s: float) -> list[ray.ObjectRef]:
     """Cancel tasks and wait until they have ended; those still running after ``wait_s``.
 
     A task that had already finished is done at once; one mid-cut stops at the cancel. Ray
     can lose a cancel that races the task's start (ray-project/ray#24359, #32954: a CI run
-    saw a cancelled clip task still running 120 s later), so it is repeated every
-    ``every_s``, and for the second half of the wait it is forced (the task's worker is
-    killed: a clip worker holds nothing else)."""
-    end = time.monotonic() + wait_s
-    running = list(refs)
-    while running:
-        force = time.monotonic() > end - wait_s / 2
+    saw a cancelled clip task still running 120 s later), so a task still running after half
+    the wait is cancelled once more, forced (its worker is killed: a clip worker holds
+    nothing else). Only once: cancels repeated every 2 s left a concurrent search's job
+    waiting forever in the suite (ray-project/ray#63663 fixed a crash of double cancels)."""
+    for ref in refs:
+        cancel_task(ref, force=False)
+    _, running = ray.wait(refs, num_returns=len(refs), timeout=wait_s / 2, fetch_local=False)
+    if running:
+        log.warning("%d task(s) still running %.0f s after their cancel; forcing it", len(running), wait_s / 2)
         for ref in running:
-            try:
-                ray.cancel(ref, force=force)
-            except Exception:  # ended meanwhile, or its owner is gone
-                log.debug("cancelling %s", ref, exc_info=True)
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        _, running = ray.wait(running, num_returns=len(running), timeout=min(every_s, left), fetch_local=False)
+            cancel_task(ref, force=True)
+        _, running = ray.wait(running, num_returns=len(running), timeout=wait_s / 2, fetch_local=False)
     return running
+
+
+def cancel_task(ref: ray.ObjectRef, force: bool) -> None:
+    try:
+        ray.cancel(ref, force=force)
+    except Exception:  # ended meanwhile, or its owner is gone
+        log.debug("cancelling %s", ref, exc_info=True)
 
 
 def remove_cut_files(settings: AppSettings, job: SearchJob, cutting: list[tuple[ray.ObjectRef, ClipJob]]) -> None:
