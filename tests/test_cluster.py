@@ -72,6 +72,9 @@ def cluster(tmp_path_factory, synthetic_event) -> Iterator[Cluster]:
                         "output_root": f"{root}/outputs",
                         "source_root": f"{root}/sources",
                         "public_base_url": f"http://127.0.0.1:{serve_port}",
+                        # Not what this test is about, and 50 s of the suite on 1-CPU nodes:
+                        # warming is measured by bench/first_search.py, run by the demo's test.
+                        "warm_search_workers": 0,
                     },
                 }
             )
