@@ -87,17 +87,12 @@ def test_segments_show_the_contract_fields_only_and_old_records_read_zero_confir
         "clipped": True,
         "track_ids": [4],  # kept in the record, not shown
     }
-    assert segment_item(stored) == {
-        "segment_id": "s1",
-        "source_video_key": "cam.mp4",
-        "start_seconds": 1.0,
-        "end_seconds": 5.0,
-        "matched_frames": 3,
-        "best_similarity": 0.61,
-        "score": 0.7,
-        "confirmed_frames": 0,
-        "clipped": True,
-    }
+    shown = {k: v for k, v in stored.items() if k != "track_ids"}
+    assert segment_item(stored) == shown | {"confirmed_frames": 0}
+    assert list(segment_item(stored)) == [
+        "segment_id", "source_video_key", "start_seconds", "end_seconds", "matched_frames",
+        "best_similarity", "score", "confirmed_frames", "clipped",
+    ]  # fmt: skip
     assert segment_item(stored | {"confirmed_frames": 2})["confirmed_frames"] == 2
     data = result_payload(RID, COMPLETED, [], None, [], [stored])["data"]
     assert data["segments"] == [segment_item(stored)] and data["clips"] == [] and data["rules"] == {}

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.jobs.dispatch import WARM_UP, cut_window, warm_up_clip
+from app.jobs.dispatch import WARM_UP, cut_window, warm_up_clips
 from pipelines.clip import probe_clip
 
 
 def test_the_warm_up_clip_is_a_real_verified_cut(settings, tmp_path: Path) -> None:
-    job = warm_up_clip(tmp_path)
+    job, other = warm_up_clips(tmp_path, 2)
+    assert other.media == job.media and other.clip_id != job.clip_id  # one source, files of their own
     assert job.request_id == WARM_UP
 
     result = cut_window(settings, job)

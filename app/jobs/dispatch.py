@@ -349,7 +349,7 @@ def warm_search_worker(settings: AppSettings, clips: int, hold_s: float) -> list
     pids = [os.getpid(), *ray.get([clip_task.remote(hold_s) for _ in range(clips)])]
     with tempfile.TemporaryDirectory(prefix="facereel-warm-") as tmp:
         try:
-            jobs = [warm_up_clip(Path(tmp)) for _ in range(clips)]
+            jobs = warm_up_clips(Path(tmp), clips)
         except Exception:  # no ffmpeg here: the workers are up all the same
             log.exception("could not make the warm-up video; clip workers not warmed by a cut")
             return pids
@@ -363,8 +363,9 @@ def warm_search_worker(settings: AppSettings, clips: int, hold_s: float) -> list
 WARM_UP = "warm-up"  # the request id of the warm-up's clips: not a search's
 
 
-def warm_up_clip(tmp: Path) -> ClipJob:
-    """A clip of a one-second test video made here (ffmpeg's test source, no audio)."""
+def warm_up_clips(tmp: Path, n: int) -> list[ClipJob]:
+    """``n`` clips (each its own id and files) of one one-second test video made here
+    (ffmpeg's test source, no audio)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -376,7 +377,8 @@ def warm_up_clip(tmp: Path) -> ClipJob:
         check=True, timeout=60,
     )  # fmt: skip
     media = {"media_key": source.name, "uri": str(source), "width": 160, "height": 120}
-    return ClipJob(0, 0, WARM_UP, str(tmp / "out"), media, ClipWindow(0.0, 1.0, 0, 0.0, 0.0, 0.0))
+    window = ClipWindow(0.0, 1.0, 0, 0.0, 0.0, 0.0)
+    return [ClipJob(0, 0, WARM_UP, str(tmp / "out"), media, window) for _ in range(n)]
 
 
 @ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="SPREAD")
