@@ -340,6 +340,44 @@ def test_concurrent_misses_of_one_auth_entry_load_it_once(tmp_path):
     assert not services.auth.loading and services.auth.cache.peek(("event", 1, 2)) == (False, None)
 
 
+def test_an_ageing_auth_entry_is_served_at_once_and_read_again_behind_it(tmp_path, caplog):
+    """Past half its life an entry is still answered from memory, without waiting (or
+    yielding), while one background read renews it; a failed renewal keeps the old entry
+    until it expires, and says so."""
+    import asyncio
+    import threading
+    import time
+
+    from app.config import load_app_settings
+    from app.features.services import Services
+
+    auth = Services.create(load_app_settings(None, data_dir=str(tmp_path)), embedder=None, limiter=None).auth
+    key, ttl = ("event", 1, 9), auth.cache.ttl_s
+    loads, release = [], threading.Event()
+
+    def load() -> str:
+        loads.append(1)
+        release.wait(5)
+        return "new"
+
+    async def renew(fn) -> list:
+        auth.cache.items[key] = (time.monotonic() - 0.6 * ttl, "old")
+        answers = [await auth.cached(key, fn), await auth.cached(key, fn)]  # neither waits for the read
+        pending = auth.loading[key]
+        release.set()
+        await asyncio.wait([pending])
+        return [*answers, await auth.cached(key, fn)]
+
+    assert asyncio.run(renew(load)) == ["old", "old", "new"] and len(loads) == 1
+    assert auth.cache.peek(key) == (True, "new") and not auth.cache.ageing(key)
+
+    def broken() -> str:
+        raise OSError("table unreadable")
+
+    assert asyncio.run(renew(broken)) == ["old", "old", "old"]
+    assert "re-reading an auth entry failed: table unreadable" in caplog.text
+
+
 def test_every_n_searches_trigger_background_maintenance(tmp_path):
     import asyncio
 

@@ -4,6 +4,7 @@ rate limits taken as leases. Raises domain errors (401/403/404/429 in the HTTP l
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -12,6 +13,14 @@ from app.core.errors import DomainError
 from app.features.ratelimit import TokenLeases
 from app.store.events import Event, EventStore
 from app.store.keys import ApiKey, KeyStore
+
+log = logging.getLogger(__name__)
+
+
+def _log_failed_refresh(done: asyncio.Future) -> None:
+    """A background re-read that failed: the entry expires as usual and the next request reads it."""
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("re-reading an auth entry failed: %s", done.exception())
 
 
 class TtlCache:
@@ -27,6 +36,18 @@ class TtlCache:
         if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
             return True, hit[1]
         return False, None
+
+    def ageing(self, key: object) -> bool:
+        """Whether a fresh entry is past half its life: time to read it again ahead of need."""
+        hit = self.items.get(key)
+        return hit is not None and time.monotonic() - hit[0] >= self.ttl_s / 2
+
+    def reload(self, key: object, load):
+        """Read ``key`` again, whatever the entry's age; the old entry is served meanwhile."""
+        now = time.monotonic()
+        value = load()
+        self.items[key] = (now, value)
+        return value
 
     def get_or_load(self, key: object, load):
         now = time.monotonic()
@@ -70,18 +91,27 @@ class Auth:
 
     async def cached(self, key: object, load):
         """A TTL-cached auth read: from memory on the event loop when fresh, else loaded in a
-        thread (a thread hop per request costs more than the lookup itself)."""
+        thread (a thread hop per request costs more than the lookup itself).
+
+        An entry past half its life is read again in the background while it is still served:
+        a key in steady use never expires, so no request waits on its read (nor yields, which
+        costs a Serve replica a round trip to the proxy), and a revoked key still stops
+        working within ``auth_cache_s``."""
         hit, value = self.cache.peek(key)
         if hit:
+            if self.cache.ageing(key) and key not in self.loading:
+                self._load(key, self.cache.reload, load).add_done_callback(_log_failed_refresh)
             return value
         # One load per key at a time: when an entry expires under 50 concurrent clients,
         # they would otherwise all read the table at once (12 % of the ingress's samples).
-        pending = self.loading.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(asyncio.to_thread(self.cache.get_or_load, key, load))
-            self.loading[key] = pending
-            pending.add_done_callback(lambda _: self.loading.pop(key, None))
+        pending = self.loading.get(key) or self._load(key, self.cache.get_or_load, load)
         return await asyncio.shield(pending)  # a client that goes away does not cancel the others' load
+
+    def _load(self, key: object, how, load) -> asyncio.Future:
+        pending = asyncio.ensure_future(asyncio.to_thread(how, key, load))
+        self.loading[key] = pending
+        pending.add_done_callback(lambda _: self.loading.pop(key, None))
+        return pending
 
     async def authorize(self, api_key: str | None, org_id: int, event_id: int, kind: str) -> tuple[ApiKey, Event]:
         """401 without a key; 403 for a bad, inactive or foreign key; 429 over the rate; 404 without the event."""

@@ -7,8 +7,10 @@ on every node reads and writes the same records, and they survive restarts.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import lancedb
 import pyarrow as pa
@@ -230,9 +232,17 @@ LOOKUP_COLUMNS = {
 }
 
 
+def local_root(uri: str) -> Path | None:
+    """The directory of a store on the local filesystem; None for object stores."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
 class ControlStore:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
         self.uri = uri
+        self.local_root = local_root(uri)
         # Always read the latest version: another replica may have just written.
         self.db = lancedb.connect(uri, storage_options=storage_options or None, read_consistency_interval=timedelta(0))
         existing = set(self.db.list_tables().tables)
@@ -289,6 +299,28 @@ class ControlStore:
 
     def table(self, name: str):
         return self.tables[name]
+
+    def change_stamp(self, names: tuple[str, ...], now_ns: int, settle_ns: int) -> tuple[int, ...] | None:
+        """A synchronous, no-I/O-thread proof that the named tables did not change: each one's
+        ``_versions`` directory (every commit adds a manifest there) as (inode, mtime) pairs.
+
+        None where it proves nothing: a store that is not a local path, a missing table, or a
+        directory written less than ``settle_ns`` before ``now_ns``. File times advance in ticks
+        (a jiffy on Linux; a network filesystem's clock may be skewed), so two commits within
+        one tick can share a time; once the time is older than the settle window, any later
+        commit must show a later one."""
+        if self.local_root is None:
+            return None
+        stamp: list[int] = []
+        for name in names:
+            try:
+                st = os.stat(self.local_root / f"{name}.lance" / "_versions")
+            except OSError:
+                return None
+            if now_ns - st.st_mtime_ns < settle_ns:
+                return None
+            stamp += (st.st_ino, st.st_mtime_ns)
+        return tuple(stamp)
 
     def rows(self, name: str, where: str, limit: int | None = None) -> list[dict]:
         return self.tables[name].search().where(where).limit(limit).to_arrow().to_pylist()

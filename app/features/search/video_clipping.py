@@ -244,7 +244,10 @@ class VideoClippingSearch:
                 return None, []  # not this event's: its clips are not read (nor swept)
             return record, self.services.extra_clips.of_request(request_id)
 
-        record, clips = await asyncio.to_thread(self.services.results.read, request_id, load)
+        cached = self.services.results.fresh(request_id)  # without yielding: a poll's usual answer
+        if cached is None:
+            cached = await asyncio.to_thread(self.services.results.read, request_id, load)
+        record, clips = cached
         if record is None or (record.org_id, record.event_id) != (event.org_id, event.event_id):
             raise DomainError("request_not_found", "Unknown request_id.")
         if record.status is None:  # a Face Search record: no video search started yet
