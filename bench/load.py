@@ -412,7 +412,10 @@ def main() -> int:
             app_settings = settings.model_copy(update={"api": api})
             if queue:
                 ongoing, queued = (int(x) for x in queue.split("/"))
-                app = build_api(app_settings, ingress={"max_ongoing_requests": ongoing, "max_queued_requests": queued})
+                app = build_api(
+                    app_settings,
+                    {"ApiIngress": {"max_ongoing_requests": ongoing, "max_queued_requests": queued}},
+                )
             else:
                 app = build_api(app_settings)
             serve.run(app, name="facereel", route_prefix="/")

@@ -12,13 +12,19 @@ mutants: an entry whose line no longer matches counts as a survivor again.
     .venv/bin/python bench/mutation.py app/features/ratelimit.py      # one module
     .venv/bin/python bench/mutation.py --changed origin/main # what a change touched (CI)
 
-A module counts as touched when it or one of its unit test files changed. The exit status is 1
-when a module scores under ``threshold`` (killed + timeouts over the mutants tested).
+A module counts as touched when it or one of its unit test files changed. With ``--changed``,
+only what the change can have weakened is mutated: the functions and methods whose lines the
+diff touched (every function of the module when only its tests changed), fastest mutants
+first, for at most ``--budget-s`` seconds in all (the mutants left untested are counted as
+such, not as killed). The exit status is 1 when a module scores under ``threshold`` (killed +
+timeouts over the mutants tested).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import fnmatch
 import json
 import os
 import re
@@ -103,20 +109,43 @@ def mutmut() -> str:
     return str(local) if local.exists() else "mutmut"
 
 
-def run_module(module: str, tests: list[str], max_children: int, verbose: bool, resume: bool = False) -> Score:
+def run_module(
+    module: str,
+    tests: list[str],
+    max_children: int,
+    verbose: bool,
+    resume: bool = False,
+    names: list[str] | None = None,
+    timeout_s: float | None = None,
+) -> Score:
+    """``names``: mutmut name patterns to run (default all); ``timeout_s``: stop there and score
+    what was tested (mutmut records each result as it comes)."""
     # mutmut picks up where an interrupted run stopped, in the same scratch copy.
     work = workdir(module) if resume and workdir(module).exists() else prepare(module, tests)
     started = time.monotonic()
     # Workers inherit the niceness: mutation runs never take CPUs from anything else.
-    cmd = ["nice", "-n", "19", mutmut(), "run", "--max-children", str(max_children)]
-    proc = subprocess.run(cmd, cwd=work, capture_output=not verbose, text=True, check=False)
+    cmd = ["nice", "-n", "19", mutmut(), "run", "--max-children", str(max_children), *(names or [])]
+    proc = subprocess.Popen(
+        cmd, cwd=work, stdout=None if verbose else subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # so a timeout stops its forked workers too
+    )  # fmt: skip
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        output, _ = proc.communicate()
+        print(f"   stopped after {timeout_s:.0f} s (--budget-s): untested mutants are not scored", flush=True)
     seconds = time.monotonic() - started
     meta = work / "mutants" / f"{module}.meta"
+    if names and "nothing matches" in (output or ""):
+        return Score(module, 0, [], {}, seconds)  # the changed functions have no mutants
     if not meta.exists():
         if not verbose:
-            sys.stdout.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+            sys.stdout.write((output or "")[-8000:])
         raise SystemExit(f"{module}: mutmut produced no results (exit {proc.returncode})")
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    if names:
+        codes = {k: c for k, c in codes.items() if any(fnmatch.fnmatchcase(k, n) for n in names)}
     killed = sum(1 for c in codes.values() if c in KILLED)
     survived = sorted(k for k, c in codes.items() if c in SURVIVED)
     other = {k: c for k, c in codes.items() if c not in KILLED and c not in SURVIVED}
@@ -147,13 +176,67 @@ def is_equivalent(name: str, diff: str, equivalent: list[dict]) -> dict | None:
     return None
 
 
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def changed_files(base: str) -> set[str]:
+    """Files that differ from ``base``, committed or not."""
+    return set(git("diff", "--name-only", base).split())
+
+
+def tests_touched(base: str, tests: list[str], files: set[str]) -> bool:
+    """Whether a change since ``base`` touched any of a module's tests: a whole test file, or
+    the named test functions (``file::test``) of a file it changed."""
+    for test in tests:
+        path, _, name = test.partition("::")
+        if path not in files:
+            continue
+        if not name:
+            return True
+        source = (REPO / path).read_text()
+        if any(
+            p.endswith(f".x_{name.split('[')[0]}__mutmut_*")
+            for p in mutant_patterns(path, source, changed_lines(base, path))
+        ):
+            return True
+    return False
+
+
 def changed_modules(base: str, modules: dict[str, list[str]]) -> list[str]:
-    """Modules touched since ``base`` (committed, staged or not): the module or one of its tests."""
-    names = set()
-    for args in (["git", "diff", "--name-only", f"{base}...HEAD"], ["git", "diff", "--name-only", "HEAD"]):
-        out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True).stdout
-        names.update(out.split())
-    return [m for m, tests in modules.items() if m in names or any(t.split("::")[0] in names for t in tests)]
+    """Modules touched since ``base``: the module or one of its tests."""
+    files = changed_files(base)
+    return [m for m, tests in modules.items() if m in files or tests_touched(base, tests, files)]
+
+
+HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@", re.M)
+
+
+def changed_lines(base: str, path: str) -> set[int]:
+    """Lines of the working-tree ``path`` that differ from ``base``, committed or not (a
+    deletion marks the line after it)."""
+    lines: set[int] = set()
+    for start, count in HUNK.findall(git("diff", "-U0", base, "--", path)):
+        n = 1 if count == "" else int(count)
+        lines.update(range(int(start), int(start) + max(n, 1)))
+    return lines
+
+
+def mutant_patterns(module: str, source: str, lines: set[int]) -> list[str]:
+    """mutmut name patterns for the functions and methods (as mutmut names them) that hold any
+    of ``lines``. Pure."""
+    prefix = module.removesuffix(".py").replace("/", ".")
+    patterns = []
+    for node in ast.parse(source).body:
+        inner = [(node, None)] if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else []
+        if isinstance(node, ast.ClassDef):
+            inner = [(n, node.name) for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for fn, cls in inner:
+            first = min([fn.lineno, *(d.lineno for d in fn.decorator_list)])
+            if lines & set(range(first, (fn.end_lineno or fn.lineno) + 1)):
+                mangled = f"x\u01c1{cls}\u01c1{fn.name}" if cls else f"x_{fn.name}"
+                patterns.append(f"{prefix}.{mangled}__mutmut_*")
+    return patterns
 
 
 def main() -> int:
@@ -170,7 +253,9 @@ def main() -> int:
     parser.add_argument("--no-diffs", action="store_true", help="list survivors by name only")
     parser.add_argument("--json", type=Path, help="write the scores here")
     parser.add_argument("-v", "--verbose", action="store_true", help="show mutmut's own output")
+    parser.add_argument("--budget-s", type=float, help="stop mutating after this many seconds in all (CI)")
     args = parser.parse_args()
+    deadline = None if args.budget_s is None else time.monotonic() + args.budget_s
 
     if args.changed:
         chosen = changed_modules(args.changed, modules)
@@ -185,8 +270,18 @@ def main() -> int:
 
     scores = []
     for module in chosen:
+        names = None
+        if args.changed and not tests_touched(args.changed, modules[module], changed_files(args.changed)):
+            # Only the module changed: its changed functions are what the change can have weakened.
+            names = mutant_patterns(module, (REPO / module).read_text(), changed_lines(args.changed, module))
+            if not names:
+                print(f"== {module}: no function changed since {args.changed}: nothing to mutate")
+                continue
         print(f"== {module} (tests: {' '.join(modules[module])})", flush=True)
-        score = run_module(module, modules[module], args.max_children, args.verbose, args.resume)
+        if names:
+            print(f"   changed since {args.changed}: {', '.join(n.rsplit('.', 1)[1] for n in names)}", flush=True)
+        left = None if deadline is None else max(1.0, deadline - time.monotonic())
+        score = run_module(module, modules[module], args.max_children, args.verbose, args.resume, names, left)
         found = survivor_diffs(module, score.survived)
         for name, diff in found.items():
             entry = is_equivalent(name, diff, equivalent)

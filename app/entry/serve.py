@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ray
+import yaml
 from ray.serve import Application
 
 from app.config import AppSettings, load_app_settings
@@ -33,14 +36,28 @@ def check_cluster(settings: AppSettings) -> None:
     check_shared_storage(storage_roots(settings), settings.ray.shared_paths, unprobed=media)
 
 
-def build_api(settings: AppSettings, ingress: dict | None = None) -> Application:
+def build_api(settings: AppSettings, deployments: dict[str, dict] | None = None) -> Application:
     """The deployment graph for settings already loaded: they reach every replica as they are.
-    ``ingress``: Serve options of ApiIngress over its defaults (benchmarks; a YAML config
-    sets them under ``deployments``)."""
+    ``deployments``: Serve options by deployment name over the code's defaults, as a YAML
+    config's ``deployments`` sets them (``serve_config_deployments`` reads one)."""
     settings = settings.pinned()
     check_cluster(settings)
-    entry = ApiIngress.options(**ingress) if ingress else ApiIngress
-    return entry.bind(settings, SelfieEmbedder.bind(settings), SearchMatcher.bind(settings))
+    deployments = deployments or {}
+
+    def options(deployment):
+        chosen = deployments.get(deployment.name)
+        return deployment.options(**chosen) if chosen else deployment
+
+    embedder, matcher = options(SelfieEmbedder).bind(settings), options(SearchMatcher).bind(settings)
+    return options(ApiIngress).bind(settings, embedder, matcher)
+
+
+def serve_config_deployments(path: str | Path, app_name: str = "facereel") -> dict[str, dict]:
+    """The Serve options per deployment that a ``serve run`` config file gives the app:
+    what ``facereel serve`` deploys, for benchmarks that start the app from Python."""
+    config = yaml.safe_load(Path(path).read_text())
+    (app,) = [a for a in config["applications"] if a["name"] == app_name]
+    return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
 
 
 def build_app(args: dict | None = None) -> Application:
