@@ -267,9 +267,14 @@ def _local_copy(source_uri: str, storage_options: dict | None) -> Iterator[str]:
 
 def _run_ffmpeg(cmd: list[str], what: str, timeout_s: float, nice: int = 0) -> None:
     log.debug("ffmpeg %s: %s", what, " ".join(cmd))
-    lower = (lambda: os.nice(nice)) if nice > 0 else None  # in the child only: the worker keeps its priority
+    # Lowered by coreutils' `nice`, in the child only: the worker keeps its priority. Never a
+    # preexec_fn: these run from several threads at once, and a child forked while another
+    # thread holds a lock deadlocks before exec (Popen then waits forever, past any timeout;
+    # it hung a CI run).
+    if nice > 0 and (nice_exe := shutil.which("nice")):
+        cmd = [nice_exe, "-n", str(nice), *cmd]
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s, preexec_fn=lower)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         tail = stderr_tail(exc.stderr)
         raise ClipError(

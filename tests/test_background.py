@@ -77,3 +77,15 @@ def test_warm_search_workers_are_started_and_reused_by_the_next_tasks(ray_cluste
     # Tasks of the same pools, from the same places, find warm workers idle.
     again = ray.get(supervisor(settings).warm.remote(settings, 2, 0.0), timeout=60)
     assert again[0] == pids[0] and set(again[1:]) <= set(pids[1:])
+
+
+def test_a_cluster_is_warmed_once_for_every_replica_that_starts(ray_cluster, settings):
+    """Each ingress replica's start asks for a warm cluster (``once``): a replica that starts
+    later (a replacement, a scale-up) is answered with the workers already warm, without a new
+    warm-up that would queue behind running searches. Here the second warm-up would hold its
+    workers for 60 s; it answers within seconds, with the first one's pids."""
+    from app.jobs.supervisor import supervisor
+
+    first = ray.get(supervisor(settings).warm.remote(settings, 3, 0.0, once=True), timeout=300)
+    again = ray.get(supervisor(settings).warm.remote(settings, 3, 60.0, once=True), timeout=20)
+    assert again == first and len(set(first)) >= 3

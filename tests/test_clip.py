@@ -341,3 +341,18 @@ def test_invalid_window_raises_value_error(tmp_path, colour_video, start_s, end_
     with pytest.raises(ValueError):
         cut_clip(str(colour_video.path), start_s, end_s, tmp_path / "c.mp4", tmp_path / "p.jpg", poster_s, SETTINGS)
     assert_no_outputs(tmp_path)
+
+
+def test_ffmpeg_runs_niced_from_many_threads_at_once():
+    """Cuts lower their ffmpeg's priority in the child only, through `nice`, never a
+    preexec_fn: four at once from threads once deadlocked a child before exec, and Popen
+    waited forever. `nice` without arguments prints the niceness it runs at."""
+    import os
+
+    from pipelines.clip import _run_ffmpeg, _run_ffmpeg_concurrently
+
+    at_least = ["sh", "-c", f'test "$(nice)" -ge {os.nice(0) + 5}']
+    for _ in range(5):
+        _run_ffmpeg_concurrently([(at_least, "check")] * 4, timeout_s=30, nice=5)
+    with pytest.raises(ClipError):
+        _run_ffmpeg(at_least, "check", 30, nice=0)  # the check can fail: this process is not lowered

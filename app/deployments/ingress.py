@@ -57,7 +57,7 @@ async def warm_search_workers(settings: AppSettings) -> list[int]:
 
     started = time.monotonic()
     try:
-        ref = supervisor(settings).warm.remote(settings, n)
+        ref = supervisor(settings).warm.remote(settings, n, once=True)  # the cluster's workers: once
         pids = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=settings.api.warm_timeout_s)
     except Exception as exc:
         log.warning("search workers not warmed (%s); the first searches start their own", exc)

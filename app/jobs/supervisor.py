@@ -51,6 +51,7 @@ class JobSupervisor:
         self.indexing: dict[str, ray.ObjectRef] = {}  # index job_id -> ref
         self.background: set[asyncio.Task] = set()
         self.watching: asyncio.Task | None = None
+        self.warming: tuple[int, asyncio.Future] | None = None  # (workers, the warm-up) of warm(once=True)
         log.info("job supervisor %s started", self.incarnation)
 
     def _watch(self) -> None:
@@ -91,14 +92,27 @@ class JobSupervisor:
         Else the seconds until one likely can (app/core/search_pace.py)."""
         return admission_wait_s(self.pace.in_flight, self.pace.per_search_s(), target_s, capacity)
 
-    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0) -> list[int]:
+    async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0, once: bool = False) -> list[int]:
         """Start ``workers`` workers for searches (one for the job, the rest for its clips),
-        owned like the jobs that will reuse them; their pids."""
+        owned like the jobs that will reuse them; their pids.
+
+        ``once`` (each ingress replica's start): a cluster this supervisor has warmed for as
+        many workers is not warmed again, and replicas starting together share one warm-up. A
+        replacement replica would otherwise queue its warm-up's clip tasks behind the running
+        searches' clips on a busy node, and be out of service all that time (issue 26's soak);
+        the workers it would start are the cluster's, and already up."""
         from app.jobs.dispatch import warm_search_worker
         from app.obs.background import background_options
 
+        if once and self.warming is not None and self.warming[0] >= workers:
+            task = self.warming[1]
+            if not task.done() or task.exception() is None:
+                return await asyncio.shield(task)
         options = background_options(settings.api.search_task_nice)
-        return await warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
+        ref = warm_search_worker.options(**options).remote(settings, max(1, workers - 1), hold_s)
+        task = asyncio.ensure_future(asyncio.wrap_future(ref.future()))
+        self.warming = (workers, task)
+        return await asyncio.shield(task)
 
     async def submit_index(self, settings: AppSettings, job_id: str) -> dict:
         from app.jobs.index_job import run_index_job
