@@ -159,7 +159,14 @@ def test_ci_runs_readme_two_commands_setup_lint_and_tests() -> None:
     assert setup == "bash scripts/setup.sh", demo
     ci = commands((REPO / ".ci" / "run").read_text().splitlines())
     ci = [c for c in ci if not c.startswith(("set ", "cd "))]
-    assert ci == [setup, ".venv/bin/ruff check .", test]
+    assert ci[:3] == [setup, ".venv/bin/ruff check .", test]
+    # After the tests: the soak's short variant (issue 26) and the mutation step (issue 27).
+    after = ci[3:]
+    assert [shlex.split(c)[:2] for c in after if c.startswith(".venv/")] == [
+        [".venv/bin/python", "bench/soak.py"],
+        [".venv/bin/python", "bench/mutation.py"],
+    ], after
+    assert "--changed" in after[-1] and "--budget-s" in after[-1]
     # The setup installs every local server the tests start: no skip for a missing one.
     setup_commands = commands((REPO / "scripts" / "setup.sh").read_text().splitlines())
     assert "bash scripts/setup-s3-test-server.sh" in setup_commands
