@@ -44,21 +44,21 @@ class TtlCache:
 
     def reload(self, key: object, load):
         """Read ``key`` again, whatever the entry's age; the old entry is served meanwhile."""
-        now = time.monotonic()
-        value = load()
-        self.items[key] = (now, value)
-        return value
+        return self._store(key, time.monotonic(), load())
 
     def get_or_load(self, key: object, load):
         now = time.monotonic()
         hit = self.items.get(key)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        value = load()
+        return self._store(key, now, load())
+
+    def _store(self, key: object, read_at: float, value):
+        """Keep ``value`` as read at ``read_at`` (taken before the read: its age is never understated)."""
         if self.ttl_s > 0:
             if len(self.items) > 10_000:
                 self.items.clear()
-            self.items[key] = (now, value)
+            self.items[key] = (read_at, value)
         return value
 
 
