@@ -131,7 +131,10 @@ class ApiSettings(BaseModel):
     # Each replica takes a busy key's tokens from the shared buckets a few at a time (at most
     # rate_lease_max, what the key earns in rate_lease_s, a tenth of its burst) and spends
     # them locally for up to rate_lease_s: one actor call per lease, not per request. 0: none.
-    rate_lease_s: float = Field(default=1.0, ge=0.0)
+    # 5 s, not 1: a poller at a few requests a second (one key each) spent a 1 s lease's first
+    # few tokens and let it expire, so one poll in three called the actor (bench/poll.py: 0.74x
+    # /healthz, 0.91x at 5 s). Tokens held past need stay at most a lease per replica.
+    rate_lease_s: float = Field(default=5.0, ge=0.0)
     rate_lease_max: int = Field(default=50, ge=1)
     # Consent: an event's searches are deleted this long after their last change unless it sets its own (None: kept).
     retention_days: int | None = Field(default=None, ge=1)

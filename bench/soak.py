@@ -70,6 +70,7 @@ class Search:
     posted_at: float
     kind: str  # "selfie"
     readings: list[tuple[float, str]] = field(default_factory=list)
+    answered_at: float = 0.0  # when the POST's answer arrived (upload and selfie embedding are before it)
     body: dict | None = None
 
     @property
@@ -174,13 +175,17 @@ async def poster(
             next_at = max(next_at, time.monotonic() + retry_after(r))  # honour Retry-After
             continue
         if not face and r.status_code == 200 and body is not None:
-            tally.searches[rid] = Search(rid, t0, "selfie", [(time.monotonic(), body["data"]["status"])])
+            now = time.monotonic()
+            tally.searches[rid] = Search(rid, t0, "selfie", [(now, body["data"]["status"])], answered_at=now)
 
 
 async def poller(http, base: str, key: str, tally: Tally, stop: asyncio.Event, n: int, of: int) -> None:
     etags: dict[str, str] = {}
     while not stop.is_set():
         mine = [s for i, s in enumerate(list(tally.searches.values())) if i % of == n and s.body is None]
+        # Searches still in flight first: the moment one turns terminal is what is timed, and
+        # the terminal ones are only re-read to catch a flip.
+        mine.sort(key=lambda s: s.first_terminal is not None)
         if not mine:
             await asyncio.sleep(0.2)
             continue
@@ -232,12 +237,32 @@ def verify_clip(http_get, item: dict, folder: Path) -> list[str]:
     return problems
 
 
+def stored_times(control, request_ids: list[str]) -> dict:
+    """The server's own account of the accepted searches: record created (the POST, after its
+    selfie was embedded) to the terminal write, and the queued and running parts of it. The
+    client's times above add the POST's upload and embedding and the poll that saw the change."""
+    rows = [
+        r
+        for chunk in (request_ids[i : i + 200] for i in range(0, len(request_ids), 200))
+        for r in control.rows("search_requests", "request_id IN (" + ", ".join(f"'{x}'" for x in chunk) + ")")
+    ]
+    total = [(r["updated_at"] - r["created_at"]).total_seconds() for r in rows if r["status"] != "processing"]
+    queued = [r["queued_s"] for r in rows if r.get("queued_s") is not None]
+    running = [r["running_s"] for r in rows if r.get("running_s") is not None]
+    return {
+        "n": len(total),
+        "created_to_terminal": {"p50": pct(total, 50), "p95": pct(total, 95), "max": pct(total, 100)},
+        "queued": {"p50": pct(queued, 50), "p95": pct(queued, 95)},
+        "running": {"p50": pct(running, 50), "p95": pct(running, 95)},
+    }
+
+
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
 def report(tally: Tally, clip_problems: dict[str, list[str]], clips: int, minutes: float) -> dict:
-    flips, failed_then_other, lost, touched, untouched = [], [], [], [], []
+    flips, failed_then_other, lost, touched, untouched, posts = [], [], [], [], [], []
     by_kill: dict[str, list[float]] = {}  # a search in flight at kills of two kinds counts under both
     ended: dict[str, int] = {}
     for s in tally.searches.values():
@@ -253,6 +278,7 @@ def report(tally: Tally, clip_problems: dict[str, list[str]], clips: int, minute
         final = s.readings[-1][1]
         ended[final] = ended.get(final, 0) + 1
         took = first[0] - s.posted_at
+        posts.append(s.answered_at - s.posted_at)
         kinds = sorted({kind for at, kind, _ in tally.kills if s.posted_at <= at <= first[0]})
         (touched if kinds else untouched).append(took)
         for kind in kinds:
@@ -275,6 +301,7 @@ def report(tally: Tally, clip_problems: dict[str, list[str]], clips: int, minute
         "terminal_s_untouched": {"n": len(untouched), "p50": pct(untouched, 50), "p95": pct(untouched, 95)},
         "terminal_s_touched_by_kill": {"n": len(touched), "p50": pct(touched, 50), "p95": pct(touched, 95)},
         "terminal_s_all": {"p50": pct(untouched + touched, 50), "p95": pct(untouched + touched, 95)},
+        "post_answer_s": {"p50": pct(posts, 50), "p95": pct(posts, 95)},
         "terminal_s_by_kill": {
             kind: {"n": len(v), "p50": pct(v, 50), "p95": pct(v, 95), "max": pct(v, 100)}
             for kind, v in sorted(by_kill.items())
@@ -388,6 +415,7 @@ def main() -> int:
                     if found := verify_clip(http.get, item, clip_dir):
                         problems[item["uuid"]] = found
         result |= report(tally, problems, clips, args.minutes)
+        result["terminal_s_in_the_store"] = stored_times(control, list(tally.searches))
         result["machine"]["loadavg_after"] = loadavg()
         (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
         print(
