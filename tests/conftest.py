@@ -51,23 +51,6 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
             terminalreporter.write_line(f"{seconds:8.1f}s  {name}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into node ids
-def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (README's test command runs two workers).
-
-    Every test of the session's local Ray cluster runs on one worker, so the cluster, the
-    Serve application and the indexed event are built once, as without workers; every other
-    test runs with the rest of its module, so module fixtures are built once too. The other
-    worker meanwhile runs what needs no session cluster: the unit tests, and the tests that
-    start their own (the two-node cluster, the demo from a fresh process)."""
-    for item in items:
-        if "ray_cluster" in item.fixturenames:
-            group = "session-ray-cluster"
-        else:
-            group = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("model-cache")

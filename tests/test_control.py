@@ -378,6 +378,45 @@ def test_an_ageing_auth_entry_is_served_at_once_and_read_again_behind_it(tmp_pat
     assert "re-reading an auth entry failed: table unreadable" in caplog.text
 
 
+def test_an_ageing_auth_entry_whose_tables_did_not_change_is_renewed_without_a_read(tmp_path):
+    """An entry past half its life is renewed by a stat of its tables when none changed since
+    its read (50 pollers' keys would otherwise be re-read 20 times a second); once a table
+    changed, it is read again."""
+    import asyncio
+    import time
+
+    from app.config import load_app_settings
+    from app.features.services import Services
+
+    auth = Services.create(load_app_settings(None, data_dir=str(tmp_path)), embedder=None, limiter=None).auth
+    auth.settle_ns = 0  # the test's writes are older than that at once; the settle itself is ControlStore's test
+    auth.events.create_org("org", 1)
+    auth.events.create_event(1, "first", 1)
+    key, ttl, loads = ("event", 1, 1), auth.cache.ttl_s, []
+
+    def load():
+        loads.append(1)
+        return auth.events.get(1, 1)
+
+    async def read_and_settle():
+        value = await auth.cached(key, load)
+        if key in auth.loading:
+            await asyncio.wait([auth.loading[key]])
+        return value
+
+    first = asyncio.run(read_and_settle())
+    assert first.event_id == 1 and len(loads) == 1 and auth.stamps[key] is not None
+
+    auth.cache.items[key] = (time.monotonic() - 0.6 * ttl, first)  # past half its life
+    assert asyncio.run(read_and_settle()) is first and len(loads) == 1  # no read
+    assert not auth.cache.ageing(key), "the unchanged entry's life was renewed"
+
+    auth.events.create_event(1, "second", 2)  # the events table changed
+    auth.cache.items[key] = (time.monotonic() - 0.6 * ttl, first)
+    assert asyncio.run(read_and_settle()) is first and len(loads) == 2  # served, then read again behind it
+    assert auth.cache.peek(key)[1] == first and auth.cache.peek(key)[1] is not first
+
+
 def test_every_n_searches_trigger_background_maintenance(tmp_path):
     import asyncio
 

@@ -11,10 +11,17 @@ from dataclasses import dataclass, field
 from app.config import AppSettings
 from app.core.errors import DomainError
 from app.features.ratelimit import TokenLeases
+from app.store.control import API_KEYS, EVENTS, STORAGE_LOCATIONS
 from app.store.events import Event, EventStore
 from app.store.keys import ApiKey, KeyStore
 
 log = logging.getLogger(__name__)
+
+# The control tables each kind of entry is read from: while none of them changed, an entry
+# is still current, whatever its age.
+SOURCES = {"key": (API_KEYS,), "event": (EVENTS, STORAGE_LOCATIONS)}
+# A table directory written within this long proves nothing (see ControlStore.change_stamp).
+STAMP_SETTLE_NS = 1_000_000_000
 
 
 def _log_failed_refresh(done: asyncio.Future) -> None:
@@ -41,6 +48,12 @@ class TtlCache:
         """Whether a fresh entry is past half its life: time to read it again ahead of need."""
         hit = self.items.get(key)
         return hit is not None and time.monotonic() - hit[0] >= self.ttl_s / 2
+
+    def touch(self, key: object, at: float) -> None:
+        """The entry is known current as of ``at`` (its tables did not change): renew its life."""
+        hit = self.items.get(key)
+        if hit is not None:
+            self.items[key] = (at, hit[1])
 
     def reload(self, key: object, load):
         """Read ``key`` again, whatever the entry's age; the old entry is served meanwhile."""
@@ -70,6 +83,8 @@ class Auth:
     limiter: TokenLeases | None  # this replica's leases on the shared RateLimiter actor
     cache: TtlCache
     loading: dict = field(default_factory=dict)  # reads in flight: key -> future
+    stamps: dict = field(default_factory=dict)  # key -> its tables' change stamp, taken before its read
+    settle_ns: int = STAMP_SETTLE_NS
 
     @classmethod
     def create(cls, settings: AppSettings, keys: KeyStore, events: EventStore, limiter) -> Auth:
@@ -100,15 +115,38 @@ class Auth:
         hit, value = self.cache.peek(key)
         if hit:
             if self.cache.ageing(key) and key not in self.loading:
-                self._load(key, self.cache.reload, load).add_done_callback(_log_failed_refresh)
+                now = time.monotonic()
+                stamp = self._stamp(key)
+                if stamp is not None and self.stamps.get(key) == stamp:
+                    # Its tables did not change since it was read (a stat each, no read and
+                    # no thread): 50 pollers' keys otherwise re-read 20 times a second.
+                    self.cache.touch(key, now)
+                else:
+                    self._load(key, self.cache.reload, load).add_done_callback(_log_failed_refresh)
             return value
         # One load per key at a time: when an entry expires under 50 concurrent clients,
         # they would otherwise all read the table at once (12 % of the ingress's samples).
         pending = self.loading.get(key) or self._load(key, self.cache.get_or_load, load)
         return await asyncio.shield(pending)  # a client that goes away does not cancel the others' load
 
+    def _stamp(self, key: object) -> tuple[int, ...] | None:
+        """The change stamp of the tables ``key``'s entry is read from; None where it proves nothing."""
+        return self.keys.control.change_stamp(SOURCES[key[0]], time.time_ns(), self.settle_ns)
+
     def _load(self, key: object, how, load) -> asyncio.Future:
-        pending = asyncio.ensure_future(asyncio.to_thread(how, key, load))
+        stamp = self._stamp(key)  # before the read: a change during it shows as a new stamp later
+
+        def read():
+            value = how(key, load)
+            if stamp is None:
+                self.stamps.pop(key, None)
+            else:
+                if len(self.stamps) > 10_000:  # bounded like the cache itself
+                    self.stamps.clear()
+                self.stamps[key] = stamp
+            return value
+
+        pending = asyncio.ensure_future(asyncio.to_thread(read))
         self.loading[key] = pending
         pending.add_done_callback(lambda _: self.loading.pop(key, None))
         return pending
