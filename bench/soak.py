@@ -48,8 +48,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.core.contract import PROCESSING  # noqa: E402
 from app.entry.demo import DEMO_EVENT as EVENT  # noqa: E402  (the soak serves the demo's event)
 from app.entry.demo import DEMO_ORG as ORG  # noqa: E402
+from app.store.control import REQUESTS  # noqa: E402
 from bench.machine import cpu_model, loadavg  # noqa: E402
 
 # Counts that must be 0 (the exit status is 1 otherwise): the short variant is CI's check.
@@ -244,9 +246,9 @@ def stored_times(control, request_ids: list[str]) -> dict:
     rows = [
         r
         for chunk in (request_ids[i : i + 200] for i in range(0, len(request_ids), 200))
-        for r in control.rows("search_requests", "request_id IN (" + ", ".join(f"'{x}'" for x in chunk) + ")")
+        for r in control.rows(REQUESTS, "request_id IN (" + ", ".join(f"'{x}'" for x in chunk) + ")")
     ]
-    total = [(r["updated_at"] - r["created_at"]).total_seconds() for r in rows if r["status"] != "processing"]
+    total = [(r["updated_at"] - r["created_at"]).total_seconds() for r in rows if r["status"] != PROCESSING]
     queued = [r["queued_s"] for r in rows if r.get("queued_s") is not None]
     running = [r["running_s"] for r in rows if r.get("running_s") is not None]
     return {

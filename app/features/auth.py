@@ -14,14 +14,13 @@ from app.features.ratelimit import TokenLeases
 from app.store.control import API_KEYS, EVENTS, STORAGE_LOCATIONS
 from app.store.events import Event, EventStore
 from app.store.keys import ApiKey, KeyStore
+from app.store.result_cache import STAMP_SETTLE_S
 
 log = logging.getLogger(__name__)
 
 # The control tables each kind of entry is read from: while none of them changed, an entry
 # is still current, whatever its age.
 SOURCES = {"key": (API_KEYS,), "event": (EVENTS, STORAGE_LOCATIONS)}
-# A table directory written within this long proves nothing (see ControlStore.change_stamp).
-STAMP_SETTLE_NS = 1_000_000_000
 
 
 def _log_failed_refresh(done: asyncio.Future) -> None:
@@ -84,7 +83,7 @@ class Auth:
     cache: TtlCache
     loading: dict = field(default_factory=dict)  # reads in flight: key -> future
     stamps: dict = field(default_factory=dict)  # key -> its tables' change stamp, taken before its read
-    settle_ns: int = STAMP_SETTLE_NS
+    settle_ns: int = int(STAMP_SETTLE_S * 1e9)  # the result cache's: a newer directory proves nothing
 
     @classmethod
     def create(cls, settings: AppSettings, keys: KeyStore, events: EventStore, limiter) -> Auth:
