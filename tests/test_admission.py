@@ -177,3 +177,55 @@ def test_writes_blocking_calls_do_not_queue_behind_reads():
             assert (await asyncio.to_thread(quick)).startswith("facereel-io_")  # outside a request: reads
 
     asyncio.run(scenario())
+
+
+def test_the_in_flight_gauge_is_set_a_few_times_a_second_and_ends_at_the_last_value():
+    """Ray's Gauge.set is costly on a hot path: under a stream of requests the gauge is set at
+    most once per ``GAUGE_EVERY_S`` per class (plus the set that closes an interval), and
+    the value it is left at is the real one: 1 while a request is held, 0 once all ended."""
+    from app.http.admission import GAUGE_EVERY_S
+
+    sets: list[tuple[str, int, str]] = []
+
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    async def scenario() -> float:
+        gate, entered = asyncio.Event(), asyncio.Queue()
+
+        async def held(request: Request) -> JSONResponse:
+            await entered.put(1)
+            await gate.wait()
+            return JSONResponse({"ok": True})
+
+        app = Starlette(
+            routes=[Route("/work", ok), Route("/held", held)],
+            middleware=[Middleware(Admission, 100, 100, 2.5, None, gauge=lambda *a: sets.append(a))],
+        )
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            start = asyncio.get_running_loop().time()
+            for _ in range(20):
+                assert [r.status_code for r in await asyncio.gather(*(client.get("/work") for _ in range(10)))] == [
+                    200
+                ] * 10
+            elapsed = asyncio.get_running_loop().time() - start
+            waiting = asyncio.create_task(client.get("/held"))
+            await asyncio.wait_for(entered.get(), 10)
+            await until(lambda: sets and sets[-1][1] == 1, GAUGE_EVERY_S * 20)
+            gate.set()
+            assert (await waiting).status_code == 200
+            await until(lambda: sets[-1][1] == 0, GAUGE_EVERY_S * 20)
+            return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert {(kind, layer) for kind, _, layer in sets} == {("read", "ingress")}
+    intervals = elapsed / GAUGE_EVERY_S + 1
+    assert len(sets) <= 2 * intervals + 6, (len(sets), elapsed)  # 400 request starts and ends
+    assert sets[-1][1] == 0
+
+
+async def until(predicate, deadline_s: float) -> None:
+    end = asyncio.get_running_loop().time() + deadline_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < end, "the gauge did not reach the value"
+        await asyncio.sleep(0.01)

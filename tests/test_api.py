@@ -813,6 +813,37 @@ def test_twenty_concurrent_posts_of_one_request_leave_one_jobs_clip_files(api, s
     assert api.wait(EVENT_ID, rid)["data"]["videos"] == final["videos"]  # the record moved no further
 
 
+def test_the_supervisor_never_cancels_a_searchs_current_attempt(api, serve_api, synthetic_event):
+    """A cancel that reaches the supervisor for the record's current attempt (a pass that
+    judged from an older read of the record) is refused: the attempt runs to its end, where a
+    cancelled one would have left the record ``processing`` until the request deadline."""
+    from app.features.search.video_clipping import with_rules
+    from app.jobs.dispatch import SearchJob
+    from app.jobs.supervisor import supervisor
+
+    settings = serve_api.settings
+    records = RequestRecords(serve_api.control, 600)
+    rid = api.post(EVENT_ID, image=person_selfie(synthetic_event, 2)).json()["data"]["request_id"]
+    assert api.wait(EVENT_ID, rid)["data"]["status"] == "completed"
+    event = EventStore(serve_api.control).get(EVENT_ORG, EVENT_ID)
+    handle = supervisor(settings)
+
+    def rerun() -> str:
+        attempt = records.start(with_rules(records.read(rid), event, settings))
+        job = SearchJob(
+            rid, attempt.job_id, EVENT_ORG, EVENT_ID, event.search_rules(settings), event=event, record=attempt
+        )
+        api.ray_get(handle.submit_search.remote(settings, job))
+        return attempt.job_id
+
+    older = rerun()
+    current = rerun()
+    assert api.ray_get(handle.cancel.remote([older, current])) <= 1  # the older one, unless it already ended
+    body = api.wait(EVENT_ID, rid)
+    assert body["data"]["status"] == "completed", body
+    assert records.read(rid).job_id == current
+
+
 def metric_total(text: str, name: str, **labels: str) -> float:
     """Sum of a Prometheus family's samples whose labels include ``labels``."""
     import re

@@ -12,6 +12,7 @@ from app.config import AppSettings
 from app.core.errors import DomainError
 from app.features.auth import Auth
 from app.features.stores import Stores
+from app.features.watched_searches import WatchedSearches
 from app.jobs.index_job import end_if_driver_lost, end_lost
 from app.obs.metrics import running_searches
 from app.obs.stage_times import StageTimes
@@ -36,14 +37,9 @@ class Services(Stores):
     embeds_pending: int = 0  # selfies handed to the embedder and not answered yet
     maintaining: bool = False
     background: set = field(default_factory=set)
-    # Search jobs this replica started: job_id -> (request_id, the run_search ObjectRef).
-    jobs: dict = field(default_factory=dict)
-    # Guards ``jobs``: the event loop adds to it while the job watcher and the superseded-job
-    # cancelling read and remove from it in threads. Unguarded, a dict changing size during
-    # iteration (or a job already removed) made a cancelling pass give up half way, leaving
-    # superseded jobs running alongside the current one.
-    jobs_lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: WatchedSearches = field(default_factory=WatchedSearches)  # the search jobs this replica started
     index_refs: dict = field(default_factory=dict)  # index jobs this replica started: job_id -> ObjectRef
+    index_lock: threading.Lock = field(default_factory=threading.Lock)  # the watcher pops what the loop adds
 
     async def warm_up(self) -> StageTimes:
         """Before the replica takes requests: what its first search would otherwise pay. The
@@ -130,10 +126,7 @@ class Services(Stores):
 
     def watch(self, request_id: str, job_id: str, ref) -> None:
         """Follow a dispatched search job, so that a dead worker fails it within seconds."""
-        with self.jobs_lock:
-            self.jobs[job_id] = (request_id, ref)
-            running = len(self.jobs)
-        running_searches(running)
+        running_searches(self.jobs.add(request_id, job_id, ref))
 
     def cancel_superseded(self, request_id: str) -> int:
         """Cancel, with their clipping tasks, the jobs this replica started for ``request_id``
@@ -142,27 +135,20 @@ class Services(Stores):
         Called after each dispatch. The record decides, not the order of dispatch: with
         concurrent POSTs a job can be dispatched after a newer one was recorded. Whichever
         job is current when the last dispatch reads the record survives; each run deletes
-        the files of the runs it replaced.
+        the files of the runs it replaced (app/features/watched_searches.py says which jobs
+        one pass may judge).
         """
         import ray
 
-        with self.jobs_lock:
-            if sum(1 for rid, _ in self.jobs.values() if rid == request_id) < 2:
-                return 0  # only the job just dispatched: no record read on a POST's path
-        record = self.records.get(request_id)
-        if record is None:
-            return 0
-        with self.jobs_lock:
-            stale = {
-                jid: self.jobs.pop(jid)[1]
-                for jid, (rid, _) in list(self.jobs.items())
-                if rid == request_id and jid != record.job_id
-            }
-            running = len(self.jobs)
+        def current_job() -> str | None:
+            record = self.records.get(request_id)
+            return None if record is None else record.job_id
+
+        stale = self.jobs.superseded(request_id, current_job)
         if stale:  # the supervisor owns the tasks: it cancels them
             ray.get(self.supervisor.cancel.remote(list(stale)), timeout=30)
-            log.info("search %s: jobs %s superseded by %s, cancelled", request_id, sorted(stale), record.job_id)
-        running_searches(running)
+            log.info("search %s: jobs %s superseded, cancelled", request_id, sorted(stale))
+        running_searches(len(self.jobs))
         return len(stale)
 
     def check_jobs(self) -> int:
@@ -170,8 +156,7 @@ class Services(Stores):
         (its worker died, or it could not start); returns how many."""
         import ray
 
-        with self.jobs_lock:
-            refs = {ref: jid for jid, (_, ref) in self.jobs.items()}
+        refs = self.jobs.refs()
         if not refs:
             return 0
         ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=False)
@@ -179,8 +164,7 @@ class Services(Stores):
         failed = 0
         for ref in ready:
             job_id = refs[ref]
-            with self.jobs_lock:
-                popped = self.jobs.pop(job_id, None)
+            popped = self.jobs.pop(job_id)
             if popped is None:  # cancelled as superseded meanwhile
                 continue
             request_id = popped[0]
@@ -193,14 +177,14 @@ class Services(Stores):
         return failed
 
     def watch_index_job(self, job_id: str, ref) -> None:
-        with self.jobs_lock:
+        with self.index_lock:
             self.index_refs[job_id] = ref
 
     def check_index_jobs(self) -> int:
         """End the index jobs whose driver task died without ending them; returns how many."""
         import ray
 
-        with self.jobs_lock:
+        with self.index_lock:
             refs = {ref: jid for jid, ref in self.index_refs.items()}
         if not refs:
             return 0
@@ -208,7 +192,7 @@ class Services(Stores):
         lost = 0
         for ref in ready:
             job_id = refs[ref]
-            with self.jobs_lock:
+            with self.index_lock:
                 self.index_refs.pop(job_id, None)
             lost += end_if_driver_lost(self.settings, self.index_jobs, job_id, ref)
         return lost

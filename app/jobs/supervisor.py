@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import ray
 
 from app.config import AppSettings
+from app.core.contract import PROCESSING
 from app.core.search_pace import SearchPace, admission_wait_s
 
 log = logging.getLogger(__name__)
@@ -123,12 +124,21 @@ class JobSupervisor:
         return {"task_id": ref.task_id().hex(), "owner": self.incarnation, "ref": ref}
 
     async def cancel(self, job_ids: list[str]) -> int:
-        """Cancel superseded search jobs (and their clipping tasks); returns how many it held."""
+        """Cancel superseded search jobs (and their clipping tasks); returns how many it held.
+
+        A job that is still its record's current attempt is never cancelled: nothing would
+        then end the search before its request deadline. The caller judged from its own read
+        of the record; this read is later, so it is at least as fresh."""
         cancelled = 0
         for job_id in job_ids:
-            held = self.searches.pop(job_id, None)
+            held = self.searches.get(job_id)
             if held is None:
                 continue
+            record = await asyncio.to_thread(self.records.read, held[0])
+            if record is not None and record.job_id == job_id and record.status == PROCESSING:
+                log.warning("search %s: job %s is its current attempt; not cancelled", held[0], job_id)
+                continue
+            self.searches.pop(job_id, None)
             self.pace.ended(time.monotonic(), counted=False)
             try:
                 ray.cancel(held[1], recursive=True)
