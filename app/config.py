@@ -90,6 +90,11 @@ class ApiSettings(BaseModel):
     # reaches its terminal status in about this time, kills aside (issue 26: p95 <= 60 s;
     # with a bound of 8 alone, the 2-core soak's accepted searches took p50 116 s).
     search_target_s: float = Field(default=40.0, gt=0.0)
+    # ... and none is admitted while a search has waited longer than this for a worker
+    # process to run in: Ray is starting workers, and each search admitted meanwhile would
+    # start another (issue 26: seven at once waited 27-55 s on 2 cores). A warm worker takes
+    # its job within a second.
+    search_start_grace_s: float = Field(default=3.0, gt=0.0)
     retry_after_s: float = Field(default=4.0, gt=0.0)
     # Threads for blocking storage calls (LanceDB, files) per replica: a few more than
     # asyncio's cpus + 4, so one slow table commit does not stall every request; many more

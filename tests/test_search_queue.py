@@ -86,3 +86,54 @@ def test_the_supervisor_answers_for_the_whole_cluster(ray_cluster, settings):
 
     handle = supervisor(settings)
     assert ray.get(handle.admission.remote(40.0, 10_000), timeout=60) == 0.0  # below any real queue
+
+
+def test_a_search_waiting_for_a_worker_past_the_grace_holds_admission_until_it_runs():
+    pace = SearchPace()
+    pace.started(0.0, "warm")
+    pace.running("warm")  # took a warm worker at once
+    pace.started(1.0, "cold")
+    assert pace.longest_wait_s(3.5) == pytest.approx(2.5)
+    assert admission_wait_s(2, 1.0, 40.0, 8, pace.longest_wait_s(3.5), 3.0) == 0.0  # within the grace
+    assert admission_wait_s(2, 1.0, 40.0, 8, pace.longest_wait_s(5.0), 3.0) == pytest.approx(3.0)
+    assert admission_wait_s(2, 30.0, 40.0, 8, pace.longest_wait_s(5.0), 3.0) == pytest.approx(
+        50.0
+    )  # the queue's own wait is longer
+    pace.running("cold")
+    assert pace.longest_wait_s(60.0) == 0.0
+    assert admission_wait_s(2, 1.0, 40.0, 8, pace.longest_wait_s(60.0), 3.0) == 0.0
+
+
+def test_a_search_that_ends_or_is_cancelled_before_it_ran_no_longer_waits():
+    pace = SearchPace()
+    pace.started(0.0, "died")
+    pace.started(0.0, "cancelled")
+    pace.ended(1.0, job_id="died")  # its worker never started: the job ended with an error
+    pace.ended(1.0, counted=False, job_id="cancelled")
+    assert pace.longest_wait_s(100.0) == 0.0 and pace.in_flight == 0
+
+
+@ray.remote(num_cpus=0)
+class Told:
+    """Stands for the supervisor: what run_search tells it."""
+
+    def __init__(self) -> None:
+        self.running: list[str] = []
+
+    def job_running(self, job_id: str) -> None:
+        self.running.append(job_id)
+
+    def seen(self) -> list[str]:
+        return self.running
+
+
+def test_a_search_job_tells_its_supervisor_when_it_runs(ray_cluster, settings):
+    """run_search's first act, before any store write: admission stops holding back for it."""
+    from app.jobs.dispatch import SearchJob, run_search
+    from app.store.events import SearchRules
+
+    told = Told.remote()
+    rules = SearchRules(threshold=0.5, segments=settings.segments, output_root=str(settings.output_root))
+    job = SearchJob("0b5c8a52-0000-4000-8000-00000000000f", "job-told", 7, 42, rules, {}, supervisor=told)
+    assert ray.get(run_search.remote(settings, job), timeout=120) == "no_matches"
+    assert ray.get(told.seen.remote(), timeout=30) == ["job-told"]

@@ -109,7 +109,9 @@ class Services(Stores):
         admits: the dispatch then fails the attempt cleanly if it is still gone."""
         try:
             api = self.settings.api
-            ref = self.supervisor.admission.remote(api.search_target_s, api.max_searches_in_flight)
+            ref = self.supervisor.admission.remote(
+                api.search_target_s, api.max_searches_in_flight, api.search_start_grace_s
+            )
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=5)
         except Exception as exc:
             log.warning("search queue unknown (%s); admitting", exc)

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -70,6 +71,7 @@ class SearchJob:
     record: SearchRecord | None = None
     owner: str | None = None  # the supervisor incarnation that handed it to Ray (app/jobs/supervisor.py)
     dispatched_at: datetime | None = None  # when it was handed to Ray
+    supervisor: Any = None  # the supervisor's actor handle, told when the job begins to run (admission)
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,8 @@ def run_search(settings: AppSettings, job: SearchJob) -> str:
     from app.store.control import ControlStore
     from app.store.records import RequestRecords
 
+    if job.supervisor is not None:  # a worker was found: admission need not hold back for it
+        job.supervisor.job_running.remote(job.job_id)
     run_below_serving()
     log_context.install()
     log_context.bind(org_id=job.org_id, event_id=job.event_id, request_id=job.request_id, job_id=job.job_id)

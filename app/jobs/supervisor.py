@@ -77,21 +77,34 @@ class JobSupervisor:
 
         self._watch()
         at = datetime.now(UTC)
-        job = replace(job, owner=self.incarnation, dispatched_at=at)
+        job = replace(job, owner=self.incarnation, dispatched_at=at, supervisor=ray.get_runtime_context().current_actor)
         options = background_options(settings.api.search_task_nice)
         ref = run_search.options(num_cpus=settings.api.search_job_cpus, **options).remote(settings, job)
         task_id = ref.task_id().hex()
         self.searches[job.job_id] = (job.request_id, ref)
-        self.pace.started(time.monotonic())
+        self.pace.started(time.monotonic(), job.job_id)
         # Off the POST's path; the job's own first write carries the same facts, whichever lands first.
         self._later(self.records.dispatched, job.request_id, job.job_id, task_id, self.incarnation, at)
         return {"task_id": task_id, "owner": self.incarnation, "ref": ref}
 
-    async def admission(self, target_s: float, capacity: int) -> float:
+    async def job_running(self, job_id: str) -> None:
+        """A search job found its worker (run_search's first act)."""
+        self.pace.running(job_id)
+
+    async def admission(self, target_s: float, capacity: int, start_grace_s: float = float("inf")) -> float:
         """0 when one more search can start now: it would likely end within ``target_s`` at
-        the pace searches end at on the cluster, and fewer than ``capacity`` are in flight.
-        Else the seconds until one likely can (app/core/search_pace.py)."""
-        return admission_wait_s(self.pace.in_flight, self.pace.per_search_s(), target_s, capacity)
+        the pace searches end at on the cluster, fewer than ``capacity`` are in flight, and no
+        search has waited longer than ``start_grace_s`` for a worker. Else the seconds until
+        one likely can (app/core/search_pace.py)."""
+        now = time.monotonic()
+        return admission_wait_s(
+            self.pace.in_flight,
+            self.pace.per_search_s(),
+            target_s,
+            capacity,
+            self.pace.longest_wait_s(now),
+            start_grace_s,
+        )
 
     async def warm(self, settings: AppSettings, workers: int, hold_s: float = 2.0, once: bool = False) -> list[int]:
         """Start ``workers`` workers for searches (one for the job, the rest for its clips),
@@ -139,7 +152,7 @@ class JobSupervisor:
                 log.warning("search %s: job %s is its current attempt; not cancelled", held[0], job_id)
                 continue
             self.searches.pop(job_id, None)
-            self.pace.ended(time.monotonic(), counted=False)
+            self.pace.ended(time.monotonic(), counted=False, job_id=job_id)
             try:
                 ray.cancel(held[1], recursive=True)
                 cancelled += 1
@@ -191,7 +204,7 @@ class JobSupervisor:
             held = self.searches.pop(refs[ref], None)
             if held is None:
                 continue
-            self.pace.ended(time.monotonic())
+            self.pace.ended(time.monotonic(), job_id=refs[ref])
             try:
                 ray.get(ref, timeout=0)
             except Exception as exc:  # the task never wrote its outcome
