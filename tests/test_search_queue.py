@@ -104,6 +104,14 @@ def test_a_search_waiting_for_a_worker_past_the_grace_holds_admission_until_it_r
     assert admission_wait_s(2, 1.0, 40.0, 8, pace.longest_wait_s(60.0), 3.0) == 0.0
 
 
+def test_a_job_that_waited_past_the_request_deadline_no_longer_holds_admission():
+    """An infeasible task stays in Ray's queue forever; its record was failed at the deadline."""
+    pace = SearchPace()
+    pace.started(0.0, "infeasible")
+    assert pace.longest_wait_s(500.0, up_to_s=600.0) == pytest.approx(500.0)
+    assert pace.longest_wait_s(601.0, up_to_s=600.0) == 0.0
+
+
 def test_a_search_that_ends_or_is_cancelled_before_it_ran_no_longer_waits():
     pace = SearchPace()
     pace.started(0.0, "died")

@@ -53,9 +53,12 @@ class SearchPace:
         """The job began to run in a worker."""
         self.waiting.pop(job_id, None)
 
-    def longest_wait_s(self, now: float) -> float:
-        """How long the search waiting longest for a worker has waited (0: none waits)."""
-        return max((now - t for t in self.waiting.values()), default=0.0)
+    def longest_wait_s(self, now: float, up_to_s: float = float("inf")) -> float:
+        """How long the search waiting longest for a worker has waited (0: none waits). Waits
+        longer than ``up_to_s`` are left out: such a job will never run (its record was failed
+        at the request deadline; Ray may hold an infeasible task forever), and must not hold
+        admission back for good."""
+        return max((w for t in self.waiting.values() if (w := now - t) <= up_to_s), default=0.0)
 
     def ended(self, now: float, counted: bool = True, job_id: str | None = None) -> None:
         """A search ended (its job returned or died). ``counted=False``: it was cancelled, and

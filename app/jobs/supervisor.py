@@ -102,7 +102,7 @@ class JobSupervisor:
             self.pace.per_search_s(),
             target_s,
             capacity,
-            self.pace.longest_wait_s(now),
+            self.pace.longest_wait_s(now, self.settings.api.request_deadline_s),
             start_grace_s,
         )
 
