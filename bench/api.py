@@ -572,10 +572,9 @@ def breakdown(settings, selfie: dict) -> dict:
     """The pieces of one search, in this process, one after another (Serve and Ray are down)."""
     from app.jobs.dispatch import video_bounds
     from pipelines.clip import cut_clip
-    from pipelines.match import References, timed_hits
+    from pipelines.match import References, find_person, timed_hits
     from pipelines.models import load_pack, pack_info
     from pipelines.models.registry import match_threshold
-    from pipelines.person_search import find_person
     from pipelines.segments import best_window
     from pipelines.selfie import decode_image_bytes, embed_selfie
     from pipelines.store import FaceStore

@@ -19,9 +19,8 @@ import numpy as np
 
 from pipelines.config import MatchSettings, Settings
 from pipelines.evaluate import IdentityScore, LabelledSet, Segment, score_all
-from pipelines.match import References, timed_hits
+from pipelines.match import References, find_person, timed_hits
 from pipelines.models import load_pack
-from pipelines.person_search import find_person
 from pipelines.segments import ranked_segments
 from pipelines.selfie import NoFaceFound, decode_image_bytes, embed_selfie
 

@@ -15,9 +15,8 @@ from pipelines import calibration as cal
 from pipelines.config import MatchSettings, SegmentSettings, Settings
 from pipelines.evaluate import LabelledSet, overall, score_all
 from pipelines.evaluate import Segment as EvalSegment
-from pipelines.match import References, timed_hits
+from pipelines.match import References, find_person, timed_hits
 from pipelines.models.base import PackInfo
-from pipelines.person_search import find_person
 from pipelines.segments import TimedHit, ranked_segments
 
 BASE = SegmentSettings()  # max_gap_s 2.0, min_hits 2

@@ -121,3 +121,34 @@ def test_the_roc_has_every_distinct_score_highest_first():
     assert tar_.tolist() == [1 / 3, 1.0, 1.0]
     thresholds, far_, tar_ = roc(ScoreSet([0.75], []))  # no impostors: FAR 0, not a division by 0
     assert thresholds.tolist() == [0.75] and far_.tolist() == [0.0] and tar_.tolist() == [1.0]
+
+
+def test_rates_of_nothing_warn_of_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's mean of an empty array would warn
+        assert math.isnan(far([], 0.5)) and math.isnan(tar(np.array([]), 0.5))
+
+
+def test_refusals_say_why():
+    with pytest.raises(ValueError, match=r"^no impostor scores: FAR is undefined$"):
+        threshold_at_far([], 0.1)
+    with pytest.raises(ValueError, match=r"^FAR target must be in \[0, 1\], not 1.5$"):
+        threshold_at_far([0.5], 1.5)
+    with pytest.raises(ValueError, match=r"^false_accepts must be in \[0, 10\], not 11$"):
+        far_upper_bound(11, 10)
+
+
+def test_the_bound_after_one_clean_comparison():
+    assert far_upper_bound(0, 1) == pytest.approx(0.95)
+
+
+def test_thresholds_of_float32_scores_are_float64_steps_above_them():
+    impostor = np.array([0.3, 0.1], np.float32)
+    assert threshold_at_far(impostor, 0.0) == np.nextafter(np.float64(np.float32(0.3)), math.inf)
+
+
+def test_the_roc_of_one_impostor():
+    _, far_, _ = roc(ScoreSet([0.5], [0.25]))
+    assert far_.tolist() == [0.0, 1.0]

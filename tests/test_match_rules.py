@@ -1,4 +1,4 @@
-"""The matching rule itself (pipelines/match.py), on hand-made unit vectors whose cosine
+"""The matching rule itself (pipelines/match_rules.py), on hand-made unit vectors whose cosine
 similarities are known exactly: every boundary of ``score_faces``, which faces become query
 expansions, and how matched faces become one hit per frame. No store, no model."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import MatchSettings
-from pipelines.match import (
+from pipelines.match_rules import (
     NO_TRACK,
     Candidates,
     FaceMatch,
@@ -182,3 +182,59 @@ def test_competitors_are_clear_tracks_of_other_people():
     # 0.25 to the photos is still "other" (at most); a blurred track, a one-face track and one
     # like the photos are not competitors.
     assert picked.shape == (2, 3) and picked == pytest.approx(vectors[[0, 1]])
+
+
+def test_references_say_what_is_missing():
+    with pytest.raises(ValueError, match=r"^at least one positive reference is needed$"):
+        References(np.zeros((0, 3), np.float32))
+
+
+def test_a_selection_and_a_merge_keep_the_video():
+    candidates = faces([0.75, 0.5])
+    assert candidates.select(np.array([False, True])).media_key == "v.mp4"
+    assert merge_candidates(candidates, faces([0.25, 0.125, 0.0625])).media_key == "v.mp4"
+
+
+def test_merging_nothing_new_keeps_what_was_there():
+    a = faces([0.75, 0.5])
+    empty = a.select(np.zeros(2, bool))
+    merged = merge_candidates(a, empty)
+    assert merged.timestamps.tolist() == [0.0, 0.5] and merged.vectors.shape == (2, 3)
+
+
+def test_a_malformed_candidate_set_is_refused_not_cut_short():
+    a, b = faces([0.75, 0.5]), faces([0.75, 0.5, 0.25])
+    short_a = Candidates(a.media_key, a.timestamps, a.track_ids, a.qualities, a.vectors, a.boxes[:1])
+    short_b = Candidates(b.media_key, b.timestamps, b.track_ids, b.qualities, b.vectors, b.boxes[:2])
+    with pytest.raises(ValueError):
+        merge_candidates(short_a, b)
+    with pytest.raises(ValueError):
+        merge_candidates(a, short_b)
+
+
+def test_equally_good_expansions_keep_their_order_however_many():
+    n = 40  # past the size where numpy's default sort stops being stable
+    own = np.array([0.75, 0.875] * (n // 2))
+    candidates = faces(own.tolist(), tracks=list(range(n)))
+    picked = pick_expansions(candidates, np.ones(n, bool), own, 0.5, n)
+    best_first = [*range(1, n, 2), *range(0, n, 2)]  # the 0.875s, then the 0.75s, each in time order
+    assert picked == pytest.approx(candidates.vectors[best_first])
+
+
+def test_the_faces_mode_never_lends_a_tracks_match():
+    candidates = faces([0.75, 0.75, 0.125], tracks=[1, 1, 1])  # track evidence 0.54 (best 3)
+    assert score_faces(candidates, SELFIE, NONE, NONE, 0.5, FACES_ONLY)[0].tolist() == [True, True, False]
+    lent = MatchSettings(mode="tracks", best_k=3, expansion_floor=0.25)
+    assert score_faces(candidates, SELFIE, NONE, NONE, 0.5, lent)[0].tolist() == [True, True, True]
+
+
+def test_a_track_tied_with_a_not_me_face_goes_even_where_a_face_passed_alone():
+    # Against the selfie (first axis) 0.75 and 0.25: evidence 0.5, under the threshold 0.6.
+    # Against the "not me" face (second axis) both 0.5: as strong. The first face alone passes
+    # (0.75 >= 0.6, and 0.75 > 0.5), but the tie sends the whole track.
+    a = np.array([0.75, 0.5, np.sqrt(1 - 0.75**2 - 0.25)], np.float32)
+    b = np.array([0.25, 0.5, np.sqrt(1 - 0.25**2 - 0.25)], np.float32)
+    candidates = faces([0.75, 0.25], tracks=[7, 7])
+    candidates.vectors[:] = np.stack([a, b])
+    not_me = np.array([[0.0, 1.0, 0.0]], np.float32)
+    assert score_faces(candidates, SELFIE, NONE, not_me, 0.6, TRACKS)[0].tolist() == [False, False]

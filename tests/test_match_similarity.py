@@ -14,9 +14,8 @@ import pytest
 
 from pipelines.bib_search import fuse
 from pipelines.config import MatchSettings, SegmentSettings
-from pipelines.match import FaceMatch, References, timed_hits
+from pipelines.match import FaceMatch, References, find_person, timed_hits
 from pipelines.models.base import PackInfo
-from pipelines.person_search import find_person
 from pipelines.segments import best_window, ranked_segments
 from pipelines.store import FaceStore, faces_schema
 

@@ -12,8 +12,7 @@ from app.jobs.stored_matches import decode_matches, matches_basis
 from app.store.events import Event
 from app.store.records import SearchRecord
 from pipelines.bib_search import bib_video_matches, fuse
-from pipelines.match import FaceMatch, References
-from pipelines.person_search import find_person
+from pipelines.match import FaceMatch, References, find_person
 
 log = logging.getLogger(__name__)
 

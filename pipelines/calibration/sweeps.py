@@ -13,8 +13,7 @@ import pyarrow as pa
 from pipelines.calibration.events import CachedStore, EventIndex
 from pipelines.config import MatchSettings, SegmentSettings
 from pipelines.evaluate import Interval, LabelledSet, Segment, match_video, overall, score_all, subtract, tallies, total
-from pipelines.match import References, timed_hits
-from pipelines.person_search import find_person
+from pipelines.match import References, find_person, timed_hits
 from pipelines.segments import RankedSegment, TimedHit, ranked_segments
 
 KEY_DIGITS = 6  # thresholds are compared rounded to this many decimals (grid keys)

@@ -19,8 +19,7 @@ from app.features.services import Services
 from app.jobs.stored_matches import encode_matches, matches_basis
 from app.store.events import Event
 from app.store.records import SearchRecord
-from pipelines.match import References
-from pipelines.person_search import find_person
+from pipelines.match import References, find_person
 from pipelines.photo_search import find_photos
 
 log = logging.getLogger(__name__)
