@@ -136,44 +136,33 @@ def test_ties_go_to_the_rule_nearest_the_configured_one():
     assert WIDE.max_gap_s == 4.0
 
 
+def configured_rules_on_clean_pairs(reason: str, **differs) -> Recommendation:
+    """The fields both cases share: the configured rules at 50 of 60 labelled s, and pairs whose
+    strongest impostor sits under the threshold (0 of 300 accepted, all 40 genuine pairs)."""
+    shared = {
+        "segments": {"max_gap_s": 2.0, "min_hits": 2},
+        "coverage": 50.0 / 60.0,
+        "far_at_threshold": 0.0,
+        "tar_at_threshold": 1.0,
+        "covered_s": 50.0,
+        "labelled_s": 60.0,
+        "far_upper_95": far_upper_bound(0, 300),
+        "n_genuine": 40,
+        "n_impostor": 300,
+    }
+    return Recommendation(reason=reason, **(shared | differs))
+
+
 def test_every_field_of_a_recommendation_not_to_apply():
     pairs = pairs_with_top_impostor(0.2)
     rec = recommend(rows_for({DEFAULT: dict.fromkeys(GRID, 1)}, {DEFAULT: 50.0}), pairs, BASE, 0.40)
-    assert rec == Recommendation(
-        threshold=0.40,
-        segments={"max_gap_s": 2.0, "min_hits": 2},
-        margin=0.0,
-        coverage=50.0 / 60.0,
-        wrong_segments=1,
-        far_at_threshold=0.0,
-        tar_at_threshold=1.0,
-        reason=rec.reason,  # pinned above
-        qualified=False,
-        lowest_qualifying=None,
-        covered_s=50.0,
-        labelled_s=60.0,
-        far_upper_95=far_upper_bound(0, 300),
-        n_genuine=40,
-        n_impostor=300,
+    assert rec == configured_rules_on_clean_pairs(
+        rec.reason, threshold=0.40, margin=0.0, wrong_segments=1, qualified=False, lowest_qualifying=None
     )
 
 
 def test_every_field_of_a_recommendation_to_apply():
     rec = recommend(rows_for(NOT_MONOTONIC, {DEFAULT: 50.0}), pairs_with_top_impostor(0.345), BASE, 0.40)
-    assert rec == Recommendation(
-        threshold=0.39,
-        segments={"max_gap_s": 2.0, "min_hits": 2},
-        margin=0.02,
-        coverage=50.0 / 60.0,
-        wrong_segments=0,
-        far_at_threshold=0.0,
-        tar_at_threshold=1.0,
-        reason=rec.reason,
-        qualified=True,
-        lowest_qualifying=0.37,
-        covered_s=50.0,
-        labelled_s=60.0,
-        far_upper_95=far_upper_bound(0, 300),
-        n_genuine=40,
-        n_impostor=300,
+    assert rec == configured_rules_on_clean_pairs(
+        rec.reason, threshold=0.39, margin=0.02, wrong_segments=0, qualified=True, lowest_qualifying=0.37
     )
