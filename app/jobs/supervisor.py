@@ -143,12 +143,15 @@ class JobSupervisor:
         then end the search before its request deadline. The caller judged from its own read
         of the record; this read is later, so it is at least as fresh."""
         cancelled = 0
+        current: dict[str, str | None] = {}  # request_id -> its processing attempt: one read per request
         for job_id in job_ids:
             held = self.searches.get(job_id)
             if held is None:
                 continue
-            record = await asyncio.to_thread(self.records.read, held[0])
-            if record is not None and record.job_id == job_id and record.status == PROCESSING:
+            if held[0] not in current:
+                record = await asyncio.to_thread(self.records.read, held[0])
+                current[held[0]] = record.job_id if record is not None and record.status == PROCESSING else None
+            if current[held[0]] == job_id:
                 log.warning("search %s: job %s is its current attempt; not cancelled", held[0], job_id)
                 continue
             self.searches.pop(job_id, None)
